@@ -1,0 +1,254 @@
+"""Config schemas (dataclasses), their validation, and the metric contract.
+
+Hydra composes YAML from ``conf/``; :func:`load_config` turns the composed mapping into a
+frozen :class:`SweepConfig`, checking every key and value before anything starts. Each
+problem is one :class:`ConfigError` line that names the dotted key and the bad value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from orchestrator.errors import ConfigError
+from orchestrator.space import SearchSpace, parse_space
+
+#: Keys every trainable reports once per epoch (DESIGN.md, metric contract).
+METRIC_KEYS: tuple[str, ...] = (
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_acc",
+    "grad_norm",
+    "dead_frac",
+    "lr",
+    "attempt",
+    "seed",
+)
+#: Metrics a sweep may optimise, with the direction that is better.
+OBJECTIVES: dict[str, str] = {"val_acc": "max", "val_loss": "min", "train_loss": "min"}
+
+
+def check_result(result: dict[str, Any]) -> None:
+    """Raise KeyError naming the first metric-contract key missing from ``result``."""
+    for key in METRIC_KEYS:
+        if key not in result:
+            raise KeyError(f"result is missing the metric-contract key {key!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str | None = None
+    val_fraction: float = 0.25
+    split_seed: int = 0
+    max_samples: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainableConfig:
+    model: str = "mlp"
+    dataset: str = "digits"
+    epochs: int = 20
+    checkpoint_every: int = 1
+    data: DataConfig = field(default_factory=DataConfig)
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    algorithm: str = "tpe"
+    n_startup_trials: int = 8
+    multivariate: bool = True
+    grid_points: int = 3
+    cmaes_popsize: int | None = None
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    name: str = "fifo"
+    grace_period: int = 3
+    reduction_factor: float = 3.0
+    min_samples_required: int = 3
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    mode: str = "local"
+    address: str | None = None
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str | None = None
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    path: str = "results"
+
+
+@dataclass(frozen=True)
+class FailureConfig:
+    max_failures: int = 1
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str = "default"
+    seed: int = 0
+    num_samples: int = 16
+    max_concurrent_trials: int | None = None
+    metric: str = "val_acc"
+    mode: str = "max"
+    verbose: int = 1
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    failure: FailureConfig = field(default_factory=FailureConfig)
+
+    @property
+    def space(self) -> SearchSpace:
+        """The validated search space of the trainable's hyperparameters."""
+        return parse_space(self.trainable.hparams)
+
+
+SEARCH_ALGORITHMS = ("tpe", "random", "cmaes", "grid")
+SCHEDULERS = ("fifo", "asha", "median")
+CLUSTER_MODES = ("local",)
+MODELS = ("mlp", "cnn")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it converted."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, key)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be finite, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}: must be a non-empty string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported schema type {tp!r} at {key}")  # a bug in the schema
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys and wrong types."""
+    where = prefix or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            full = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"{full}: unknown key (known here: {', '.join(names)})")
+    kwargs = {}
+    for name in names:
+        if name in data:
+            full = f"{prefix}.{name}" if prefix else name
+            kwargs[name] = _convert(data[name], hints[name], full)
+    return cls(**kwargs)
+
+
+def _choose(key: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ConfigError(f"{key}: must be one of {', '.join(options)}, got {value!r}")
+
+
+def _at_least(key: str, value: float | None, low: float, *, strict: bool = False) -> None:
+    if value is None:
+        return
+    if value < low or (strict and value == low):
+        raise ConfigError(f"{key}: must be {'>' if strict else '>='} {low:g}, got {value!r}")
+
+
+def validate(cfg: SweepConfig) -> SweepConfig:
+    """Check the values of a built config against each other and their ranges."""
+    _at_least("num_samples", cfg.num_samples, 1)
+    _at_least("max_concurrent_trials", cfg.max_concurrent_trials, 1)
+    _at_least("seed", cfg.seed, 0)
+    _choose("metric", cfg.metric, tuple(OBJECTIVES))
+    if cfg.mode != OBJECTIVES[cfg.metric]:
+        raise ConfigError(f"mode: {cfg.metric} is better when {OBJECTIVES[cfg.metric]}, got {cfg.mode!r}")
+    t = cfg.trainable
+    _choose("trainable.model", t.model, MODELS)
+    _at_least("trainable.epochs", t.epochs, 1)
+    _at_least("trainable.checkpoint_every", t.checkpoint_every, 1)
+    if not 0.0 < t.data.val_fraction < 1.0:
+        raise ConfigError(f"trainable.data.val_fraction: must be in (0, 1), got {t.data.val_fraction!r}")
+    _at_least("trainable.data.max_samples", t.data.max_samples, 10)
+    space = cfg.space  # validates every hyperparameter and distribution
+    if "epochs" in space.fixed:
+        raise ConfigError("trainable.hparams.epochs: set the budget with trainable.epochs")
+    s = cfg.search
+    _choose("search.algorithm", s.algorithm, SEARCH_ALGORITHMS)
+    _at_least("search.n_startup_trials", s.n_startup_trials, 1)
+    _at_least("search.grid_points", s.grid_points, 1)
+    _at_least("search.cmaes_popsize", s.cmaes_popsize, 2)
+    if not space.searched:
+        raise ConfigError("trainable.hparams: nothing to search (no hyperparameter has a distribution)")
+    _choose("scheduler.name", cfg.scheduler.name, SCHEDULERS)
+    _at_least("scheduler.grace_period", cfg.scheduler.grace_period, 1)
+    _at_least("scheduler.reduction_factor", cfg.scheduler.reduction_factor, 1, strict=True)
+    _at_least("scheduler.min_samples_required", cfg.scheduler.min_samples_required, 1)
+    _choose("cluster.mode", cfg.cluster.mode, CLUSTER_MODES)
+    _at_least("cluster.num_cpus", cfg.cluster.num_cpus, 1)
+    _at_least("cluster.num_gpus", cfg.cluster.num_gpus, 0)
+    r = cfg.resources
+    _at_least("resources.cpus_per_trial", r.cpus_per_trial, 0)
+    _at_least("resources.gpus_per_trial", r.gpus_per_trial, 0)
+    if r.cpus_per_trial == 0 and r.gpus_per_trial == 0:
+        raise ConfigError("resources: a trial needs cpus_per_trial > 0 or gpus_per_trial > 0")
+    if r.gpus_per_trial > 1 and not r.gpus_per_trial.is_integer():
+        raise ConfigError(
+            f"resources.gpus_per_trial: above 1 it must be a whole number, got {r.gpus_per_trial!r}"
+        )
+    _at_least("failure.max_failures", cfg.failure.max_failures, -1)
+    _at_least("verbose", cfg.verbose, 0)
+    return cfg
+
+
+def load_config(data: dict[str, Any]) -> SweepConfig:
+    """Build and validate a :class:`SweepConfig` from a plain (resolved) mapping."""
+    return validate(_build(SweepConfig, data, ""))

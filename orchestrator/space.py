@@ -1,0 +1,157 @@
+"""Search spaces written in YAML: typed distributions, validated against the trainable's domains.
+
+A space maps each hyperparameter to either a plain value (fixed for every trial) or a
+distribution written as a mapping with a ``type``:
+
+- ``{type: loguniform, low, high}``: float, uniform in log space; ``low`` must be > 0.
+- ``{type: uniform, low, high, step: null}``: float, uniform (optionally on a grid of ``step``).
+- ``{type: int, low, high, step: 1, log: false}``: integer in ``[low, high]``.
+- ``{type: choice, values: [...]}``: one of the listed values.
+
+A hyperparameter set to ``null`` is dropped from the space (the trainable's default applies),
+so an experiment file can remove what a base space searches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.errors import ConfigError
+from trainables.hparams import DOMAINS
+
+DIST_TYPES = ("loguniform", "uniform", "int", "choice")
+
+
+@dataclass(frozen=True)
+class Dist:
+    """One searched hyperparameter: its distribution type and parameters."""
+
+    type: str
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    values: tuple[Any, ...] = ()
+
+    def grid(self, points: int) -> list[Any]:
+        """Values a grid search tries: the choices, or ``points`` evenly spaced values.
+
+        Log distributions are spaced evenly in log space; integer ranges with at most
+        ``points`` values are enumerated whole.
+        """
+        if self.type == "choice":
+            return list(self.values)
+        assert self.low is not None and self.high is not None  # guaranteed by parse_dist
+        if self.type == "int":
+            count = int(self.high - self.low) // int(self.step or 1) + 1
+            if count <= points:
+                return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if points == 1:
+            return [self.low if self.type != "int" else int(self.low)]
+        if self.log:
+            lo, hi = math.log(self.low), math.log(self.high)
+            vals = [math.exp(lo + (hi - lo) * i / (points - 1)) for i in range(points)]
+        else:
+            vals = [self.low + (self.high - self.low) * i / (points - 1) for i in range(points)]
+        if self.type == "int":
+            return sorted({int(round(v)) for v in vals})
+        return [float(f"{v:.6g}") for v in vals]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Fixed values and searched distributions, both keyed by hyperparameter name."""
+
+    fixed: dict[str, Any]
+    searched: dict[str, Dist]
+
+    def grid_size(self, points: int) -> int:
+        """Number of configurations a full grid over the searched values has."""
+        return math.prod(len(d.grid(points)) for d in self.searched.values())
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}: must be finite, got {value!r}")
+    return float(value)
+
+
+def _check_in_domain(name: str, value: Any, key: str) -> None:
+    problem = DOMAINS[name].problem(value)
+    if problem is not None:
+        raise ConfigError(f"{key}: {name} {problem}, got {value!r}")
+
+
+def parse_dist(name: str, spec: dict[str, Any], key: str) -> Dist:
+    """Parse one distribution mapping; every problem names ``key`` and the bad value."""
+    dtype = spec.get("type")
+    if dtype not in DIST_TYPES:
+        raise ConfigError(f"{key}.type: must be one of {', '.join(DIST_TYPES)}, got {dtype!r}")
+    allowed = {"type", "values"} if dtype == "choice" else {"type", "low", "high", "step", "log"}
+    for extra in spec:
+        if extra not in allowed:
+            raise ConfigError(f"{key}.{extra}: unknown key for a {dtype} distribution")
+    domain = DOMAINS[name]
+    if dtype == "choice":
+        values = spec.get("values")
+        if not isinstance(values, (list, tuple)) or len(values) == 0:
+            raise ConfigError(f"{key}.values: must be a non-empty list, got {values!r}")
+        for i, v in enumerate(values):
+            _check_in_domain(name, v, f"{key}.values[{i}]")
+        if len(set(map(repr, values))) != len(values):
+            raise ConfigError(f"{key}.values: must not repeat a value, got {list(values)!r}")
+        return Dist("choice", values=tuple(values))
+    if domain.kind not in (int, float):
+        raise ConfigError(f"{key}.type: {name} takes {domain.kind.__name__} values; use choice")
+    if dtype == "int" and domain.kind is not int:
+        raise ConfigError(f"{key}.type: {name} is a float; use uniform or loguniform, not int")
+    if dtype != "int" and domain.kind is int:
+        raise ConfigError(f"{key}.type: {name} is an integer; use int or choice, not {dtype}")
+    for bound in ("low", "high"):
+        if bound not in spec:
+            raise ConfigError(f"{key}.{bound}: required for a {dtype} distribution")
+    low = _number(spec["low"], f"{key}.low")
+    high = _number(spec["high"], f"{key}.high")
+    log = dtype == "loguniform" or bool(spec.get("log", False))
+    if log and low <= 0:
+        raise ConfigError(f"{key}.low: must be > 0 for a log scale, got {spec['low']!r}")
+    if low >= high:
+        raise ConfigError(f"{key}: low must be < high, got low={spec['low']!r} high={spec['high']!r}")
+    _check_in_domain(name, low, f"{key}.low")
+    _check_in_domain(name, high, f"{key}.high")
+    step = spec.get("step")
+    if step is not None:
+        step = _number(step, f"{key}.step")
+        if step <= 0:
+            raise ConfigError(f"{key}.step: must be > 0, got {spec['step']!r}")
+        if log:
+            raise ConfigError(f"{key}.step: cannot be combined with a log scale")
+        if dtype == "int" and not step.is_integer():
+            raise ConfigError(f"{key}.step: must be an integer, got {spec['step']!r}")
+    if dtype == "int":
+        if not (low.is_integer() and high.is_integer()):
+            raise ConfigError(f"{key}: int bounds must be integers, got low={low:g} high={high:g}")
+        step = step if step is not None else 1.0
+    return Dist(dtype, low=low, high=high, step=step, log=log)
+
+
+def parse_space(hparams: dict[str, Any], prefix: str = "trainable.hparams") -> SearchSpace:
+    """Split a ``hparams`` mapping into fixed values and distributions, validating both."""
+    fixed: dict[str, Any] = {}
+    searched: dict[str, Dist] = {}
+    for name, spec in hparams.items():
+        key = f"{prefix}.{name}"
+        if name not in DOMAINS:
+            raise ConfigError(f"{key}: unknown hyperparameter (known: {', '.join(DOMAINS)})")
+        if spec is None:
+            continue
+        if isinstance(spec, dict):
+            searched[name] = parse_dist(name, spec, key)
+        else:
+            _check_in_domain(name, spec, key)
+            fixed[name] = spec
+    return SearchSpace(fixed=fixed, searched=searched)

@@ -1,0 +1,313 @@
+"""Run one sweep: check inputs, start (or join) Ray, run the Tuner, record to MLflow, summarise.
+
+Everything that can be known before a trial starts is checked first (config, storage path,
+data files, tracking URI, resources against the cluster); a problem is a ConfigError and
+nothing is started or recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+from orchestrator.callbacks import MlflowTrialCallback, final_status, trial_name, trial_params
+from orchestrator.config import SweepConfig
+from orchestrator.errors import ConfigError
+from orchestrator.scheduling import build_scheduler
+from orchestrator.search import build_searcher, num_trials
+from orchestrator.tracking import SweepTracker, resolve_tracking_uri, ui_hint
+from trainables.data import DataError, check_data_root
+from trainables.entry import train
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepSummary:
+    """What a finished sweep found and where its records are."""
+
+    name: str
+    metric: str
+    mode: str
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_trial: str | None
+    statuses: dict[str, int]
+    epochs_run: int
+    wall_s: float
+    results_dir: str
+    tracking_uri: str | None = None
+    parent_run_id: str | None = None
+    best_run_id: str | None = None
+    ui: str | None = None
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+    def render(self) -> str:
+        """A short plain-text report for the terminal."""
+        lines = [
+            f"sweep '{self.name}' finished in {self.wall_s:.0f}s: "
+            f"{sum(self.statuses.values())} trials, {self.epochs_run} epochs trained"
+        ]
+        if self.best_value is None:
+            lines.append(f"  no trial reported a finite {self.metric}")
+        else:
+            lines.append(f"  best {self.metric} ({self.mode}): {self.best_value:.4f}  [{self.best_trial}]")
+            lines.append(
+                "  best configuration: "
+                + ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(self.best_params.items()))
+            )
+        lines.append(
+            "  trials by final status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
+        )
+        lines.append(f"  Ray results: {self.results_dir}")
+        if self.tracking_uri:
+            lines.append(
+                f"  MLflow: {self.tracking_uri} (parent run {self.parent_run_id}, "
+                f"best trial run {self.best_run_id})"
+            )
+            lines.append(f"  view it: {self.ui}")
+        return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _git_commit(directory: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def resolve_storage(path: str, launch_dir: str) -> str:
+    """The absolute storage directory (or URI); refuses a local path that cannot be written."""
+    if "://" in path:
+        return path
+    full = os.path.abspath(os.path.join(launch_dir, os.path.expanduser(path)))
+    probe = full
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"storage.path: cannot write to {full!r} ({probe!r} is not writable)")
+    return full
+
+
+def _run_config(cfg: SweepConfig) -> dict[str, Any]:
+    """The part of every trial's config that is the same across the sweep."""
+    t = cfg.trainable
+    return {
+        "model": t.model,
+        "dataset": t.dataset,
+        "checkpoint_every": t.checkpoint_every,
+        "sweep_seed": cfg.seed,
+        "data": {
+            "root": os.path.abspath(t.data.root) if t.data.root else None,
+            "val_fraction": t.data.val_fraction,
+            "split_seed": t.data.split_seed,
+            "max_samples": t.data.max_samples,
+        },
+    }
+
+
+def _start_ray(cfg: SweepConfig) -> bool:
+    """Start the embedded Ray unless one is running; True when this call started it."""
+    if ray.is_initialized():
+        return False
+    ray.init(
+        num_cpus=cfg.cluster.num_cpus,
+        num_gpus=cfg.cluster.num_gpus,
+        include_dashboard=False,
+        log_to_driver=True,
+        logging_level=logging.WARNING,
+    )
+    return True
+
+
+def _check_resources(cfg: SweepConfig) -> int:
+    """Refuse per-trial resources the cluster does not have; return the concurrent trial slots."""
+    have = ray.cluster_resources()
+    r = cfg.resources
+    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    if r.cpus_per_trial > cpus:
+        raise ConfigError(f"resources.cpus_per_trial: {r.cpus_per_trial:g} but the cluster has {cpus:g} CPUs")
+    if r.gpus_per_trial > gpus:
+        raise ConfigError(f"resources.gpus_per_trial: {r.gpus_per_trial:g} but the cluster has {gpus:g} GPUs")
+    slots = [int(cpus // r.cpus_per_trial)] if r.cpus_per_trial > 0 else []
+    if r.gpus_per_trial > 0:
+        slots.append(int(round(gpus / r.gpus_per_trial, 6)))
+    return max(1, min(slots))
+
+
+def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...] = ()) -> SweepSummary:
+    """Run the sweep described by ``cfg`` and return its summary."""
+    started = time.time()
+    launch_dir = os.getcwd()
+    storage = resolve_storage(cfg.storage.path, launch_dir)
+    try:
+        check_data_root(cfg.trainable.dataset, cfg.trainable.data.root)
+    except DataError as exc:
+        raise ConfigError(f"trainable.{exc}") from None
+    tracker = None
+    if cfg.tracking.enabled:
+        uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir)
+        tracker = SweepTracker(uri, cfg.tracking.experiment or cfg.name)
+    searcher, scheduler, trials = build_searcher(cfg), build_scheduler(cfg), num_trials(cfg)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    own_ray = _start_ray(cfg)
+    try:
+        slots = _check_resources(cfg)
+        concurrent = min(cfg.max_concurrent_trials or slots, trials)
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(concurrent))
+        experiment = f"{cfg.name}_{time.strftime('%Y%m%d-%H%M%S')}"
+        callbacks: list[tune.Callback] = [JsonLoggerCallback(), CSVLoggerCallback()]
+        recorder = None
+        if tracker is not None:
+            tags = {"sweep": cfg.name, "ray_experiment": experiment, "storage": storage}
+            commit = _git_commit(launch_dir)
+            if commit:
+                tags["git_commit"] = commit
+            params = {
+                "num_samples": trials,
+                "search": cfg.search.algorithm,
+                "seed": cfg.seed,
+                "scheduler": cfg.scheduler.name,
+                "metric": cfg.metric,
+                "mode": cfg.mode,
+                "model": cfg.trainable.model,
+                "dataset": cfg.trainable.dataset,
+                "epochs": cfg.trainable.epochs,
+                "cpus_per_trial": cfg.resources.cpus_per_trial,
+                "gpus_per_trial": cfg.resources.gpus_per_trial,
+            }
+            params.update({f"space.{k}": v for k, v in cfg.trainable.hparams.items()})
+            tracker.start_sweep(
+                cfg.name,
+                params,
+                tags,
+                {"config.yaml": resolved_yaml, "overrides.txt": "\n".join(overrides) + "\n"},
+            )
+            recorder = MlflowTrialCallback(tracker, cfg.trainable.epochs)
+            callbacks.append(recorder)
+        param_space = {
+            **cfg.space.fixed,
+            "epochs": cfg.trainable.epochs,
+            "attempt": 0,
+            "run": _run_config(cfg),
+        }
+        tuner = tune.Tuner(
+            tune.with_resources(
+                train, {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
+            ),
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=trials,
+                max_concurrent_trials=concurrent,
+                reuse_actors=True,
+                trial_name_creator=trial_name,
+                trial_dirname_creator=trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=experiment,
+                storage_path=storage,
+                callbacks=callbacks,
+                verbose=cfg.verbose,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
+            ),
+        )
+        try:
+            grid = tuner.fit()
+        except BaseException:
+            if tracker is not None:
+                tracker.end_sweep("KILLED", {"final_status": "INTERRUPTED"})
+            raise
+        summary = _summarize(cfg, grid, os.path.join(storage, experiment), started, tracker)
+        if tracker is not None:
+            tracker.end_sweep("FINISHED", {"final_status": "FINISHED"}, _summary_metrics(summary))
+        return summary
+    finally:
+        if own_ray:
+            ray.shutdown()
+
+
+def _summarize(
+    cfg: SweepConfig, grid: tune.ResultGrid, results_dir: str, started: float, tracker: SweepTracker | None
+) -> SweepSummary:
+    statuses: dict[str, int] = {}
+    rows, epochs_run = [], 0
+    for result in grid:
+        last = result.metrics or {}
+        status = final_status(
+            last, result.config.get("epochs", cfg.trainable.epochs), errored=result.error is not None
+        )
+        statuses[status] = statuses.get(status, 0) + 1
+        epochs_run += int(last.get("epoch", 0))
+        rows.append(
+            {
+                "trial_id": last.get("trial_id"),
+                "status": status,
+                "value": last.get(cfg.metric),
+                "epochs": last.get("epoch"),
+            }
+        )
+    best_value, best_params, best_trial, best_run = None, {}, None, None
+    try:
+        best = grid.get_best_result(cfg.metric, cfg.mode, scope="last")
+    except RuntimeError:
+        best = None
+    if best is not None and best.metrics and cfg.metric in best.metrics:
+        best_value = float(best.metrics[cfg.metric])
+        best_params = trial_params(best.config)
+        trial_id = best.metrics.get("trial_id")
+        index = best.config.get("trial_index")
+        best_trial = f"trial_{index:04d}_{trial_id}" if isinstance(index, int) else trial_id
+        if tracker is not None and trial_id:
+            best_run = tracker.run_ids.get(trial_id)
+    return SweepSummary(
+        name=cfg.name,
+        metric=cfg.metric,
+        mode=cfg.mode,
+        best_value=best_value,
+        best_params=best_params,
+        best_trial=best_trial,
+        statuses=statuses,
+        epochs_run=epochs_run,
+        wall_s=time.time() - started,
+        results_dir=results_dir,
+        tracking_uri=tracker.uri if tracker else None,
+        parent_run_id=tracker.parent_run_id if tracker else None,
+        best_run_id=best_run,
+        ui=ui_hint(tracker.uri, tracker.experiment_id) if tracker else None,
+        trials=rows,
+    )
+
+
+def _summary_metrics(s: SweepSummary) -> dict[str, float]:
+    metrics: dict[str, float] = {
+        "trials": float(sum(s.statuses.values())),
+        "epochs_run": float(s.epochs_run),
+        "wall_s": s.wall_s,
+    }
+    if s.best_value is not None:
+        metrics[f"best_{s.metric}"] = s.best_value
+    metrics.update({f"trials_{k.lower()}": float(v) for k, v in s.statuses.items()})
+    return metrics

@@ -1,0 +1,1 @@
+"""PyTorch models, datasets and the train function every Ray worker runs."""

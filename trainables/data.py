@@ -1,0 +1,353 @@
+"""Datasets are loaded from sklearn, mnist1d or local files only; nothing is ever downloaded.
+
+Every loader returns raw train/val arrays; :func:`load_dataset` then subsamples, standardises
+per channel with train-split statistics and packs the result into a :class:`Dataset`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import pickle
+import random
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DATASETS: tuple[str, ...] = ("digits", "mnist1d", "mnist", "fashion_mnist", "cifar10")
+NUM_CLASSES = 10
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "digits": (1, 8, 8),
+    "mnist1d": (1, 40),
+    "mnist": (1, 28, 28),
+    "fashion_mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+}
+_TORCHVISION_DIRS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+_CIFAR_DIR = "cifar-10-batches-py"
+_CIFAR_BATCHES = tuple(f"data_batch_{k}" for k in range(1, 6))
+_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+)
+_MNIST1D_CACHE: dict[str, np.ndarray] = {}
+_MNIST1D_LOCK = threading.Lock()
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+class DataError(ValueError):
+    """A dataset cannot be loaded; the message is one line naming the key/path and the problem."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A standardised train/val split: float32 inputs (N, *input_shape), int64 labels (N,)."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+def load_dataset(
+    name: str,
+    root: str | None = None,
+    *,
+    val_fraction: float = 0.25,
+    split_seed: int = 0,
+    max_samples: int | None = None,
+) -> Dataset:
+    """Load dataset `name` offline, split it, cap it to `max_samples` and standardise it.
+
+    Args:
+        name: One of :data:`DATASETS`.
+        root: Directory holding the files of mnist, fashion_mnist and cifar10 (else unused).
+        val_fraction: Share of the training files held out for validation, in (0, 1).
+            mnist1d ignores it and uses its fixed 4000/1000 split.
+        split_seed: Seed of the stratified split and of the `max_samples` subsample.
+        max_samples: If set, at most this many train and at most this many val samples.
+
+    Returns:
+        The standardised :class:`Dataset`.
+
+    Raises:
+        DataError: Unknown name, bad option, missing or malformed files.
+    """
+    check_data_root(name, root)
+    _check_options(val_fraction, max_samples)
+    if name == "mnist1d":
+        x_train, y_train, x_val, y_val = _mnist1d_splits()
+    else:
+        x, y = _LOADERS[name](name, root)
+        x_train, y_train, x_val, y_val = _split(x, y, val_fraction, split_seed)
+    if max_samples is not None:
+        x_train, y_train = _subsample(x_train, y_train, max_samples, split_seed)
+        x_val, y_val = _subsample(x_val, y_val, max_samples, split_seed)
+    shape = INPUT_SHAPES[name]
+    x_train, x_val = _standardise(x_train.reshape(-1, *shape), x_val.reshape(-1, *shape))
+    logger.info("dataset %s: %d train / %d val samples", name, len(y_train), len(y_val))
+    y_train, y_val = np.asarray(y_train, np.int64), np.asarray(y_val, np.int64)
+    return Dataset(name, x_train, y_train, x_val, y_val, shape, NUM_CLASSES)
+
+
+def check_data_root(name: str, root: str | None) -> None:
+    """Raise DataError unless `name` is known and its local files exist under `root`.
+
+    Cheap (no file is read), so config validation can call it before anything starts.
+    digits and mnist1d need no files, so only their name is checked.
+    """
+    if name not in DATASETS:
+        raise DataError(f"trainable.dataset: unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
+    if name in _TORCHVISION_DIRS:
+        _idx_paths(name, root)
+    elif name == "cifar10":
+        _cifar_paths(root)
+
+
+def _check_options(val_fraction: float, max_samples: int | None) -> None:
+    """Reject a val_fraction outside (0, 1) and a max_samples below 1."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"data.val_fraction: must be in (0, 1), got {val_fraction!r}")
+    bad_type = isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer))
+    if max_samples is not None and (bad_type or max_samples < 1):
+        raise DataError(f"data.max_samples: must be a positive integer, got {max_samples!r}")
+
+
+def _root_dir(name: str, root: str | None) -> Path:
+    """Return `root` as an existing directory or raise a DataError that rules out downloads."""
+    why = f"{name} is read from local files, never downloaded"
+    if root is None or not str(root).strip():
+        raise DataError(f"data.root: required for dataset {name!r} ({why})")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        problem = "is not a directory" if path.exists() else "does not exist"
+        raise DataError(f"data.root: directory '{path}' {problem} ({why})")
+    return path
+
+
+def _find(directory: Path, stem: str) -> Path | None:
+    """Return `directory/stem` or `directory/stem.gz`, whichever exists first."""
+    for candidate in (directory / stem, directory / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _idx_paths(name: str, root: str | None) -> tuple[Path, Path]:
+    """Locate the train image and label IDX files in `root` or torchvision's `root/X/raw`."""
+    base = _root_dir(name, root)
+    for directory in (base, base / _TORCHVISION_DIRS[name] / "raw"):
+        images = _find(directory, _IDX_FILES[0])
+        if images is not None:
+            labels = _find(directory, _IDX_FILES[1])
+            if labels is None:
+                raise DataError(f"data.root: no {_IDX_FILES[1]}(.gz) in '{directory}'")
+            return images, labels
+    raw = Path(_TORCHVISION_DIRS[name]) / "raw"
+    raise DataError(f"data.root: no {_IDX_FILES[0]}(.gz) in '{base}' (nor in {raw}/)")
+
+
+def _cifar_paths(root: str | None) -> list[Path]:
+    """Locate the existing data_batch_1..5 files in `root/cifar-10-batches-py` or `root`."""
+    base = _root_dir("cifar10", root)
+    for directory in (base / _CIFAR_DIR, base):
+        found = [directory / b for b in _CIFAR_BATCHES if (directory / b).is_file()]
+        if found:
+            return found
+    raise DataError(f"data.root: no {_CIFAR_DIR}/data_batch_1..5 in '{base}'")
+
+
+def _load_digits(name: str, root: str | None) -> Arrays:
+    """Return sklearn's bundled 8x8 digits (1797 images, values 0..16)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.images, bunch.target
+
+
+def _mnist1d_splits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Build MNIST-1D once per process without touching the caller's global RNG states."""
+    with _MNIST1D_LOCK:
+        if not _MNIST1D_CACHE:
+            from mnist1d.data import get_dataset_args, make_dataset  # make_dataset never downloads
+
+            np_state, py_state = np.random.get_state(), random.getstate()
+            try:
+                raw = make_dataset(get_dataset_args())
+            finally:
+                np.random.set_state(np_state)
+                random.setstate(py_state)
+            _MNIST1D_CACHE.update({k: np.asarray(raw[k]) for k in ("x", "y", "x_test", "y_test")})
+    c = _MNIST1D_CACHE
+    return c["x"], c["y"], c["x_test"], c["y_test"]
+
+
+def _load_idx_dataset(name: str, root: str | None) -> Arrays:
+    """Read the MNIST-style train images (N, 28, 28) and labels (N,) from IDX files."""
+    images_path, labels_path = _idx_paths(name, root)
+    images, labels = _read_idx(images_path, 3), _read_idx(labels_path, 1)
+    if images.shape[1:] != (28, 28) or len(images) != len(labels):
+        raise DataError(
+            f"data.root: '{images_path}' holds {images.shape} images but '{labels_path}' "
+            f"holds {len(labels)} labels (expected (N, 28, 28) and N)"
+        )
+    return images, _labels(labels, labels_path)
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Parse an unsigned-byte IDX file: magic 0x0000 08 ndim, big-endian dims, then data."""
+    raw = _read_bytes(path)
+    header_len = 4 + 4 * ndim
+    if len(raw) < header_len:
+        raise DataError(f"data.root: malformed IDX file '{path}': only {len(raw)} bytes")
+    (magic,) = struct.unpack(">I", raw[:4])
+    if magic != 0x0800 + ndim:
+        raise DataError(
+            f"data.root: malformed IDX file '{path}': magic 0x{magic:08x}, "
+            f"expected 0x{0x0800 + ndim:08x} (unsigned bytes, {ndim} dims)"
+        )
+    dims = struct.unpack(f">{ndim}I", raw[4:header_len])
+    if len(raw) - header_len != int(np.prod(dims)):
+        raise DataError(
+            f"data.root: malformed IDX file '{path}': header says {dims} but "
+            f"{len(raw) - header_len} data bytes follow"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(dims)
+
+
+def _read_bytes(path: Path) -> bytes:
+    """Return the content of `path`, gunzipped when its name ends with .gz."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                return fh.read()
+        return path.read_bytes()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"data.root: cannot read '{path}': {exc}") from exc
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the numpy globals needed to rebuild plain arrays."""
+
+    def __init__(self, fh: BinaryIO, path: Path) -> None:
+        super().__init__(fh, encoding="bytes")
+        self._path = path
+
+    def find_class(self, module: str, name: str) -> object:
+        """Refuse every global outside the numpy array allow-list with a DataError."""
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise DataError(f"data.root: refusing to load '{self._path}': it references {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _load_cifar(name: str, root: str | None) -> Arrays:
+    """Read and concatenate every data_batch_k: images (N, 3, 32, 32) and labels (N,)."""
+    parts = [_read_cifar_batch(path) for path in _cifar_paths(root)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _read_cifar_batch(path: Path) -> Arrays:
+    """Unpickle one CIFAR-10 batch dict (bytes or str keys) safely and validate its arrays."""
+    try:
+        with path.open("rb") as fh:
+            batch = _NumpyOnlyUnpickler(fh, path).load()
+    except DataError:
+        raise
+    except Exception as exc:  # a corrupt pickle can raise almost anything
+        raise DataError(f"data.root: cannot unpickle '{path}': {exc}") from exc
+    if not isinstance(batch, dict):
+        raise DataError(f"data.root: '{path}' is not a CIFAR-10 batch dict")
+    data = batch.get(b"data", batch.get("data"))
+    labels = batch.get(b"labels", batch.get("labels"))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
+        raise DataError(f"data.root: '{path}' has no uint8 'data' array of shape (N, 3072)")
+    if data.shape[1] != 3072 or labels is None or len(labels) != len(data):
+        raise DataError(f"data.root: '{path}': data {data.shape} does not match the labels")
+    return data.reshape(-1, 3, 32, 32), _labels(labels, path)
+
+
+_LOADERS: dict[str, Callable[[str, str | None], Arrays]] = {
+    "digits": _load_digits,
+    "mnist": _load_idx_dataset,
+    "fashion_mnist": _load_idx_dataset,
+    "cifar10": _load_cifar,
+}
+
+
+def _stratify(y: np.ndarray, n_first: int, n_second: int) -> np.ndarray | None:
+    """Return `y` when both parts can hold every class at least once, else None."""
+    counts = np.unique(y, return_counts=True)[1]
+    if counts.min() >= 2 and min(n_first, n_second) >= len(counts):
+        return y
+    logger.warning("too few samples per class for a stratified split; splitting at random")
+    return None
+
+
+def _split(
+    x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Split into train/val, stratified by label, with `val_fraction` held out."""
+    from sklearn.model_selection import train_test_split
+
+    n_val = int(np.ceil(len(y) * val_fraction))
+    if n_val < 1 or n_val >= len(y):
+        raise DataError(f"data.val_fraction: {val_fraction} leaves an empty split of {len(y)}")
+    stratify = _stratify(y, len(y) - n_val, n_val)
+    x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=n_val, random_state=seed, stratify=stratify)
+    return x_tr, y_tr, x_va, y_va
+
+
+def _subsample(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> Arrays:
+    """Keep a deterministic, stratified subset of at most `n` samples."""
+    if len(y) <= n:
+        return x, y
+    from sklearn.model_selection import train_test_split
+
+    stratify = _stratify(y, n, len(y) - n)
+    x_keep, _, y_keep, _ = train_test_split(x, y, train_size=n, random_state=seed, stratify=stratify)
+    return x_keep, y_keep
+
+
+def _standardise(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scale each channel to zero mean, unit std using train statistics (std 0 -> 1)."""
+    x_train, x_val = np.array(x_train, dtype=np.float32), np.array(x_val, dtype=np.float32)
+    bcast = (1, -1) + (1,) * (x_train.ndim - 2)
+    channels = [x_train[:, c] for c in range(x_train.shape[1])]
+    mean = np.array([ch.mean(dtype=np.float64) for ch in channels])
+    std = np.array([ch.std(dtype=np.float64) for ch in channels])
+    std[std == 0] = 1.0
+    mean, std = mean.astype(np.float32).reshape(bcast), std.astype(np.float32).reshape(bcast)
+    for x in (x_train, x_val):  # fresh copies, so scaling in place is safe and saves memory
+        x -= mean
+        x /= std
+    return x_train, x_val
+
+
+def _labels(labels: object, path: Path) -> np.ndarray:
+    """Return the labels read from `path` as int64, rejecting any outside 0..NUM_CLASSES-1."""
+    try:
+        y = np.asarray(labels, dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"data.root: '{path}' has non-integer labels: {exc}") from exc
+    if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
+        raise DataError(f"data.root: '{path}' has labels {y.min()}..{y.max()}, expected 0..{NUM_CLASSES - 1}")
+    return y
