@@ -43,7 +43,8 @@ class Dist:
         """
         if self.type == "choice":
             return list(self.values)
-        assert self.low is not None and self.high is not None  # guaranteed by parse_dist
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} distribution without bounds")
         if self.type == "int":
             count = int(self.high - self.low) // int(self.step or 1) + 1
             if count <= points:
@@ -133,8 +134,6 @@ def parse_dist(name: str, spec: dict[str, Any], key: str) -> Dist:
         if dtype == "int" and not step.is_integer():
             raise ConfigError(f"{key}.step: must be an integer, got {spec['step']!r}")
     if dtype == "int":
-        if not (low.is_integer() and high.is_integer()):
-            raise ConfigError(f"{key}: int bounds must be integers, got low={low:g} high={high:g}")
         step = step if step is not None else 1.0
     return Dist(dtype, low=low, high=high, step=step, log=log)
 

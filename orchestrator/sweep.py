@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,8 +105,10 @@ def resolve_storage(path: str, launch_dir: str) -> str:
     probe = full
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"storage.path: cannot write to {full!r} ({probe!r} is not writable)")
+    try:  # a real write beats os.access, which says yes to root everywhere
+        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=probe))
+    except OSError as exc:
+        raise ConfigError(f"storage.path: cannot write to {full!r} ({exc.strerror} in {probe!r})") from None
     return full
 
 
@@ -140,13 +143,17 @@ def _start_ray(cfg: SweepConfig) -> bool:
     return True
 
 
-def _check_resources(cfg: SweepConfig) -> int:
-    """Refuse per-trial resources the cluster does not have; return the concurrent trial slots."""
-    have = ray.cluster_resources()
+def _check_resources(cfg: SweepConfig, have: dict[str, float]) -> int:
+    """Refuse per-trial resources the cluster does not have; return the concurrent trial slots.
+
+    ``have`` maps resource names to totals; a missing ``GPU`` entry means not known yet.
+    """
     r = cfg.resources
-    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    cpus, gpus = have.get("CPU", 0.0), have.get("GPU")
     if r.cpus_per_trial > cpus:
         raise ConfigError(f"resources.cpus_per_trial: {r.cpus_per_trial:g} but the cluster has {cpus:g} CPUs")
+    if gpus is None:
+        return 1
     if r.gpus_per_trial > gpus:
         raise ConfigError(f"resources.gpus_per_trial: {r.gpus_per_trial:g} but the cluster has {gpus:g} GPUs")
     slots = [int(cpus // r.cpus_per_trial)] if r.cpus_per_trial > 0 else []
@@ -164,15 +171,16 @@ def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...]
         check_data_root(cfg.trainable.dataset, cfg.trainable.data.root)
     except DataError as exc:
         raise ConfigError(f"trainable.{exc}") from None
-    tracker = None
-    if cfg.tracking.enabled:
-        uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir)
-        tracker = SweepTracker(uri, cfg.tracking.experiment or cfg.name)
+    uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None
+    if cfg.cluster.mode == "local":  # known before starting anything
+        _check_resources(cfg, {"CPU": float(cfg.cluster.num_cpus or os.cpu_count() or 1)})
     searcher, scheduler, trials = build_searcher(cfg), build_scheduler(cfg), num_trials(cfg)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     own_ray = _start_ray(cfg)
     try:
-        slots = _check_resources(cfg)
+        have = ray.cluster_resources()
+        slots = _check_resources(cfg, {"CPU": have.get("CPU", 0.0), "GPU": have.get("GPU", 0.0)})
+        tracker = SweepTracker(uri, cfg.tracking.experiment or cfg.name) if uri else None
         concurrent = min(cfg.max_concurrent_trials or slots, trials)
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(concurrent))
         experiment = f"{cfg.name}_{time.strftime('%Y%m%d-%H%M%S')}"

@@ -73,7 +73,10 @@ def test_grid_values():
         ),
         ({"hidden_layers": {"type": "uniform", "low": 1, "high": 3}}, "is an integer; use int or choice"),
         ({"lr": {"type": "int", "low": 1, "high": 3}}, "is a float; use uniform or loguniform"),
-        ({"hidden_layers": {"type": "int", "low": 1.5, "high": 3}}, "int bounds must be integers"),
+        (
+            {"hidden_layers": {"type": "int", "low": 1.5, "high": 3}},
+            "trainable.hparams.hidden_layers.low: hidden_layers must be an integer",
+        ),
         (
             {"dropout": {"type": "uniform", "low": 0.0, "high": 1.0}},
             "trainable.hparams.dropout.high: dropout must be < 1",
