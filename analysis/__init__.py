@@ -1,0 +1,1 @@
+"""Offline analysis of finished sweeps: convergence diagnosis, tables and plots."""
