@@ -7,7 +7,8 @@ import torch
 
 from trainables.data import load_dataset
 from trainables.hparams import TrialParams
-from trainables.trainer import Trainer, derive_seed
+from trainables.seeding import derive_seed
+from trainables.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

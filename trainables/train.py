@@ -18,7 +18,8 @@ from ray import tune
 
 from trainables.data import Dataset, load_dataset
 from trainables.hparams import TrialParams
-from trainables.trainer import Trainer, derive_seed
+from trainables.seeding import derive_seed
+from trainables.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ uninterrupted run would.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,15 +16,10 @@ from torch import nn
 from trainables.data import Dataset
 from trainables.hparams import TrialParams
 from trainables.models import RELU_FAMILY, build_model
+from trainables.seeding import derive_seed
 
 EVAL_CHUNK = 4096
 CHECKPOINT_VERSION = 1
-
-
-def derive_seed(*parts: int | str) -> int:
-    """Return a 31-bit seed that is a stable hash of ``parts`` (same parts, same seed)."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)
