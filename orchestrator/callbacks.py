@@ -8,7 +8,9 @@ checkpoint after a crash replays it) is not logged twice.
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from ray.tune import Callback
@@ -31,10 +33,21 @@ def trial_params(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in NOT_PARAMS}
 
 
-def final_status(last_result: dict[str, Any], budget: int, *, errored: bool) -> str:
-    """ERROR when the trial raised, COMPLETED when it trained its whole budget, else STOPPED_EARLY."""
+def final_status(
+    last_result: dict[str, Any], budget: int, *, errored: bool, action: str | None = None
+) -> str:
+    """How a trial ended, by the first rule that holds.
+
+    ERROR when it raised; CONVERGED / PRUNED when the convergence scheduler stopped it
+    (``action`` "stop" / "prune"); COMPLETED when it trained its whole budget; else
+    STOPPED_EARLY (another scheduler stopped it).
+    """
     if errored:
         return "ERROR"
+    if action == "stop":
+        return "CONVERGED"
+    if action == "prune":
+        return "PRUNED"
     return "COMPLETED" if int(last_result.get("epoch", 0)) >= int(budget) else "STOPPED_EARLY"
 
 
@@ -46,12 +59,35 @@ def trial_name(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-class MlflowTrialCallback(Callback):
-    """Opens a child run per trial, logs per-epoch metrics, ends the run with its final status."""
+class VerdictCallback(Callback):
+    """Writes the convergence scheduler's verdict and action into each result.
 
-    def __init__(self, tracker: SweepTracker, budget: int) -> None:
+    Ray lets callbacks change a result in place before it becomes the trial's last result,
+    so the progress table and the result logs show them. Put it before the logger callbacks.
+    """
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        decision = self.scheduler.decisions.get(trial.trial_id)
+        if decision is not None and decision.verdict is not None and decision.attempt >= result["attempt"]:
+            result["verdict"] = decision.verdict.status
+            result["action"] = decision.action
+
+
+class MlflowTrialCallback(Callback):
+    """Opens a child run per trial (a nested run per restart), logs per-epoch metrics, and ends
+    each run with its final status, verdict and lineage.
+
+    With a :class:`ConvergenceScheduler` each trial's tags also hold its verdict, the reason
+    and evidence, its convergence epoch and the lineage of its attempts.
+    """
+
+    def __init__(self, tracker: SweepTracker, budget: int, scheduler: Any = None) -> None:
         self.tracker = tracker
         self.budget = budget
+        self.scheduler = scheduler
         self._logged: dict[str, tuple[int, int]] = {}  # trial id -> (attempt, last epoch)
 
     def _ensure_run(self, trial: Any) -> None:
@@ -59,8 +95,11 @@ class MlflowTrialCallback(Callback):
             trial.trial_id,
             trial_name(trial),
             trial_params(trial.config),
-            tags={"ray_trial_dir": trial.storage.trial_fs_path if trial.storage else ""},
+            tags={"ray_trial_dir": trial.path or ""},
         )
+
+    def _decision(self, trial_id: str) -> Any:
+        return self.scheduler.decisions.get(trial_id) if self.scheduler is not None else None
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_run(trial)
@@ -68,28 +107,66 @@ class MlflowTrialCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         check_result(result)
         self._ensure_run(trial)
+        tid = trial.trial_id
         attempt, epoch = int(result["attempt"]), int(result["epoch"])
-        last = self._logged.get(trial.trial_id)
+        decision = self._decision(tid)
+        last = self._logged.get(tid)
         if last is not None and last[0] == attempt and epoch <= last[1]:
             logger.debug("trial %s: epoch %d of attempt %d already logged", trial, epoch, attempt)
             return
-        self._logged[trial.trial_id] = (attempt, epoch)
+        if last is not None and attempt < last[0]:
+            return  # a late result of an attempt that was restarted
+        if attempt > 0 and (last is None or attempt > last[0]):
+            self._start_attempt(trial, attempt, int(result["seed"]))
+        self._logged[tid] = (attempt, epoch)
         metrics = {k: result[k] for k in LOGGED_KEYS if k in result}
-        self.tracker.log_metrics(trial.trial_id, metrics, step=epoch)
+        self.tracker.log_metrics(tid, metrics, step=epoch, attempt=attempt)
+        if decision is not None and decision.action == "restart":
+            self.tracker.set_tags(
+                tid, {"outcome": f"restarted: {decision.reason}", "epochs_run": str(epoch)}, attempt=attempt
+            )
 
-    def _final_tags(self, trial: Any, status: str) -> dict[str, str]:
+    def _start_attempt(self, trial: Any, attempt: int, seed: int) -> None:
+        reason = ""
+        if self.scheduler is not None:
+            lineage = self.scheduler.policy.lineage(trial.trial_id)
+            reason = lineage[attempt].reason if attempt < len(lineage) else ""
+        self.tracker.start_attempt(
+            trial.trial_id,
+            attempt,
+            f"{trial_name(trial)} attempt {attempt}",
+            {"seed": str(seed), "restart_reason": reason},
+        )
+
+    def _final_tags(self, trial: Any, errored: bool) -> dict[str, str]:
         last = trial.last_result or {}
+        decision = self._decision(trial.trial_id)
         budget = trial.config.get("epochs", self.budget)
-        final = final_status(last, budget, errored=status == "FAILED")
-        return {"final_status": final, "epochs_run": str(int(last.get("epoch", 0)))}
+        action = decision.action if decision is not None else None
+        tags = {
+            "final_status": final_status(last, budget, errored=errored, action=action),
+            "epochs_run": str(int(last.get("epoch", 0))),
+            "attempts": str(int(last.get("attempt", 0)) + 1),
+        }
+        if decision is not None and decision.verdict is not None:
+            verdict = decision.verdict
+            tags["verdict"] = verdict.status
+            tags["verdict_reason"] = verdict.reason
+            tags["verdict_evidence"] = json.dumps(dict(verdict.evidence), default=str)
+            if verdict.status in ("converged", "plateau_bad") and verdict.step is not None:
+                tags["convergence_epoch"] = str(verdict.step)
+        if self.scheduler is not None:
+            lineage = self.scheduler.policy.lineage(trial.trial_id)
+            tags["lineage"] = json.dumps([asdict(r) for r in lineage], default=str)
+        return tags
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_run(trial)
-        self.tracker.end_trial(trial.trial_id, "FINISHED", self._final_tags(trial, "FINISHED"))
+        self.tracker.end_trial(trial.trial_id, "FINISHED", self._final_tags(trial, errored=False))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_run(trial)
-        tags = self._final_tags(trial, "FAILED")
+        tags = self._final_tags(trial, errored=True)
         error = getattr(trial, "error_file", None)
         if error:
             tags["error_file"] = str(error)

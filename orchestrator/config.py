@@ -69,10 +69,20 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    name: str = "fifo"
+    name: str = "convergence"
     grace_period: int = 3
     reduction_factor: float = 3.0
     min_samples_required: int = 3
+    # the convergence scheduler (see orchestrator/policy.py)
+    max_restarts: int = 2
+    restart_budget: float = 0.25
+    restart_on_plateau_bad: bool = True
+    stop_converged: bool = True
+    prune_predicted_worse: bool = True
+    remedy_lr_factor: float | None = None
+    remedy_leaky_relu: bool = False
+    inner: str | None = None
+    thresholds: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,8 @@ class SweepConfig:
 
 
 SEARCH_ALGORITHMS = ("tpe", "random", "cmaes", "grid")
-SCHEDULERS = ("fifo", "asha", "median")
+SCHEDULERS = ("convergence", "fifo", "asha", "median")
+INNER_RULES = ("asha",)
 CLUSTER_MODES = ("local",)
 MODELS = ("mlp", "cnn")
 
@@ -232,6 +243,8 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     _at_least("scheduler.grace_period", cfg.scheduler.grace_period, 1)
     _at_least("scheduler.reduction_factor", cfg.scheduler.reduction_factor, 1, strict=True)
     _at_least("scheduler.min_samples_required", cfg.scheduler.min_samples_required, 1)
+    if cfg.scheduler.name == "convergence":
+        _validate_convergence(cfg.scheduler)
     _choose("cluster.mode", cfg.cluster.mode, CLUSTER_MODES)
     _at_least("cluster.num_cpus", cfg.cluster.num_cpus, 1)
     _at_least("cluster.num_gpus", cfg.cluster.num_gpus, 0)
@@ -247,6 +260,27 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     _at_least("failure.max_failures", cfg.failure.max_failures, -1)
     _at_least("verbose", cfg.verbose, 0)
     return cfg
+
+
+def _validate_convergence(s: SchedulerConfig) -> None:
+    """Check the convergence scheduler's settings by building its policy config."""
+    from orchestrator.policy import PolicyConfig, thresholds_from
+
+    if s.inner is not None:
+        _choose("scheduler.inner", s.inner, INNER_RULES)
+    try:
+        thresholds = thresholds_from(s.thresholds)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"scheduler.thresholds: {exc}") from None
+    try:
+        PolicyConfig(
+            max_restarts=s.max_restarts,
+            restart_budget=s.restart_budget,
+            remedy_lr_factor=s.remedy_lr_factor,
+            thresholds=thresholds,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"scheduler.{exc}") from None
 
 
 def load_config(data: dict[str, Any]) -> SweepConfig:

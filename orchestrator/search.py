@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+from typing import Any
 
 import optuna
 from optuna.distributions import (
@@ -11,6 +13,7 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.config import SweepConfig
@@ -77,17 +80,83 @@ def num_trials(cfg: SweepConfig) -> int:
 
 
 class IndexedOptunaSearch(OptunaSearch):
-    """OptunaSearch that adds ``trial_index`` (Optuna's trial number) to each suggestion.
+    """OptunaSearch that numbers trials and lets a scheduler say how each one really ended.
 
-    Trials then have a stable index (0, 1, 2, ...) from which their seeds derive, so the
-    same sweep seed gives the same trial seeds from run to run.
+    - Each suggestion gets ``trial_index`` (Optuna's trial number), from which trial seeds
+      derive, so the same sweep seed gives the same trial seeds from run to run.
+    - :meth:`record_outcome` sets the state Optuna is told when the trial completes
+      (COMPLETE with its value, PRUNED, or FAIL) instead of Ray's "stopped means COMPLETE".
+    - :meth:`supersede` handles a restart that changed hyperparameters: the original Optuna
+      trial is told PRUNED, and the final value is credited to the new values (as a trial of
+      its own) when they lie inside the search space.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._outcomes: dict[str, tuple[str, float | None, dict[str, Any]]] = {}
+        self._superseded: dict[str, dict[str, Any]] = {}
 
     def suggest(self, trial_id: str) -> dict | None:
         params = super().suggest(trial_id)
         if params is not None:
             params["trial_index"] = self._ot_trials[trial_id].number
         return params
+
+    def record_outcome(self, trial_id: str, state: str, value: float | None, attrs: dict[str, Any]) -> None:
+        """Remember how ``trial_id`` ended; told to Optuna when Ray completes the trial."""
+        self._outcomes[trial_id] = (state, value, attrs)
+
+    def supersede(self, trial_id: str, changes: dict[str, Any], reason: str) -> None:
+        """Mark the trial's original values as superseded by a remedy that changed ``changes``."""
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr("superseded_by", {k: repr(v) for k, v in changes.items()})
+        ot_trial.set_user_attr("reason", reason)
+        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        self._superseded[trial_id] = {**ot_trial.params, **changes}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._superseded:
+            self._credit_new_values(trial_id, result, error)
+            return
+        outcome = self._outcomes.pop(trial_id, None)
+        if outcome is None or trial_id in self._completed_trials:
+            super().on_trial_complete(trial_id, result=result, error=error)
+            return
+        state, value, attrs = outcome
+        ot_trial = self._ot_trials[trial_id]
+        for key, attr in attrs.items():
+            ot_trial.set_user_attr(key, attr)
+        if state == "COMPLETE" and (value is None or not math.isfinite(value)):
+            state = "FAIL"
+        try:
+            self._ot_study.tell(ot_trial, value if state == "COMPLETE" else None, state=TrialState[state])
+        except (ValueError, RuntimeError) as exc:
+            logger.warning("could not tell Optuna how trial %s ended: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)
+
+    def _credit_new_values(self, trial_id: str, result: dict | None, error: bool) -> None:
+        params = self._superseded.pop(trial_id)
+        self._completed_trials.add(trial_id)
+        state, value, _ = self._outcomes.pop(trial_id, ("COMPLETE", None, {}))
+        if value is None and result:
+            value = result.get(self.metric)
+        space = self._space
+        inside = isinstance(space, dict) and all(
+            name in params and space[name]._contains(space[name].to_internal_repr(params[name]))
+            for name in space
+        )
+        if error or state != "COMPLETE" or value is None or not math.isfinite(value) or not inside:
+            return
+        self._ot_study.add_trial(
+            optuna.trial.create_trial(
+                params={name: params[name] for name in space},
+                distributions=space,
+                value=value,
+                user_attrs={"remedy_of": trial_id},
+            )
+        )
 
 
 def build_searcher(cfg: SweepConfig) -> OptunaSearch:

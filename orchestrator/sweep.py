@@ -17,11 +17,19 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune import CLIReporter
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from orchestrator.callbacks import MlflowTrialCallback, final_status, trial_name, trial_params
+from orchestrator.callbacks import (
+    MlflowTrialCallback,
+    VerdictCallback,
+    final_status,
+    trial_name,
+    trial_params,
+)
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
+from orchestrator.scheduler import ConvergenceScheduler
 from orchestrator.scheduling import build_scheduler
 from orchestrator.search import build_searcher, num_trials
 from orchestrator.tracking import SweepTracker, resolve_tracking_uri, ui_hint
@@ -43,6 +51,8 @@ class SweepSummary:
     best_trial: str | None
     statuses: dict[str, int]
     epochs_run: int
+    epochs_budget: int
+    restarts: int
     wall_s: float
     results_dir: str
     tracking_uri: str | None = None
@@ -55,7 +65,8 @@ class SweepSummary:
         """A short plain-text report for the terminal."""
         lines = [
             f"sweep '{self.name}' finished in {self.wall_s:.0f}s: "
-            f"{sum(self.statuses.values())} trials, {self.epochs_run} epochs trained"
+            f"{sum(self.statuses.values())} trials, {self.epochs_run} epochs trained of "
+            f"{self.epochs_budget} budgeted, {self.restarts} restarts"
         ]
         if self.best_value is None:
             lines.append(f"  no trial reported a finite {self.metric}")
@@ -174,8 +185,11 @@ def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...]
     uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None
     if cfg.cluster.mode == "local":  # known before starting anything
         _check_resources(cfg, {"CPU": float(cfg.cluster.num_cpus or os.cpu_count() or 1)})
-    searcher, scheduler, trials = build_searcher(cfg), build_scheduler(cfg), num_trials(cfg)
+    trials = num_trials(cfg)
+    searcher, scheduler = build_searcher(cfg), build_scheduler(cfg, trials)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if cfg.scheduler.name == "convergence":  # Ray's classic table, which can show the verdicts
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     own_ray = _start_ray(cfg)
     try:
         have = ray.cluster_resources()
@@ -184,7 +198,9 @@ def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...]
         concurrent = min(cfg.max_concurrent_trials or slots, trials)
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(concurrent))
         experiment = f"{cfg.name}_{time.strftime('%Y%m%d-%H%M%S')}"
-        callbacks: list[tune.Callback] = [JsonLoggerCallback(), CSVLoggerCallback()]
+        convergence = _convergence(scheduler)
+        callbacks: list[tune.Callback] = [VerdictCallback(convergence)] if convergence else []
+        callbacks += [JsonLoggerCallback(), CSVLoggerCallback()]
         recorder = None
         if tracker is not None:
             tags = {"sweep": cfg.name, "ray_experiment": experiment, "storage": storage}
@@ -211,7 +227,7 @@ def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...]
                 tags,
                 {"config.yaml": resolved_yaml, "overrides.txt": "\n".join(overrides) + "\n"},
             )
-            recorder = MlflowTrialCallback(tracker, cfg.trainable.epochs)
+            recorder = MlflowTrialCallback(tracker, cfg.trainable.epochs, convergence)
             callbacks.append(recorder)
         param_space = {
             **cfg.space.fixed,
@@ -238,7 +254,8 @@ def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...]
                 storage_path=storage,
                 callbacks=callbacks,
                 verbose=cfg.verbose,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                progress_reporter=_reporter(cfg) if convergence and cfg.verbose else None,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=4),
                 failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
             ),
         )
@@ -248,7 +265,9 @@ def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...]
             if tracker is not None:
                 tracker.end_sweep("KILLED", {"final_status": "INTERRUPTED"})
             raise
-        summary = _summarize(cfg, grid, os.path.join(storage, experiment), started, tracker)
+        summary = _summarize(
+            cfg, grid, os.path.join(storage, experiment), started, tracker, _convergence(scheduler)
+        )
         if tracker is not None:
             tracker.end_sweep("FINISHED", {"final_status": "FINISHED"}, _summary_metrics(summary))
         return summary
@@ -257,24 +276,65 @@ def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...]
             ray.shutdown()
 
 
+def _reporter(cfg: SweepConfig) -> CLIReporter:
+    """Ray's status table with each trial's attempt and the convergence verdict."""
+    metrics = {
+        "epoch": "epoch",
+        "attempt": "attempt",
+        cfg.metric: cfg.metric,
+        "val_loss": "val_loss",
+        "verdict": "verdict",
+    }
+    return CLIReporter(
+        metric_columns=metrics,
+        parameter_columns=list(cfg.space.searched),
+        max_report_frequency=30,
+        metric=cfg.metric,
+        mode=cfg.mode,
+        sort_by_metric=True,
+    )
+
+
+def _convergence(scheduler: Any) -> ConvergenceScheduler | None:
+    return scheduler if isinstance(scheduler, ConvergenceScheduler) else None
+
+
 def _summarize(
-    cfg: SweepConfig, grid: tune.ResultGrid, results_dir: str, started: float, tracker: SweepTracker | None
+    cfg: SweepConfig,
+    grid: tune.ResultGrid,
+    results_dir: str,
+    started: float,
+    tracker: SweepTracker | None,
+    scheduler: ConvergenceScheduler | None,
 ) -> SweepSummary:
     statuses: dict[str, int] = {}
-    rows, epochs_run = [], 0
+    rows, epochs_run, restarts = [], 0, 0
     for result in grid:
         last = result.metrics or {}
+        tid = last.get("trial_id")
+        decision = scheduler.decisions.get(tid) if scheduler is not None and tid else None
         status = final_status(
-            last, result.config.get("epochs", cfg.trainable.epochs), errored=result.error is not None
+            last,
+            result.config.get("epochs", cfg.trainable.epochs),
+            errored=result.error is not None,
+            action=decision.action if decision is not None else None,
         )
         statuses[status] = statuses.get(status, 0) + 1
-        epochs_run += int(last.get("epoch", 0))
+        if scheduler is not None and tid:
+            lineage = scheduler.policy.lineage(tid)
+            epochs_run += sum(r.epochs for r in lineage)
+            restarts += len(lineage) - 1
+        else:
+            epochs_run += int(last.get("epoch", 0))
         rows.append(
             {
-                "trial_id": last.get("trial_id"),
+                **trial_params(result.config),
+                "trial_id": tid,
                 "status": status,
                 "value": last.get(cfg.metric),
                 "epochs": last.get("epoch"),
+                "attempts": int(last.get("attempt", 0)) + 1,
+                "verdict": decision.verdict.status if decision is not None and decision.verdict else None,
             }
         )
     best_value, best_params, best_trial, best_run = None, {}, None, None
@@ -299,6 +359,8 @@ def _summarize(
         best_trial=best_trial,
         statuses=statuses,
         epochs_run=epochs_run,
+        epochs_budget=len(rows) * cfg.trainable.epochs,
+        restarts=restarts,
         wall_s=time.time() - started,
         results_dir=results_dir,
         tracking_uri=tracker.uri if tracker else None,
@@ -313,6 +375,8 @@ def _summary_metrics(s: SweepSummary) -> dict[str, float]:
     metrics: dict[str, float] = {
         "trials": float(sum(s.statuses.values())),
         "epochs_run": float(s.epochs_run),
+        "epochs_saved": float(s.epochs_budget - s.epochs_run),
+        "restarts": float(s.restarts),
         "wall_s": s.wall_s,
     }
     if s.best_value is not None:

@@ -74,6 +74,20 @@ class _OpenRun:
     pending: list[Metric] = field(default_factory=list)
 
 
+@dataclass
+class _TrialRuns:
+    """A trial's run (attempt 0 logs there) and the nested runs of its restarts."""
+
+    main: _OpenRun
+    attempts: dict[int, _OpenRun] = field(default_factory=dict)
+
+    def current(self, attempt: int) -> _OpenRun:
+        return self.attempts.get(attempt, self.main) if attempt > 0 else self.main
+
+    def all(self) -> list[_OpenRun]:
+        return [*self.attempts.values(), self.main]
+
+
 class SweepTracker:
     """Records one sweep in MLflow: ``start_sweep``, per trial ``start_trial`` / ``log_metrics`` /
     ``end_trial``, then ``end_sweep``."""
@@ -83,7 +97,7 @@ class SweepTracker:
         self.client = MlflowClient(tracking_uri=uri)
         self.experiment_id = self._experiment(experiment)
         self.parent: _OpenRun | None = None
-        self.trials: dict[str, _OpenRun] = {}  # trial id -> its open child run
+        self.trials: dict[str, _TrialRuns] = {}  # trial id -> its open runs
         self.run_ids: dict[str, str] = {}  # trial id -> child run id, open or ended
 
     def _experiment(self, name: str) -> str:
@@ -124,14 +138,29 @@ class SweepTracker:
             return self.run_ids[trial_id]
         all_tags = {PARENT_TAG: self.parent_run_id or "", "trial_id": trial_id, **(tags or {})}
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
-        self.trials[trial_id] = _OpenRun(run.info.run_id)
+        self.trials[trial_id] = _TrialRuns(_OpenRun(run.info.run_id))
         self.run_ids[trial_id] = run.info.run_id
         self._log_params(run.info.run_id, params)
         return run.info.run_id
 
-    def log_metrics(self, trial_id: str, metrics: dict[str, float], step: int) -> None:
-        """Buffer one step of a trial's metrics; non-finite values are kept as they are."""
-        open_run = self.trials[trial_id]
+    def start_attempt(self, trial_id: str, attempt: int, name: str, tags: dict[str, str]) -> str:
+        """Create the nested run of a restart (attempt >= 1) under the trial's run (once)."""
+        runs = self.trials[trial_id]
+        if attempt in runs.attempts:
+            return runs.attempts[attempt].run_id
+        all_tags = {PARENT_TAG: runs.main.run_id, "trial_id": trial_id, "attempt": str(attempt), **tags}
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        runs.attempts[attempt] = _OpenRun(run.info.run_id)
+        return run.info.run_id
+
+    def set_tags(self, trial_id: str, tags: dict[str, str], attempt: int = 0) -> None:
+        """Tags on the run of a trial's attempt (0: the trial's own run)."""
+        run_id = self.trials[trial_id].current(attempt).run_id
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, trial_id: str, metrics: dict[str, float], step: int, attempt: int = 0) -> None:
+        """Buffer one step of an attempt's metrics; non-finite values are kept as they are."""
+        open_run = self.trials[trial_id].current(attempt)
         now = int(time.time() * 1000)
         for key, value in metrics.items():
             open_run.pending.append(Metric(key, float(value), now, step))
@@ -150,12 +179,15 @@ class SweepTracker:
         tags: dict[str, str] | None = None,
         metrics: dict[str, float] | None = None,
     ) -> None:
-        """Flush the trial's metrics, set its final tags, and end its run with ``status``."""
-        open_run = self.trials.pop(trial_id, None)
-        if open_run is None:
+        """Flush the trial's metrics, end its restarts' runs, set its final tags, end its run."""
+        runs = self.trials.pop(trial_id, None)
+        if runs is None:
             return
-        self._flush(open_run)
-        self._finish(open_run.run_id, status, tags, metrics)
+        for open_run in runs.all():
+            self._flush(open_run)
+        for open_run in runs.attempts.values():
+            self.client.set_terminated(open_run.run_id, status=status)
+        self._finish(runs.main.run_id, status, tags, metrics)
 
     def _finish(
         self, run_id: str, status: str, tags: dict[str, str] | None, metrics: dict[str, float] | None

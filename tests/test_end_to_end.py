@@ -1,5 +1,6 @@
 """End-to-end sweeps with real Ray, a real MLflow store and real PyTorch training."""
 
+import json
 import os
 import signal
 import subprocess
@@ -75,8 +76,8 @@ def test_the_command_line_runs_the_debug_sweep(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Trial status" in proc.stdout  # Ray's own progress table
-    assert "best val_acc (max):" in proc.stdout and "trials by final status: COMPLETED 2" in proc.stdout
+    assert "== Status ==" in proc.stdout and "| verdict" in proc.stdout  # Ray's table, with verdicts
+    assert "best val_acc (max):" in proc.stdout and "trials by final status:" in proc.stdout
     assert "mlflow ui --backend-store-uri sqlite:///" in proc.stdout
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -152,3 +153,60 @@ def test_the_driver_does_not_import_torch():
     code = "import sys, orchestrator.sweep, orchestrator.__main__; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_convergence_scheduler_restarts_stuck_prunes_diverging_stops_converged(tmp_path, monkeypatch):
+    """Three real trials on digits, one seed for all first attempts (seed 1):
+    lr 0.1 is stuck at chance with that seed, lr 20 blows up, lr 0.03 trains well."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    fixed = {
+        "optimizer": "sgd_momentum",
+        "hidden_layers": 2,
+        "width": 32,
+        "activation": "relu",
+        "batch_size": 32,
+        "batch_norm": "false",
+        "dropout": 0.0,
+        "weight_decay": 0.0,
+    }
+    cfg = _config(
+        [
+            "name=three",
+            "search=grid",
+            "num_samples=3",
+            "trainable.epochs=30",
+            "scheduler=convergence",
+            "scheduler.max_restarts=1",
+            "~trainable.hparams.lr",
+            "+trainable.hparams.lr={type:choice,values:[0.03,0.1,20.0]}",
+            "+trainable.hparams.seed=1",
+        ]
+        + [f"trainable.hparams.{k}={v}" for k, v in fixed.items()]
+    )
+    summary = run(cfg, resolved_yaml="name: three", overrides=())
+    by_lr = {row["lr"]: row for row in summary.trials}
+    assert by_lr[0.03]["status"] == "CONVERGED" and by_lr[0.03]["epochs"] < 30
+    assert by_lr[20.0]["status"] == "PRUNED" and by_lr[20.0]["verdict"] == "diverged"
+    stuck = by_lr[0.1]
+    assert stuck["attempts"] == 2 and stuck["status"] in ("CONVERGED", "COMPLETED")
+    assert stuck["value"] > 0.9
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = {r.data.params.get("lr"): r for r in _children(client, summary.parent_run_id)}
+    assert runs["0.03"].data.tags["final_status"] == "CONVERGED"
+    assert int(runs["0.03"].data.tags["convergence_epoch"]) < 30
+    assert runs["20.0"].data.tags["final_status"] == "PRUNED"
+    assert runs["20.0"].data.tags["verdict"] == "diverged"
+    restarted = runs["0.1"]
+    assert restarted.data.tags["attempts"] == "2"
+    lineage = json.loads(restarted.data.tags["lineage"])
+    assert lineage[0]["outcome"].startswith("restarted: stuck") and lineage[1]["seed"] is not None
+    (attempt_run,) = _children(client, restarted.info.run_id)
+    assert attempt_run.data.tags["attempt"] == "1" and "stuck" in attempt_run.data.tags["restart_reason"]
+    first = [m.step for m in client.get_metric_history(restarted.info.run_id, "val_acc")]
+    second = [m.step for m in client.get_metric_history(attempt_run.info.run_id, "val_acc")]
+    assert first == list(range(1, len(first) + 1)) and second == list(range(1, len(second) + 1))
+    assert client.get_metric_history(attempt_run.info.run_id, "val_acc")[-1].value > 0.9
+    for r in [*runs.values(), attempt_run]:
+        assert r.info.status == "FINISHED"

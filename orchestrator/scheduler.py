@@ -1,0 +1,188 @@
+"""Ray adapter of the convergence policy: the only code that touches Ray trial internals.
+
+Each result goes to :class:`ConvergencePolicy`; its decision becomes a Ray action:
+
+- continue -> ``CONTINUE``;
+- stop (converged) -> ``STOP``, and Optuna is told COMPLETE with the trial's value;
+- prune -> ``STOP``, and Optuna is told PRUNED (FAIL for a non-finite loss);
+- restart -> in place, the way Ray's PBT restarts trials: pause without a checkpoint, set the
+  new config (``attempt`` + 1, the new ``seed``, remedy changes), forget the latest
+  checkpoint so the trainable starts at epoch 1, return ``NOOP``. The paused trial is the
+  first one :meth:`choose_trial_to_run` picks again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from typing import Any
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from orchestrator.policy import CONTINUE, PRUNE, RESTART, STOP, ConvergencePolicy, Decision
+
+logger = logging.getLogger(__name__)
+
+#: Trial config keys that are not hyperparameters.
+BOOKKEEPING = ("run", "attempt", "trial_index", "epochs")
+STATE_FILE = "convergence_scheduler.json"
+
+
+def _value(result: dict[str, Any], key: str) -> float:
+    value = result.get(key)
+    return float(value) if value is not None else math.nan
+
+
+class ConvergenceScheduler(FIFOScheduler):
+    """Stops converged trials, prunes hopeless ones, restarts stuck ones with fresh weights."""
+
+    def __init__(
+        self,
+        policy: ConvergencePolicy,
+        *,
+        metric: str | None = None,
+        mode: str | None = None,
+        loss_key: str = "val_loss",
+    ) -> None:
+        super().__init__()
+        self.policy = policy
+        self._metric = metric
+        self._mode = mode
+        self.loss_key = loss_key
+        self.decisions: dict[str, Decision] = {}  # trial id -> its latest decision
+        self.restarts = 0
+
+    # -- Ray's TrialScheduler hooks ------------------------------------------------------
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        if metric and self._metric and metric != self._metric:
+            return False
+        self._metric = self._metric or metric
+        self._mode = self._mode or mode
+        return True
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        params = {k: v for k, v in trial.config.items() if k not in BOOKKEEPING}
+        self.policy.add(trial.trial_id, params, seed_key=trial.config.get("trial_index"))
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        tid = trial.trial_id
+        attempt = int(result.get("attempt", 0))
+        current = self.policy.lineage(tid)[-1].attempt
+        if attempt != current:  # a late result of an attempt that was already restarted
+            logger.debug("trial %s: ignoring a result of attempt %d (now %d)", tid, attempt, current)
+            return TrialScheduler.NOOP
+        decision = self.policy.observe(
+            tid,
+            int(result.get("epoch", result.get("training_iteration", 0))),
+            _value(result, self.loss_key),
+            _value(result, self._metric or "val_acc"),
+            grad_norm=result.get("grad_norm"),
+            dead_frac=result.get("dead_frac"),
+        )
+        self.decisions[tid] = decision
+        if decision.action == CONTINUE:
+            return TrialScheduler.CONTINUE
+        value = _value(result, self._metric or "val_acc")
+        if decision.action == STOP:
+            self.policy.complete(tid, value, "converged")
+            self._tell_searcher(tune_controller, tid, "COMPLETE", value, decision)
+            return TrialScheduler.STOP
+        if decision.action == PRUNE:
+            self.policy.complete(tid, value, "pruned")
+            nonfinite = decision.verdict is not None and decision.verdict.kind == "nonfinite"
+            self._tell_searcher(tune_controller, tid, "FAIL" if nonfinite else "PRUNED", None, decision)
+            return TrialScheduler.STOP
+        if decision.action == RESTART:
+            self._restart(tune_controller, trial, decision)
+            return TrialScheduler.NOOP
+        raise ValueError(f"unknown policy action {decision.action!r}")
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        record = self.policy.lineage(trial.trial_id)[-1]
+        if record.outcome is None:  # reached its budget (not stopped by us)
+            self.policy.complete(trial.trial_id, _value(result or {}, self._metric or "val_acc"))
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        record = self.policy.lineage(trial.trial_id)[-1]
+        if record.outcome is None:
+            self.policy.complete(trial.trial_id, None, "error")
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self.on_trial_error(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        """Restarted (paused) trials first, so a restart does not wait behind new trials."""
+        for wanted in (Trial.PAUSED, Trial.PENDING):
+            for trial in tune_controller.get_trials():
+                if trial.status == wanted:
+                    return trial
+        return None
+
+    def debug_string(self) -> str:
+        return f"Using the convergence scheduler ({self.restarts} restarts)."
+
+    # -- actions -------------------------------------------------------------------------
+    def _restart(self, tune_controller: Any, trial: Trial, decision: Decision) -> None:
+        new_config = {**trial.config, "attempt": decision.attempt, "seed": decision.seed, **decision.changes}
+        tune_controller.pause_trial(trial, should_checkpoint=False)
+        trial.set_config(new_config)
+        # Forget the latest checkpoint (as PBT sets it): the next start trains from scratch.
+        trial.run_metadata.checkpoint_manager._latest_checkpoint_result = None
+        self.restarts += 1
+        logger.info(
+            "trial %s: restart as attempt %d with seed %s (%s)%s",
+            trial,
+            decision.attempt,
+            decision.seed,
+            decision.reason,
+            f", changed {decision.changes}" if decision.changes else "",
+        )
+        if decision.changes:
+            searcher = _searcher(tune_controller)
+            if searcher is not None and hasattr(searcher, "supersede"):
+                searcher.supersede(trial.trial_id, decision.changes, decision.reason)
+
+    def _tell_searcher(
+        self, tune_controller: Any, trial_id: str, state: str, value: float | None, decision: Decision
+    ) -> None:
+        searcher = _searcher(tune_controller)
+        if searcher is not None and hasattr(searcher, "record_outcome"):
+            attrs = {
+                "verdict": decision.verdict.status if decision.verdict else decision.action,
+                "reason": decision.reason,
+                "attempt": decision.attempt,
+            }
+            searcher.record_outcome(trial_id, state, value, attrs)
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy.state_dict(), "restarts": self.restarts}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.restarts = int(state["restarts"])
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "w") as f:
+            json.dump(self.state_dict(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path) as f:
+            self.load_state_dict(json.load(f))
+
+    def save_to_dir(self, directory: str) -> str:
+        """Write the state beside the experiment's own state files (atomically)."""
+        path = os.path.join(directory, STATE_FILE)
+        tmp = path + ".tmp"
+        self.save(tmp)
+        os.replace(tmp, path)
+        return path
+
+
+def _searcher(tune_controller: Any) -> Any:
+    """The Searcher behind Tune's SearchGenerator (None when there is none)."""
+    search_alg = getattr(tune_controller, "search_alg", None)
+    return getattr(search_alg, "searcher", None)

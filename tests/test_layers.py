@@ -1,0 +1,18 @@
+"""The pure layers import no Ray, torch, MLflow or Hydra (DESIGN.md, layers)."""
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("ray", "torch", "mlflow", "hydra", "omegaconf")
+
+
+@pytest.mark.parametrize(
+    "module", ["analysis.convergence", "orchestrator.policy", "orchestrator.rungs", "trainables.hparams"]
+)
+def test_pure_modules_import_nothing_heavy(module):
+    code = f"import sys, {module}; print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

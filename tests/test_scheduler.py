@@ -1,0 +1,172 @@
+"""The Ray adapter of the convergence policy, driven through Ray's TrialScheduler interface.
+
+A small controller stands in for Tune's (the methods schedulers call); trials are real Ray
+``Trial`` objects and the searcher is the real OptunaSearch subclass; no Ray cluster starts.
+"""
+
+import math
+
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+
+from orchestrator.policy import ConvergencePolicy, PolicyConfig
+from orchestrator.scheduler import ConvergenceScheduler
+from orchestrator.search import IndexedOptunaSearch
+from trainables.seeding import derive_seed
+
+
+class Controller:
+    """What Tune's controller offers a scheduler: the trials, pause, stop, the searcher."""
+
+    def __init__(self, searcher):
+        self.trials = []
+        self.search_alg = type("SearchGenerator", (), {"searcher": searcher})()
+
+    def get_trials(self):
+        return self.trials
+
+    def get_live_trials(self):
+        return [t for t in self.trials if t.status not in (Trial.TERMINATED, Trial.ERROR)]
+
+    def pause_trial(self, trial, should_checkpoint=True):
+        trial.set_status(Trial.PAUSED)
+
+    def stop_trial(self, trial):
+        trial.set_status(Trial.TERMINATED)
+
+
+def setup(**policy_kw):
+    space = {
+        "lr": FloatDistribution(1e-4, 1.0, log=True),
+        "activation": CategoricalDistribution(["relu", "tanh"]),
+    }
+    searcher = IndexedOptunaSearch(space=space, metric="val_acc", mode="max", seed=0)
+    controller = Controller(searcher)
+    policy = ConvergencePolicy(
+        PolicyConfig(chance=0.1, **policy_kw), budget=30, total_epochs=3000, sweep_seed=3
+    )
+    scheduler = ConvergenceScheduler(policy, metric="val_acc", mode="max")
+    return searcher, controller, scheduler
+
+
+def add_trial(searcher, controller, scheduler, trial_id, **fixed):
+    config = {**searcher.suggest(trial_id), "epochs": 30, "attempt": 0, "run": {}, **fixed}
+    trial = Trial("train", config=config, trial_id=trial_id, stub=True)
+    controller.trials.append(trial)
+    scheduler.on_trial_add(controller, trial)
+    trial.set_status(Trial.RUNNING)
+    return trial
+
+
+def result(epoch, loss, acc, attempt=0, seed=1):
+    return {
+        "epoch": epoch,
+        "training_iteration": epoch,
+        "val_loss": loss,
+        "val_acc": acc,
+        "train_loss": loss,
+        "grad_norm": 0.5,
+        "dead_frac": 0.0,
+        "attempt": attempt,
+        "seed": seed,
+        "lr": 0.1,
+    }
+
+
+def run_until_decision(scheduler, controller, trial, curve, attempt=0):
+    for epoch in range(1, 31):
+        loss, acc = curve(epoch)
+        action = scheduler.on_trial_result(controller, trial, result(epoch, loss, acc, attempt))
+        if action != TrialScheduler.CONTINUE:
+            return epoch, action
+    return 30, TrialScheduler.CONTINUE
+
+
+def test_a_stuck_trial_restarts_in_place_with_a_new_seed_and_no_checkpoint():
+    searcher, controller, scheduler = setup()
+    trial = add_trial(searcher, controller, scheduler, "t0")
+    index = trial.config["trial_index"]
+    _, action = run_until_decision(scheduler, controller, trial, lambda t: (2.3026, 0.1))
+    assert action == TrialScheduler.NOOP
+    assert trial.status == Trial.PAUSED
+    assert trial.config["attempt"] == 1 and trial.config["seed"] == derive_seed(3, index, 1)
+    assert trial.run_metadata.checkpoint_manager._latest_checkpoint_result is None
+    assert scheduler.choose_trial_to_run(controller) is trial
+    assert scheduler.decisions["t0"].verdict.status == "stuck"
+    # a late result of attempt 0 is ignored; attempt 1 starts at epoch 1
+    assert scheduler.on_trial_result(controller, trial, result(6, 2.3, 0.1, attempt=0)) == TrialScheduler.NOOP
+    trial.set_status(Trial.RUNNING)
+    assert (
+        scheduler.on_trial_result(controller, trial, result(1, 2.0, 0.3, attempt=1))
+        == TrialScheduler.CONTINUE
+    )
+    lineage = scheduler.policy.lineage("t0")
+    assert [(r.attempt, r.epochs) for r in lineage] == [(0, lineage[0].epochs), (1, 1)]
+
+
+def test_converged_trials_are_complete_in_optuna_with_their_value():
+    searcher, controller, scheduler = setup()
+    trial = add_trial(searcher, controller, scheduler, "good")
+
+    def curve(t):
+        return 2.0 * math.exp(-t / 2) + 0.08, 0.97 - 0.85 * math.exp(-t / 2)
+
+    epoch, action = run_until_decision(scheduler, controller, trial, curve)
+    assert action == TrialScheduler.STOP and epoch < 30
+    searcher.on_trial_complete("good", result={"val_acc": curve(epoch)[1]})
+    (frozen,) = searcher._ot_study.trials
+    assert frozen.state == TrialState.COMPLETE and frozen.value == curve(epoch)[1]
+    assert frozen.user_attrs["verdict"] == "converged"
+    assert scheduler.policy.best == curve(epoch)[1]
+
+
+def test_diverged_trials_fail_and_predicted_worse_ones_are_pruned_in_optuna():
+    searcher, controller, scheduler = setup()
+    bad = add_trial(searcher, controller, scheduler, "nan")
+    _, action = run_until_decision(scheduler, controller, bad, lambda t: (math.nan if t > 2 else 2.0, 0.1))
+    assert action == TrialScheduler.STOP
+    searcher.on_trial_complete("nan", result={"val_acc": 0.1})
+    scheduler.policy.complete("other", 0.97)
+    slow = add_trial(searcher, controller, scheduler, "slow")
+    _, action = run_until_decision(
+        scheduler, controller, slow, lambda t: (1.0 * math.exp(-t / 2) + 1.2, 0.6 - 0.4 * math.exp(-t / 2))
+    )
+    assert action == TrialScheduler.STOP
+    assert scheduler.decisions["slow"].verdict.status in ("predicted_worse", "plateau_bad")
+    searcher.on_trial_complete("slow", result={"val_acc": 0.55})
+    states = {t.number: t.state for t in searcher._ot_study.trials}
+    assert states[0] == TrialState.FAIL
+    assert states[1] in (TrialState.PRUNED, TrialState.COMPLETE)
+
+
+def test_a_remedy_is_not_credited_to_the_old_values():
+    searcher, controller, scheduler = setup(remedy_lr_factor=0.5)
+    trial = add_trial(searcher, controller, scheduler, "osc", lr=0.2)
+    scheduler.policy.trials["osc"].params["lr"] = 0.2
+    decision_changes = {"lr": 0.1}
+    scheduler._restart(
+        controller,
+        trial,
+        type("D", (), {"attempt": 1, "seed": 5, "changes": decision_changes, "reason": "oscillating"})(),
+    )
+    assert trial.config["lr"] == 0.1 and trial.config["attempt"] == 1
+    old = searcher._ot_study.trials[0]
+    assert old.state == TrialState.PRUNED and "superseded_by" in old.user_attrs
+    searcher.on_trial_complete("osc", result={"val_acc": 0.9})
+    new = searcher._ot_study.trials[-1]
+    assert new.state == TrialState.COMPLETE and new.params["lr"] == 0.1 and new.value == 0.9
+
+
+def test_scheduler_state_saves_and_restores(tmp_path):
+    searcher, controller, scheduler = setup()
+    trial = add_trial(searcher, controller, scheduler, "t0")
+    run_until_decision(scheduler, controller, trial, lambda t: (2.3026, 0.1))
+    path = scheduler.save_to_dir(str(tmp_path))
+    _, _, fresh = setup()
+    fresh.restore(path)
+    assert fresh.state_dict() == scheduler.state_dict() or str(fresh.state_dict()) == str(
+        scheduler.state_dict()
+    )
+    assert fresh.restarts == 1 and fresh.policy.lineage("t0")[-1].attempt == 1
