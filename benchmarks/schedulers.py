@@ -18,7 +18,6 @@ Settings (time in epochs, Ray's ``time_attr="training_iteration"``; ``max_t`` = 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -75,24 +74,17 @@ def convergence_unavailable() -> str | None:
 def make_convergence(epochs: int, n_trials: int, chance: float | None = None) -> TrialScheduler:
     """Build the project's ``ConvergenceScheduler`` with its default settings, maximizing ``val_acc``.
 
-    Today's constructor takes a ``ConvergencePolicy`` (as ``orchestrator.scheduling.build_policy``
-    builds it: ``PolicyConfig`` defaults, ``budget=epochs``, a sweep budget of
-    ``n_trials * epochs`` epochs for the restart budget, ``chance`` as the chance-level hint); a
-    constructor without ``policy`` gets ``metric``, ``mode``, ``max_t`` (and ``chance`` if it takes it).
+    The policy is built as ``orchestrator.scheduling.build_policy`` builds it: ``PolicyConfig``
+    defaults, ``budget=epochs``, a sweep budget of ``n_trials * epochs`` epochs for the restart
+    budget, ``chance`` as the chance-level hint.
     """
+    from orchestrator.policy import ConvergencePolicy, PolicyConfig
     from orchestrator.scheduler import ConvergenceScheduler
 
-    accepted = inspect.signature(ConvergenceScheduler).parameters
-    if "policy" in accepted:
-        from orchestrator.policy import ConvergencePolicy, PolicyConfig
-
-        config = PolicyConfig(mode=MODE, chance=chance)
-        policy = ConvergencePolicy(config, budget=epochs, total_epochs=n_trials * epochs)
-        return ConvergenceScheduler(policy, metric=METRIC, mode=MODE)
-    kwargs: dict[str, Any] = {"metric": METRIC, "mode": MODE, "max_t": epochs}
-    if chance is not None and "chance" in accepted:
-        kwargs["chance"] = chance
-    return ConvergenceScheduler(**kwargs)
+    policy = ConvergencePolicy(
+        PolicyConfig(mode=MODE, chance=chance), budget=epochs, total_epochs=n_trials * epochs
+    )
+    return ConvergenceScheduler(policy, metric=METRIC, mode=MODE)
 
 
 # ------------------------------------------------------------------------------------------------
