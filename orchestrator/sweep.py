@@ -7,6 +7,7 @@ nothing is started or recorded.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -87,6 +88,17 @@ class SweepSummary:
             )
             lines.append(f"  view it: {self.ui}")
         return "\n".join(lines)
+
+
+def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"prefix.a.b": 1}``: settings as MLflow params."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(f"{prefix}.{key}", value))
+        else:
+            out[f"{prefix}.{key}"] = value
+    return out
 
 
 def _fmt(value: Any) -> str:
@@ -221,6 +233,8 @@ def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...]
                 "gpus_per_trial": cfg.resources.gpus_per_trial,
             }
             params.update({f"space.{k}": v for k, v in cfg.trainable.hparams.items()})
+            params.update(_flat("search", dataclasses.asdict(cfg.search)))
+            params.update(_flat("scheduler", dataclasses.asdict(cfg.scheduler)))
             tracker.start_sweep(
                 cfg.name,
                 params,
