@@ -204,6 +204,10 @@ class SweepTracker:
         )
         self.client.set_terminated(run_id, status=status)
 
+    def log_figure(self, trial_id: str, figure: Any, path: str) -> None:
+        """A matplotlib figure as an artifact of the trial's run (open or ended)."""
+        self.client.log_figure(self.run_ids[trial_id], figure, path)
+
     def log_artifact_text(self, text: str, path: str) -> None:
         """A text artifact on the parent run."""
         if self.parent is not None:
