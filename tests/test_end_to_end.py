@@ -210,3 +210,5 @@ def test_convergence_scheduler_restarts_stuck_prunes_diverging_stops_converged(t
     assert client.get_metric_history(attempt_run.info.run_id, "val_acc")[-1].value > 0.9
     for r in [*runs.values(), attempt_run]:
         assert r.info.status == "FINISHED"
+    for r in runs.values():
+        assert "learning_curve.png" in {a.path for a in client.list_artifacts(r.info.run_id)}

@@ -9,7 +9,14 @@ HEAVY = ("ray", "torch", "mlflow", "hydra", "omegaconf")
 
 
 @pytest.mark.parametrize(
-    "module", ["analysis.convergence", "orchestrator.policy", "orchestrator.rungs", "trainables.hparams"]
+    "module",
+    [
+        "analysis.convergence",
+        "analysis.curves",
+        "orchestrator.policy",
+        "orchestrator.rungs",
+        "trainables.hparams",
+    ],
 )
 def test_pure_modules_import_nothing_heavy(module):
     code = f"import sys, {module}; print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))"
