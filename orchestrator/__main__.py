@@ -22,6 +22,7 @@ from orchestrator.errors import ConfigError
 
 logger = logging.getLogger("orchestrator")
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl+C
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
@@ -39,6 +40,8 @@ def _hydra_main(cfg: DictConfig) -> None:
     except (ConfigError, OmegaConfBaseException) as exc:
         _config_exit(exc)
     print(summary.render(), flush=True)
+    if summary.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def _config_exit(exc: BaseException) -> None:

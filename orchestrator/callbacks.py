@@ -60,6 +60,23 @@ def trial_name(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
+class FinishedTrials(Callback):
+    """Remembers which trials ended on their own (completed, stopped or errored).
+
+    Ray marks the trials it stops on Ctrl+C TERMINATED too but calls no completion hook for
+    them, so a trial missing here after ``fit`` returned was interrupted.
+    """
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ids.add(trial.trial_id)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ids.add(trial.trial_id)
+
+
 class VerdictCallback(Callback):
     """Writes the convergence scheduler's verdict and action into each result.
 

@@ -22,6 +22,7 @@ from ray.tune import CLIReporter
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from orchestrator.callbacks import (
+    FinishedTrials,
     MlflowTrialCallback,
     VerdictCallback,
     final_status,
@@ -61,11 +62,13 @@ class SweepSummary:
     best_run_id: str | None = None
     ui: str | None = None
     trials: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
 
     def render(self) -> str:
         """A short plain-text report for the terminal."""
+        ended = "was INTERRUPTED after" if self.interrupted else "finished in"
         lines = [
-            f"sweep '{self.name}' finished in {self.wall_s:.0f}s: "
+            f"sweep '{self.name}' {ended} {self.wall_s:.0f}s: "
             f"{sum(self.statuses.values())} trials, {self.epochs_run} epochs trained of "
             f"{self.epochs_budget} budgeted, {self.restarts} restarts"
         ]
@@ -212,7 +215,8 @@ def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...]
         experiment = f"{cfg.name}_{time.strftime('%Y%m%d-%H%M%S')}"
         convergence = _convergence(scheduler)
         callbacks: list[tune.Callback] = [VerdictCallback(convergence)] if convergence else []
-        callbacks += [JsonLoggerCallback(), CSVLoggerCallback()]
+        finished = FinishedTrials()
+        callbacks += [finished, JsonLoggerCallback(), CSVLoggerCallback()]
         recorder = None
         if tracker is not None:
             tags = {"sweep": cfg.name, "ray_experiment": experiment, "storage": storage}
@@ -275,15 +279,17 @@ def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...]
         )
         try:
             grid = tuner.fit()
-        except BaseException:
+            results_dir = os.path.join(storage, experiment)
+            summary = _summarize(cfg, grid, results_dir, started, tracker, convergence, finished)
+        except BaseException as exc:
             if tracker is not None:
-                tracker.end_sweep("KILLED", {"final_status": "INTERRUPTED"})
+                status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+                tracker.end_sweep(status, {"final_status": "INTERRUPTED" if status == "KILLED" else "ERROR"})
             raise
-        summary = _summarize(
-            cfg, grid, os.path.join(storage, experiment), started, tracker, _convergence(scheduler)
-        )
         if tracker is not None:
-            tracker.end_sweep("FINISHED", {"final_status": "FINISHED"}, _summary_metrics(summary))
+            status = "KILLED" if summary.interrupted else "FINISHED"
+            final = "INTERRUPTED" if summary.interrupted else "FINISHED"
+            tracker.end_sweep(status, {"final_status": final}, _summary_metrics(summary))
         return summary
     finally:
         if own_ray:
@@ -320,11 +326,15 @@ def _summarize(
     started: float,
     tracker: SweepTracker | None,
     scheduler: ConvergenceScheduler | None,
+    finished: FinishedTrials,
 ) -> SweepSummary:
     statuses: dict[str, int] = {}
     rows, epochs_run, restarts = [], 0, 0
+    unfinished = {(r.metrics or {}).get("trial_id") for r in grid} - finished.ids - {None}
     for result in grid:
         last = result.metrics or {}
+        if result.config is None:  # never started (the sweep was interrupted)
+            continue
         tid = last.get("trial_id")
         decision = scheduler.decisions.get(tid) if scheduler is not None and tid else None
         status = final_status(
@@ -333,6 +343,8 @@ def _summarize(
             errored=result.error is not None,
             action=decision.action if decision is not None else None,
         )
+        if tid in unfinished:
+            status = "INTERRUPTED"
         statuses[status] = statuses.get(status, 0) + 1
         if scheduler is not None and tid:
             lineage = scheduler.policy.lineage(tid)
@@ -382,6 +394,7 @@ def _summarize(
         best_run_id=best_run,
         ui=ui_hint(tracker.uri, tracker.experiment_id) if tracker else None,
         trials=rows,
+        interrupted=bool(unfinished),
     )
 
 

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import ray
@@ -212,3 +213,32 @@ def test_convergence_scheduler_restarts_stuck_prunes_diverging_stops_converged(t
         assert r.info.status == "FINISHED"
     for r in runs.values():
         assert "learning_curve.png" in {a.path for a in client.list_artifacts(r.info.run_id)}
+
+
+def test_ctrl_c_ends_the_sweep_with_every_mlflow_run_ended(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "num_samples=8", "trainable.epochs=40", "verbose=0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    db = tmp_path / "mlflow.db"
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait until some trial has logged an epoch
+        time.sleep(2)
+        if db.exists():
+            client = MlflowClient(f"sqlite:///{db}")
+            runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+            if any(r.data.metrics for r in runs if "mlflow.parentRunId" in r.data.tags):
+                break
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-3000:]
+    assert "was INTERRUPTED after" in out
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and all(r.info.status in ("FINISHED", "KILLED") for r in runs)
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.info.status == "KILLED" and parent.data.tags["final_status"] == "INTERRUPTED"
