@@ -73,15 +73,19 @@ class SchedulerConfig:
     grace_period: int = 3
     reduction_factor: float = 3.0
     min_samples_required: int = 3
-    # the convergence scheduler (see orchestrator/policy.py)
-    max_restarts: int = 2
-    restart_budget: float = 0.25
-    restart_on_plateau_bad: bool = True
+    # the convergence scheduler (see orchestrator/policy.py and conf/scheduler/convergence.yaml)
+    max_restarts: int = 1
+    restart_budget: float = 0.1
+    collapse_margin: float = 0.2
+    restart_success: float = 0.7
+    restart_record: int = 3
+    restart_on_plateau_bad: bool = False
     stop_converged: bool = True
+    contender_margin: float = 0.01
     prune_predicted_worse: bool = True
     remedy_lr_factor: float | None = None
     remedy_leaky_relu: bool = False
-    inner: str | None = None
+    inner: str | None = "asha"
     thresholds: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,6 +102,8 @@ class TrackingConfig:
     enabled: bool = True
     uri: str | None = None
     experiment: str | None = None
+    log_model: bool = True
+    register_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -263,22 +269,17 @@ def validate(cfg: SweepConfig) -> SweepConfig:
 
 
 def _validate_convergence(s: SchedulerConfig) -> None:
-    """Check the convergence scheduler's settings by building its policy config."""
-    from orchestrator.policy import PolicyConfig, thresholds_from
+    """Check the convergence scheduler's settings by building its policy from them."""
+    from orchestrator.policy import policy_from_settings, thresholds_from
 
     if s.inner is not None:
         _choose("scheduler.inner", s.inner, INNER_RULES)
     try:
-        thresholds = thresholds_from(s.thresholds)
+        thresholds_from(s.thresholds)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"scheduler.thresholds: {exc}") from None
     try:
-        PolicyConfig(
-            max_restarts=s.max_restarts,
-            restart_budget=s.restart_budget,
-            remedy_lr_factor=s.remedy_lr_factor,
-            thresholds=thresholds,
-        )
+        policy_from_settings(dataclasses.asdict(s), mode="max", chance=None, budget=1, total_epochs=None)
     except ValueError as exc:
         raise ConfigError(f"scheduler.{exc}") from None
 

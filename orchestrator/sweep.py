@@ -8,9 +8,11 @@ nothing is started or recorded.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -63,6 +65,7 @@ class SweepSummary:
     ui: str | None = None
     trials: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
+    model_uri: str | None = None
 
     def render(self) -> str:
         """A short plain-text report for the terminal."""
@@ -90,6 +93,8 @@ class SweepSummary:
                 f"best trial run {self.best_run_id})"
             )
             lines.append(f"  view it: {self.ui}")
+        if self.model_uri:
+            lines.append(f"  best model: {self.model_uri}")
         return "\n".join(lines)
 
 
@@ -286,6 +291,8 @@ def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...]
                 status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
                 tracker.end_sweep(status, {"final_status": "INTERRUPTED" if status == "KILLED" else "ERROR"})
             raise
+        if tracker is not None and cfg.tracking.log_model and not summary.interrupted:
+            _export_best(cfg, grid, tracker, summary)
         if tracker is not None:
             status = "KILLED" if summary.interrupted else "FINISHED"
             final = "INTERRUPTED" if summary.interrupted else "FINISHED"
@@ -294,6 +301,47 @@ def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...]
     finally:
         if own_ray:
             ray.shutdown()
+
+
+def _export_best(
+    cfg: SweepConfig, grid: tune.ResultGrid, tracker: SweepTracker, summary: SweepSummary
+) -> None:
+    """Log the best trial's model on the sweep's run, in a subprocess (the driver stays torch-free).
+
+    A failure is a warning: the sweep's record matters more than the exported model.
+    """
+    try:
+        best = grid.get_best_result(cfg.metric, cfg.mode, scope="last")
+    except RuntimeError:
+        return
+    if best.checkpoint is None or not os.path.isdir(best.checkpoint.path) or tracker.parent_run_id is None:
+        logger.warning("no local checkpoint of the best trial to log as a model")
+        return
+    spec = {
+        "checkpoint": best.checkpoint.path,
+        "config": best.config,
+        "tracking_uri": tracker.uri,
+        "run_id": tracker.parent_run_id,
+        "register_as": cfg.tracking.register_model,
+        "trial": summary.best_trial or "",
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(spec, f)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "orchestrator.export", f.name],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+    finally:
+        os.unlink(f.name)
+    if out.returncode != 0:
+        lines = out.stderr.strip().splitlines()
+        logger.warning("could not log the best model: %s", lines[-1] if lines else out.returncode)
+        return
+    summary.model_uri = out.stdout.strip().splitlines()[-1]
 
 
 def _reporter(cfg: SweepConfig) -> CLIReporter:

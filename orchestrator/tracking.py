@@ -55,6 +55,35 @@ def resolve_tracking_uri(uri: str | None, launch_dir: str) -> str:
     return chosen
 
 
+def log_pytorch_model(
+    uri: str,
+    run_id: str,
+    model: Any,
+    input_example: Any,
+    *,
+    registered_name: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Log a PyTorch model (with an input example, hence a signature) to ``run_id``; return its URI.
+
+    With ``registered_name`` the model is also registered in the Model Registry. Imports
+    ``mlflow.pytorch`` (and so torch): call it from a worker or an export subprocess.
+    """
+    import mlflow
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            input_example=input_example,
+            registered_model_name=registered_name,
+            tags=tags or None,
+        )
+    return info.model_uri
+
+
 def ui_hint(uri: str, experiment_id: str) -> str:
     """How a user opens the sweep in the MLflow UI (model-training view of the experiment)."""
     view = f"#/experiments/{experiment_id}?workflowType=machine_learning"

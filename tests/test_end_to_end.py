@@ -64,6 +64,15 @@ def test_debug_sweep_records_every_trial_under_the_parent_run(tmp_path, monkeypa
     assert summary.best_value == max(c.data.metrics["val_acc"] for c in children)
     assert os.path.isdir(summary.results_dir)
     assert not ray.is_initialized()
+    # the best trial's model, logged with a signature, predicts the 10 digit classes
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(summary.tracking_uri)
+    assert summary.model_uri and summary.model_uri.startswith("models:/")
+    model = mlflow.pytorch.load_model(summary.model_uri)
+    assert model(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+    info = mlflow.models.get_model_info(summary.model_uri)
+    assert info.signature is not None and info.run_id == summary.parent_run_id
 
 
 def test_the_command_line_runs_the_debug_sweep(tmp_path):
