@@ -10,6 +10,7 @@ import time
 import pytest
 import ray
 import torch
+from conftest import run_cli, start_cli
 from hydra import compose, initialize_config_module
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
@@ -76,19 +77,10 @@ def test_debug_sweep_records_every_trial_under_the_parent_run(tmp_path, monkeypa
 
 
 def test_the_command_line_runs_the_debug_sweep(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "debug=default", "num_samples=2", "search=random"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "== Status ==" in proc.stdout and "| verdict" in proc.stdout  # Ray's table, with verdicts
-    assert "best val_acc (max):" in proc.stdout and "trials by final status:" in proc.stdout
-    assert "mlflow ui --backend-store-uri sqlite:///" in proc.stdout
+    out = run_cli(tmp_path, "debug=default", "num_samples=2", "search=random")
+    assert "== Status ==" in out and "| verdict" in out  # Ray's table, with verdicts
+    assert "best val_acc (max):" in out and "trials by final status:" in out
+    assert "mlflow ui --backend-store-uri sqlite:///" in out
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
@@ -225,15 +217,7 @@ def test_convergence_scheduler_restarts_stuck_prunes_diverging_stops_converged(t
 
 
 def test_ctrl_c_ends_the_sweep_with_every_mlflow_run_ended(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "num_samples=8", "trainable.epochs=40", "verbose=0"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_cli(tmp_path, "num_samples=8", "trainable.epochs=40", "verbose=0")
     db = tmp_path / "mlflow.db"
     deadline = time.time() + 240
     while time.time() < deadline:  # wait until some trial has logged an epoch

@@ -1,6 +1,5 @@
 """The sweep records to a real `mlflow server` on loopback, by config and by environment variable."""
 
-import os
 import socket
 import subprocess
 import sys
@@ -8,6 +7,7 @@ import time
 import urllib.request
 
 import pytest
+from conftest import cli_env, run_cli
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -61,17 +61,7 @@ def server(tmp_path_factory):
 
 
 def _sweep(cwd, env_extra, *args):
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | env_extra
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "debug=default", "num_samples=2", "search=random", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+    return run_cli(cwd, "debug=default", "num_samples=2", "search=random", *args, env=cli_env(**env_extra))
 
 
 def _check(url, experiment):

@@ -1,0 +1,36 @@
+"""Shared test helpers: running the real command line."""
+
+import os
+import subprocess
+import sys
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """This environment without a tracking URI of the caller's, plus ``extra``."""
+    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | extra
+
+
+def run_cli(cwd, *args: str, env: dict[str, str] | None = None, timeout: int = 300) -> str:
+    """Run ``python -m orchestrator ARGS`` in ``cwd``; assert it exits 0 and return its stdout."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        env=env or cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def start_cli(cwd, *args: str) -> subprocess.Popen:
+    """Start ``python -m orchestrator ARGS`` in ``cwd`` (stdout and stderr together)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
