@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -30,8 +31,9 @@ DIVERGED_KINDS: tuple[str, ...] = ("nonfinite", "blowup")
 _POW_B = np.geomspace(0.05, 4.0, 24)  # pow3: y = c - a * t**-b
 _EXP_B = np.geomspace(0.1, 30.0, 24)  # exp3: y = c - a * exp(-b * t / t_last)
 _FAMILIES: tuple[tuple[str, slice], ...] = (("pow3", slice(0, 24)), ("exp3", slice(24, 48)))
+_FAMILY_RANGES = tuple(range(s.start, s.stop) for _, s in _FAMILIES)
 _AIC_DELTA = 4.0  # fits within this many AIC units of the best one span the band
-_INF = math.inf
+_INF, _NAN = math.inf, math.nan
 _Plateau = tuple[int, float, float, float]  # start index, level, spread, tolerance
 
 
@@ -88,7 +90,7 @@ class Thresholds:
     bad_margin: float = 0.05  # plateau_bad: converged worse than best by more than this
     predict_margin: float = 0.02  # predicted_worse: optimistic end worse than best by more than this
     predict_min_epochs: int = 8  # predicted_worse only from this epoch on
-    predict_headroom: float = 0.3  # share of the gap to the ideal (1 or 0) left open at epoch 0
+    predict_headroom: float = 0.1  # share of the gap to the ideal (1 or 0) left open at epoch 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -157,34 +159,35 @@ def extrapolate(
     epochs); fewer than 4 finite points give None.
     """
     sign = _sign(mode)
-    y = np.asarray(curve, dtype=float)
-    keep = np.isfinite(y)
-    count = int(np.count_nonzero(keep))
+    values = [float(v) for v in curve]
+    kept = [i for i, v in enumerate(values) if math.isfinite(v)]
+    count = len(kept)
     if count < 4 or at < 1:
         return None
     skip = min(count // 3, count - 4)
-    if count < y.size:  # the kept epochs as a hashable sequence, for the cache
-        epochs: Sequence[int] = tuple((np.flatnonzero(keep)[skip:] + start_epoch).tolist())
-        y = y[keep][skip:]
+    if count < len(values):  # the kept epochs as a hashable sequence, for the cache
+        epochs: Sequence[int] = tuple(i + start_epoch for i in kept[skip:])
+        ys = [values[i] for i in kept[skip:]]
     else:
-        epochs, y = range(start_epoch + skip, start_epoch + y.size), y[skip:]
+        epochs, ys = range(start_epoch + skip, start_epoch + len(values)), values[skip:]
     gc, sgg, g_at, last = _basis(epochs, at)
-    n, y_mean = y.size, float(y.sum()) / y.size
-    yc = y - y_mean
+    n, y_mean = len(ys), sum(ys) / len(ys)
+    yc = np.array(ys) - y_mean
     sgy = gc @ yc
     beta = np.minimum(sgy / sgg, 0.0) if sign < 0 else np.maximum(sgy / sgg, 0.0)
-    floor = n * (1e-3 * (abs(y_mean) + float(y.max() - y.min()))) ** 2 + 1e-300
-    sse = np.maximum(float(yc @ yc) + floor - beta * sgy, floor)  # residual sum of squares + floor
-    pred = y_mean + beta * g_at
-    best = int(sse.argmin())
-    fams = [s.start + int(sse[s].argmin()) for _, s in _FAMILIES]  # AIC differences are n log(sse ratio)
-    weights = [(float(sse[k]) / float(sse[best])) ** (-0.5 * n) for k in fams]
-    mean = sum(w * float(pred[k]) for w, k in zip(weights, fams, strict=True)) / sum(weights)
-    fam = next(sl for _, sl in _FAMILIES if sl.start <= best < sl.stop)
+    floor = n * (1e-3 * (abs(y_mean) + max(ys) - min(ys))) ** 2 + 1e-300
+    sse = np.maximum(float(yc @ yc) + floor - beta * sgy, floor).tolist()  # residual sum of squares + floor
+    pred = (y_mean + beta * g_at).tolist()
+    best = min(range(len(sse)), key=sse.__getitem__)
+    fams = [min(s, key=sse.__getitem__) for s in _FAMILY_RANGES]  # AIC differences are n log(sse ratio)
+    weights = [(sse[k] / sse[best]) ** (-0.5 * n) for k in fams]
+    mean = sum(w * pred[k] for w, k in zip(weights, fams, strict=True)) / sum(weights)
+    fam = next(r for r in _FAMILY_RANGES if r.start <= best < r.stop)
     extra = [*fams, max(best - 1, fam.start), min(best + 1, fam.stop - 1)]  # family bests, grid neighbours
-    near = np.append(pred[sse <= sse[best] * math.exp(_AIC_DELTA / n)], pred[extra])
-    noise = 2.0 * math.sqrt(float(sse[best]) / max(n - 3, 1) * (1.0 + max(at - last, 0) / last))
-    low, high = min(float(near.min()), mean) - noise, max(float(near.max()), mean) + noise
+    near_sse = sse[best] * math.exp(_AIC_DELTA / n)
+    near = [p for p, e in zip(pred, sse, strict=True) if e <= near_sse] + [pred[k] for k in extra]
+    noise = 2.0 * math.sqrt(sse[best] / max(n - 3, 1) * (1.0 + max(at - last, 0) / last))
+    low, high = min(min(near), mean) - noise, max(max(near), mean) + noise
     if bounds is not None:
         low, mean, high = (min(max(v, bounds[0]), bounds[1]) for v in (low, mean, high))
     top = max(range(len(fams)), key=weights.__getitem__)
@@ -194,6 +197,9 @@ def extrapolate(
 
 def _slope(ys: Sequence[float]) -> float:
     """Least-squares slope per epoch of the finite values of ``ys`` (equally spaced; 0 if < 2)."""
+    n = len(ys)
+    if n >= 2 and math.isfinite(total := sum(ys)):  # all finite: the closed form
+        return (sum(map(operator.mul, range(n), ys)) - (n - 1) / 2 * total) / (n * (n * n - 1) / 12)
     pts = [(i, v) for i, v in enumerate(ys) if math.isfinite(v)]
     if len(pts) < 2:
         return 0.0
@@ -282,9 +288,14 @@ class _Curves(NamedTuple):
 
 
 def _as_list(name: str, values: Sequence[float] | None, n: int) -> list[float] | None:
+    """``values`` as a list of floats (None -> nan); None stays None; a wrong length is a ValueError."""
     if values is None:
         return None
-    if len(out := np.asarray(values, dtype=float).tolist()) != n:
+    try:
+        out = list(map(float, values))
+    except TypeError:  # None in it
+        out = [_NAN if v is None else float(v) for v in values]
+    if len(out) != n:
         raise ValueError(f"{name} must hold one value per loss epoch: got {len(out)=} vs {n=}")
     return out
 
@@ -318,13 +329,13 @@ def diagnose(
         ValueError: empty ``loss``, series of unequal length, bad ``mode`` or ``start_epoch``.
     """
     sign = _sign(mode)
-    loss_a = np.asarray(loss, dtype=float)
-    if loss_a.size == 0 or start_epoch < 1:
+    losses = _as_list("loss", loss, len(loss))
+    if not losses or start_epoch < 1:
         raise ValueError(f"loss needs >= 1 epoch and start_epoch >= 1: got {len(loss)=}, {start_epoch=}")
-    losses, n, epoch = loss_a.tolist(), loss_a.size, start_epoch + loss_a.size - 1
+    n, epoch = len(losses), start_epoch + len(losses) - 1
     init = losses[0] if initial_loss is None else float(initial_loss)
-    finite = loss_a[np.isfinite(loss_a)]
-    lowest = min(float(finite.min()) if finite.size else _INF, _INF if best_loss is None else best_loss)
+    lowest = min(filter(math.isfinite, losses), default=_INF)
+    lowest = min(lowest, _INF if best_loss is None else best_loss)
     metrics = _as_list("metric", metric, n)
     grad, dead = _as_list("grad_norm", grad_norm, n), _as_list("dead_frac", dead_frac, n)
     sign = sign if metrics is not None else 1.0
@@ -439,19 +450,53 @@ def _converged(c: _Curves, th: Thresholds) -> Verdict | None:
     return _verdict(CONVERGED, reason, step, **evidence)
 
 
+def optimistic_final(
+    curve: Sequence[float],
+    budget: int,
+    *,
+    mode: str = "max",
+    start_epoch: int = 1,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> float | None:
+    """The most a curve may plausibly still reach at ``budget``: its optimistic end.
+
+    The better edge of :func:`extrapolate`'s band at ``budget`` (unbounded) plus
+    ``predict_headroom`` x (1 - epoch / budget) of that edge's gap to the ideal (1 for "max",
+    0 for "min"): an allowance for late take-offs that no fitted family foresees. None while
+    the curve has fewer than 4 finite points (NaN policy of :func:`extrapolate`) or has reached
+    ``budget``.
+    """
+    sign = _sign(mode)
+    epoch = start_epoch + len(curve) - 1
+    if budget <= epoch:
+        return None
+    if (pred := extrapolate(curve, budget, mode=mode, bounds=None, start_epoch=start_epoch)) is None:
+        return None
+    return _optimistic(pred, sign, epoch, budget, thresholds.predict_headroom)
+
+
+def _optimistic(pred: Prediction, sign: float, epoch: int, budget: int, headroom: float) -> float:
+    edge, ideal = (pred.low, 0.0) if sign > 0 else (pred.high, 1.0)
+    return edge - sign * headroom * (1.0 - epoch / budget) * max(sign * (edge - ideal), 0.0)
+
+
 def _predicted_worse(c: _Curves, th: Thresholds) -> Verdict | None:
-    """Predicted worse: from ``predict_min_epochs`` on, the optimistic end at ``budget`` loses to
-    ``best`` by > ``predict_margin``. Optimistic end: the band's better edge plus
-    ``predict_headroom`` x (1 - epoch / budget) of its gap to the ideal (1 for "max", 0 for
-    "min"), an allowance for late take-offs that no fitted family foresees."""
+    """Predicted worse: from ``predict_min_epochs`` on, the optimistic end at ``budget``
+    (:func:`optimistic_final`) loses to ``best`` by more than ``predict_margin``.
+
+    Every fitted family is monotone towards better, so no fit ends worse than the mean of the
+    points it fits: when that mean is within the margin the curve is not fitted at all.
+    """
     if c.budget is None or c.best is None or c.epoch < th.predict_min_epochs or c.budget <= c.epoch:
         return None
     sign, mode = c.sign, "min" if c.sign > 0 else "max"
+    finite = [v for v in c.target if math.isfinite(v)]
+    fitted = finite[min(len(finite) // 3, len(finite) - 4) :] if len(finite) >= 4 else None
+    if fitted is None or sign * (sum(fitted) / len(fitted) - c.best) <= th.predict_margin:
+        return None
     if (pred := extrapolate(c.target, c.budget, mode=mode, bounds=None, start_epoch=c.start_epoch)) is None:
         return None
-    edge, ideal = (pred.low, 0.0) if sign > 0 else (pred.high, 1.0)
-    gap = max(sign * (edge - ideal), 0.0)
-    optimistic = edge - sign * th.predict_headroom * (1.0 - c.epoch / c.budget) * gap
+    optimistic = _optimistic(pred, sign, c.epoch, c.budget, th.predict_headroom)
     if sign * (optimistic - c.best) <= th.predict_margin:
         return None
     band = f"{pred.mean:.3g} ± {(pred.high - pred.low) / 2:.2g}"

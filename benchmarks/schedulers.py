@@ -72,17 +72,25 @@ def convergence_unavailable() -> str | None:
 
 
 def make_convergence(epochs: int, n_trials: int, chance: float | None = None) -> TrialScheduler:
-    """Build the project's ``ConvergenceScheduler`` with its default settings, maximizing ``val_acc``.
+    """Build the project's ``ConvergenceScheduler`` with the product defaults, maximizing ``val_acc``.
 
-    The policy is built as ``orchestrator.scheduling.build_policy`` builds it: ``PolicyConfig``
-    defaults, ``budget=epochs``, a sweep budget of ``n_trials * epochs`` epochs for the restart
-    budget, ``chance`` as the chance-level hint.
+    The settings are read from ``conf/scheduler/convergence.yaml`` (the product's default
+    scheduler config) and turned into a policy by ``orchestrator.policy.policy_from_settings``,
+    the function ``orchestrator.scheduling.build_policy`` uses: ``budget=epochs``, a sweep
+    budget of ``n_trials * epochs`` epochs for the restart budget, ``chance`` as the
+    chance-level hint, sweep seed 0.
     """
-    from orchestrator.policy import ConvergencePolicy, PolicyConfig
+    from pathlib import Path
+
+    import yaml
+
+    from orchestrator.policy import policy_from_settings
     from orchestrator.scheduler import ConvergenceScheduler
 
-    policy = ConvergencePolicy(
-        PolicyConfig(mode=MODE, chance=chance), budget=epochs, total_epochs=n_trials * epochs
+    product_yaml = Path(__file__).resolve().parents[1] / "conf" / "scheduler" / "convergence.yaml"
+    settings = yaml.safe_load(product_yaml.read_text(encoding="utf-8"))
+    policy = policy_from_settings(
+        settings, mode=MODE, chance=chance, budget=epochs, total_epochs=n_trials * epochs, sweep_seed=0
     )
     return ConvergenceScheduler(policy, metric=METRIC, mode=MODE)
 

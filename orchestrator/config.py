@@ -81,11 +81,13 @@ class SchedulerConfig:
     restart_record: int = 3
     restart_on_plateau_bad: bool = False
     stop_converged: bool = True
-    contender_margin: float = 0.01
+    stop_min_left: float = 0.25
+    contender_margin: float = 0.005
     prune_predicted_worse: bool = True
     remedy_lr_factor: float | None = None
     remedy_leaky_relu: bool = False
     inner: str | None = "asha"
+    loss_guard: bool = True
     thresholds: dict[str, Any] = field(default_factory=dict)
 
 

@@ -3,18 +3,48 @@
 Pure (numpy, stdlib and ``analysis.convergence``): no Ray, torch, MLflow or Hydra, so every
 decision can be replayed on recorded curves and reproduced offline. Keyed by ``trial_id``.
 
-Rules, checked in this order on each epoch of a trial:
+Two references, in metric units: the *best final*, the best value of the trials that
+finished (completed, or stopped as converged), and the *leader*, the best metric any other
+trial has reported so far (at any epoch) or the best final when that is better. Rules,
+checked in this order on each epoch of a trial's current attempt (margins in metric units;
+``thresholds`` are :class:`Thresholds`):
 
-1. The curve is diagnosed by :func:`analysis.convergence.diagnose` against the best final
-   metric of the trials that finished so far.
-2. ``diverged`` -> **prune**. ``predicted_worse`` -> **prune** (when enabled).
-3. ``stuck`` -> **restart** from scratch with a new seed (derived from sweep seed, trial and
-   attempt), when the trial has restarts left (``max_restarts``) and the sweep-wide restart
-   budget (``restart_budget`` x the sweep's total epoch budget) is not spent; else **prune**.
-   ``plateau_bad`` -> **restart** under the same limits; else **stop** (it converged).
-4. ``oscillating`` -> **restart** with a lower learning rate when that remedy is on.
-5. ``converged`` -> **stop**: the trial is complete and its value counts.
-6. Otherwise the optional inner rule (e.g. ASHA-style rungs) may prune; else **continue**.
+1. The curve is diagnosed by :func:`analysis.convergence.diagnose` against the leader.
+2. ``diverged`` -> **prune** at once.
+3. *Collapsed* -> **restart** from scratch with a new seed (derived from sweep seed, trial and
+   attempt): the attempt learned (its best metric beat ``chance`` by more than
+   ``collapse_margin``) and then fell back to chance (its last ``thresholds.window`` epochs
+   within ``thresholds.chance_margin`` of it): the trajectory failed, not the configuration
+   (e.g. ReLUs that died after one bad step). Checked before the rules that would prune it;
+   recorded as a stuck restart.
+4. ``stuck`` -> **restart** when the evidence points at the initialisation: dead ReLUs or a
+   vanishing gradient, or the sweep's own restarts pay off (at least ``restart_record``
+   restarts finished and at least ``restart_success`` of them ended better than the attempt
+   they replaced, by more than ``thresholds.chance_margin``); else **prune**: most stuck
+   configurations are stuck for every seed.
+5. ``predicted_worse`` (even the optimistic end of the curve loses to the leader by more than
+   ``thresholds.predict_margin``) -> **prune** (when ``prune_predicted_worse``).
+6. ``plateau_bad`` -> **restart** when ``restart_on_plateau_bad``; else **stop** (it
+   converged; its value counts).
+7. ``oscillating`` -> **restart** with ``lr`` x ``remedy_lr_factor`` when that remedy is on;
+   else **prune** when the mean of its last window is below the leader by more than
+   ``thresholds.bad_margin``.
+8. ``converged`` -> **stop** (when ``stop_converged``), unless the trial is a *contender* (its
+   level is within ``contender_margin`` of the best final or above it; before any trial
+   finished nothing is) or less than ``stop_min_left`` of its budget is left: those run on to
+   the budget, so the sweep's best result is a full-budget one.
+9. The inner rank rule (``inner``, e.g. :class:`orchestrator.rungs.AshaRungs`: at a rung, below
+   the top share of the values recorded there before it) may **prune**, unless one of its
+   guards spares the trial: the loss rule (``loss_inner``: its loss ranks near the top of
+   the rung, as a metric that lags its loss often catches up) or the curve (its optimistic
+   end, :func:`analysis.convergence.optimistic_final`, could still beat the leader).
+10. Otherwise **continue**.
+
+Every restart stays within ``max_restarts`` per trial and the sweep-wide ``restart_budget``
+(share of the sweep's total epoch budget); without either, the rule's pruning applies.
+
+NaN policy: a non-finite loss is diagnosed as divergence; a NaN metric never becomes a
+leader or a best final and counts as the worst value at a rung.
 
 Memory per trial is bounded: the last ``history`` epochs of each series plus a summary.
 """
@@ -36,11 +66,15 @@ from analysis.convergence import (
     Thresholds,
     Verdict,
     diagnose,
+    optimistic_final,
 )
+from orchestrator.rungs import AshaRungs
 from trainables.seeding import derive_seed
 
 CONTINUE, STOP, PRUNE, RESTART = "continue", "stop", "prune", "restart"
-STATE_VERSION = 1
+STATE_VERSION = 2
+#: Stuck kinds that point at the initialisation, not the configuration.
+INIT_KINDS = ("dead_relu", "vanishing_grad")
 
 
 @dataclass(frozen=True)
@@ -61,27 +95,41 @@ class Decision:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Settings of the policy; validated on creation.
+    """Settings of the policy; validated on creation (ValueError naming the field).
 
     Args:
         mode: "max" when a higher metric is better, else "min".
         chance: the metric of a random guess (e.g. 0.1 for 10 classes), or None.
         max_restarts: restarts allowed per trial.
         restart_budget: fraction of the sweep's total epoch budget that restarts may spend.
-        restart_on_plateau_bad: restart a trial that converged far below the best.
+        collapse_margin: an attempt whose best metric beat ``chance`` by more than this and
+            that fell back to chance collapsed: it restarts.
+        restart_success: a stuck trial without evidence against its initialisation restarts
+            while at least this share of the sweep's finished restarts ended better than the
+            attempt they replaced ...
+        restart_record: ... and at least this many restarts finished.
+        restart_on_plateau_bad: restart a trial that converged far below the leader.
         stop_converged: stop trials that converged.
-        prune_predicted_worse: prune trials whose extrapolated optimistic end loses to the best.
+        stop_min_left: ... only while at least this share of their budget is left.
+        contender_margin: a converged trial within this of the best final (or above) runs on.
+        prune_predicted_worse: prune trials whose extrapolated optimistic end loses to the leader.
         remedy_lr_factor: when set, an oscillating trial restarts with lr times this factor.
         remedy_leaky_relu: when true, a trial stuck with dead ReLUs restarts with leaky_relu.
         history: epochs of each series kept per trial.
+        thresholds: the thresholds of the diagnosis.
     """
 
     mode: str = "max"
     chance: float | None = None
-    max_restarts: int = 2
-    restart_budget: float = 0.25
-    restart_on_plateau_bad: bool = True
+    max_restarts: int = 1
+    restart_budget: float = 0.1
+    collapse_margin: float = 0.2
+    restart_success: float = 0.7
+    restart_record: int = 3
+    restart_on_plateau_bad: bool = False
     stop_converged: bool = True
+    stop_min_left: float = 0.25
+    contender_margin: float = 0.005
     prune_predicted_worse: bool = True
     remedy_lr_factor: float | None = None
     remedy_leaky_relu: bool = False
@@ -93,12 +141,19 @@ class PolicyConfig:
             raise ValueError(f"mode: must be 'max' or 'min', got {self.mode!r}")
         if self.max_restarts < 0:
             raise ValueError(f"max_restarts: must be >= 0, got {self.max_restarts!r}")
-        if not 0.0 <= self.restart_budget <= 1.0:
-            raise ValueError(f"restart_budget: must be in [0, 1], got {self.restart_budget!r}")
+        for name in ("restart_budget", "restart_success", "stop_min_left"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)!r}")
+        if not self.collapse_margin > 0.0:
+            raise ValueError(f"collapse_margin: must be > 0, got {self.collapse_margin!r}")
+        if self.restart_record < 1:
+            raise ValueError(f"restart_record: must be >= 1, got {self.restart_record!r}")
+        if not self.contender_margin >= 0.0:
+            raise ValueError(f"contender_margin: must be >= 0, got {self.contender_margin!r}")
         if self.remedy_lr_factor is not None and not 0.0 < self.remedy_lr_factor < 1.0:
             raise ValueError(f"remedy_lr_factor: must be in (0, 1), got {self.remedy_lr_factor!r}")
-        if self.history < self.thresholds.window + 1:
-            raise ValueError(f"history: must exceed thresholds.window, got {self.history!r}")
+        if self.history < 2 * self.thresholds.window:
+            raise ValueError(f"history: must be at least 2 x thresholds.window, got {self.history!r}")
 
 
 def thresholds_from(values: dict[str, Any]) -> Thresholds:
@@ -111,7 +166,7 @@ def thresholds_from(values: dict[str, Any]) -> Thresholds:
 
 
 class RankRule(Protocol):
-    """An inner rule over plain numbers, consulted when the curve itself says nothing."""
+    """A rule over plain numbers ("higher is better"), consulted when the curve says nothing."""
 
     def should_prune(self, trial_id: str, epoch: int, value: float) -> bool: ...
 
@@ -143,6 +198,7 @@ class _Trial:
         self.epoch = 0
         self.initial_loss: float | None = None
         self.lowest_loss: float | None = None  # lowest finite loss of the attempt
+        self.peak: float | None = None  # best finite metric of the attempt, signed: higher is better
         self.params: dict[str, Any] = {}
         self.seed_key: str | int | None = None
         self.lineage: list[AttemptRecord] = [AttemptRecord(0, None, "first attempt")]
@@ -155,7 +211,7 @@ class _Trial:
     def reset(self) -> None:
         for series in (self.loss, self.metric, self.grad, self.dead):
             series.clear()
-        self.epoch, self.initial_loss, self.lowest_loss = 0, None, None
+        self.epoch, self.initial_loss, self.lowest_loss, self.peak = 0, None, None, None
 
 
 def _finite_or_nan(value: float | None) -> float:
@@ -163,7 +219,18 @@ def _finite_or_nan(value: float | None) -> float:
 
 
 class ConvergencePolicy:
-    """Decides continue / stop / prune / restart for each trial from its curves."""
+    """Decides continue / stop / prune / restart for each trial from its curves.
+
+    Args:
+        config: the settings.
+        budget: epochs of one attempt.
+        total_epochs: the sweep's epoch budget (trials x budget) for the restart budget; None:
+            restarts are limited per trial only.
+        sweep_seed: seeds the restarts' seeds.
+        inner: the rank rule over the metric (e.g. :class:`orchestrator.rungs.AshaRungs`).
+        loss_inner: a rank rule over the loss that spares a trial it would keep; it sees
+            ``-loss`` at the epochs ``inner`` is consulted.
+    """
 
     def __init__(
         self,
@@ -173,6 +240,7 @@ class ConvergencePolicy:
         total_epochs: int | None = None,
         sweep_seed: int = 0,
         inner: RankRule | None = None,
+        loss_inner: RankRule | None = None,
     ) -> None:
         if budget < 1:
             raise ValueError(f"budget must be >= 1 epoch, got {budget=}")
@@ -181,15 +249,17 @@ class ConvergencePolicy:
         self.total_epochs = total_epochs
         self.sweep_seed = sweep_seed
         self.inner = inner
+        self.loss_inner = loss_inner
+        self.sign = 1.0 if config.mode == "max" else -1.0
         self.trials: dict[str, _Trial] = {}
-        self.best: float | None = None
+        self.best: float | None = None  # best final of the finished trials
+        self.leaders: list[tuple[float, str]] = []  # the two best (signed metric, trial id) so far
         self.restart_epochs = 0  # epochs trained by attempts after the first
         self.epochs = 0
+        self.restarts_finished = 0
+        self.restarts_succeeded = 0
 
     # -- bookkeeping ---------------------------------------------------------------------
-    def _better(self, a: float, b: float) -> bool:
-        return a > b if self.config.mode == "max" else a < b
-
     def _trial(self, trial_id: str) -> _Trial:
         if trial_id not in self.trials:
             self.trials[trial_id] = _Trial(self.config.history)
@@ -217,15 +287,53 @@ class ConvergencePolicy:
             return True
         return self.restart_epochs < self.config.restart_budget * self.total_epochs
 
-    def complete(self, trial_id: str, final: float | None, outcome: str = "completed") -> None:
-        """Record a trial's end; a finite final value of a finished trial updates the best."""
-        trial = self._trial(trial_id)
+    def restarts_pay_off(self) -> bool:
+        """True when the sweep's finished restarts mostly ended better than what they replaced."""
+        c, finished = self.config, self.restarts_finished
+        return finished >= c.restart_record and self.restarts_succeeded >= c.restart_success * finished
+
+    def leader(self, trial_id: str | None = None) -> float | None:
+        """The best metric reported so far by a trial other than ``trial_id``, or the best
+        final when that is better (None while there is neither)."""
+        signed = next((v for v, tid in self.leaders if tid != trial_id), None)
+        if self.best is not None and (signed is None or self.sign * self.best > signed):
+            return self.best
+        return None if signed is None else self.sign * signed
+
+    def _lead(self, trial_id: str, metric: float) -> None:
+        """Keep the two best (signed metric, trial id) pairs, one per trial."""
+        signed = self.sign * metric
+        if not math.isfinite(signed) or any(t == trial_id and v >= signed for v, t in self.leaders):
+            return
+        others = [(v, t) for v, t in self.leaders if t != trial_id]
+        self.leaders = sorted([*others, (signed, trial_id)], reverse=True)[:2]
+
+    def _end_attempt(self, trial: _Trial, final: float | None) -> None:
+        """Close the current attempt; a restarted one is scored against the attempt it replaced."""
         record = trial.lineage[-1]
-        record.final, record.outcome = final, outcome
+        record.final = final
+        if record.attempt == 0:
+            return
+        before = trial.lineage[-2].final
+        self.restarts_finished += 1
+        if final is not None and before is not None and math.isfinite(final) and math.isfinite(before):
+            self.restarts_succeeded += self.sign * (final - before) > self.config.thresholds.chance_margin
+
+    def complete(self, trial_id: str, final: float | None, outcome: str = "completed") -> None:
+        """Record a trial's end; a finite final value of a finished trial updates the best.
+
+        Only "completed" and "converged" outcomes count for the best final; a trial is
+        completed once (later calls are ignored).
+        """
+        trial = self._trial(trial_id)
+        if trial.finished:
+            return
+        self._end_attempt(trial, final)
+        trial.lineage[-1].outcome = outcome
         trial.finished = True
         counts = outcome in ("completed", "converged")
         if counts and final is not None and math.isfinite(final):
-            if self.best is None or self._better(final, self.best):
+            if self.best is None or self.sign * (final - self.best) > 0:
                 self.best = final
 
     # -- the decision --------------------------------------------------------------------
@@ -249,6 +357,8 @@ class ConvergencePolicy:
             trial.initial_loss = loss
         if math.isfinite(loss) and (trial.lowest_loss is None or loss < trial.lowest_loss):
             trial.lowest_loss = float(loss)
+        if math.isfinite(metric) and (trial.peak is None or self.sign * metric > trial.peak):
+            trial.peak = self.sign * float(metric)
         trial.loss.append(float(loss))
         trial.metric.append(float(metric))
         trial.grad.append(_finite_or_nan(grad_norm))
@@ -257,51 +367,93 @@ class ConvergencePolicy:
         self.epochs += 1
         if trial.attempt > 0:
             self.restart_epochs += 1
+        leader = self.leader(trial_id)
+        self._lead(trial_id, metric)
         verdict = diagnose(
-            list(trial.loss),
-            metric=list(trial.metric),
+            trial.loss,
+            metric=trial.metric,
             mode=self.config.mode,
-            grad_norm=list(trial.grad),
-            dead_frac=list(trial.dead),
+            grad_norm=trial.grad,
+            dead_frac=trial.dead,
             budget=self.budget,
-            best=self.best,
+            best=leader,
             chance=self.config.chance,
             start_epoch=epoch - len(trial.loss) + 1,
             initial_loss=trial.initial_loss,
             best_loss=trial.lowest_loss,
             thresholds=self.config.thresholds,
         )
-        return self._decide(trial_id, trial, verdict)
+        return self._decide(trial_id, trial, verdict, leader)
 
-    def _decide(self, trial_id: str, trial: _Trial, verdict: Verdict) -> Decision:
-        c = self.config
-        status = verdict.status
+    def _decide(self, trial_id: str, trial: _Trial, verdict: Verdict, leader: float | None) -> Decision:
+        c, th, status = self.config, self.config.thresholds, verdict.status
+        attempt = trial.attempt
         if status == DIVERGED:
-            return Decision(PRUNE, verdict.reason, verdict, trial.attempt)
-        if status == PREDICTED_WORSE and c.prune_predicted_worse:
-            return Decision(PRUNE, verdict.reason, verdict, trial.attempt)
+            return Decision(PRUNE, verdict.reason, verdict, attempt)
+        if self._collapsed(trial):
+            peak, chance = self.sign * (trial.peak or 0.0), self.config.chance
+            reason = f"stuck: collapsed back to chance {chance:.3g} after reaching {peak:.3g}"
+            if restart := self._restart(trial_id, trial, verdict, "stuck (collapsed)", reason):
+                return restart
         if status == STUCK:
-            return self._restart(trial_id, trial, verdict) or Decision(
-                PRUNE, f"{verdict.reason}; no restart left", verdict, trial.attempt
-            )
+            worth = verdict.kind in INIT_KINDS or self.restarts_pay_off()
+            restart = self._restart(trial_id, trial, verdict) if worth else None
+            return restart or Decision(PRUNE, f"{verdict.reason}; not restarted", verdict, attempt)
+        if status == PREDICTED_WORSE and c.prune_predicted_worse:
+            return Decision(PRUNE, verdict.reason, verdict, attempt)
         if status == PLATEAU_BAD:
             restart = self._restart(trial_id, trial, verdict) if c.restart_on_plateau_bad else None
+            return restart or Decision(STOP, verdict.reason, verdict, attempt)
+        if status == OSCILLATING:
+            restart = self._restart(trial_id, trial, verdict) if c.remedy_lr_factor is not None else None
             if restart is not None:
                 return restart
-            return Decision(STOP, verdict.reason, verdict, trial.attempt)
-        if status == OSCILLATING and c.remedy_lr_factor is not None:
-            restart = self._restart(trial_id, trial, verdict)
-            if restart is not None:
-                return restart
+            recent = [v for v in list(trial.metric)[-th.window :] if math.isfinite(v)]
+            mean = sum(recent) / len(recent) if recent else math.nan
+            if leader is not None and not self.sign * (mean - leader) >= -th.bad_margin:
+                reason = f"{verdict.reason}; its mean {mean:.4g} is far below the leader {leader:.4g}"
+                return Decision(PRUNE, reason, verdict, attempt)
         if status == CONVERGED and c.stop_converged:
-            return Decision(STOP, verdict.reason, verdict, trial.attempt)
-        if self.inner is not None and trial.metric and math.isfinite(trial.metric[-1]):
-            sign = 1.0 if c.mode == "max" else -1.0
-            if self.inner.should_prune(trial_id, trial.epoch, sign * trial.metric[-1]):
-                return Decision(
-                    PRUNE, f"inner rule: below its rung at epoch {trial.epoch}", verdict, trial.attempt
-                )
-        return Decision(CONTINUE, verdict.reason, verdict, trial.attempt)
+            level = verdict.evidence["level"]
+            contender = self.best is not None and self.sign * (level - self.best) >= -c.contender_margin
+            if not contender and self.budget - trial.epoch >= c.stop_min_left * self.budget:
+                return Decision(STOP, verdict.reason, verdict, attempt)
+            why = "a contender" if contender else "close to its budget"
+            return Decision(CONTINUE, f"{verdict.reason}; {why}: runs to the budget", verdict, attempt)
+        if self._rank_cut(trial_id, trial, leader):
+            return Decision(PRUNE, f"rank rule: below its rung at epoch {trial.epoch}", verdict, attempt)
+        return Decision(CONTINUE, verdict.reason, verdict, attempt)
+
+    def _collapsed(self, trial: _Trial) -> bool:
+        """The attempt beat chance by more than ``collapse_margin``, then fell back to chance."""
+        chance, th = self.config.chance, self.config.thresholds
+        if chance is None or trial.peak is None or len(trial.metric) < th.window:
+            return False
+        if trial.peak - self.sign * chance <= self.config.collapse_margin:
+            return False
+        if not abs(trial.metric[-1] - chance) <= th.chance_margin:
+            return False
+        return all(abs(v - chance) <= th.chance_margin for v in list(trial.metric)[-th.window :])
+
+    def _rank_cut(self, trial_id: str, trial: _Trial, leader: float | None) -> bool:
+        """The inner rule's cut at a rung, unless the loss rule or the curve spares the trial."""
+        if self.inner is None or not trial.metric:
+            return False
+        key = trial_id if trial.attempt == 0 else f"{trial_id}#{trial.attempt}"
+        cut = self.inner.should_prune(key, trial.epoch, self.sign * trial.metric[-1])
+        if self.loss_inner is not None:
+            loss = trial.loss[-1] if math.isfinite(trial.loss[-1]) else math.inf
+            cut = self.loss_inner.should_prune(key, trial.epoch, -loss) and cut
+        if not cut or leader is None:
+            return cut
+        optimistic = optimistic_final(
+            list(trial.metric),
+            self.budget,
+            mode=self.config.mode,
+            start_epoch=trial.epoch - len(trial.metric) + 1,
+            thresholds=self.config.thresholds,
+        )
+        return optimistic is None or self.sign * (optimistic - leader) < 0.0
 
     def _remedy(self, trial: _Trial, verdict: Verdict) -> dict[str, Any]:
         c = self.config
@@ -311,21 +463,32 @@ class ConvergencePolicy:
             return {"activation": "leaky_relu"}
         return {}
 
-    def _restart(self, trial_id: str, trial: _Trial, verdict: Verdict) -> Decision | None:
-        """A restart decision when the trial and the sweep still have restart budget, else None."""
+    def _restart(
+        self,
+        trial_id: str,
+        trial: _Trial,
+        verdict: Verdict,
+        cause: str | None = None,
+        reason: str | None = None,
+    ) -> Decision | None:
+        """A restart decision when the trial and the sweep still have restart budget, else None.
+
+        ``cause`` (default: the verdict's status) goes into the lineage as "restarted: <cause>";
+        ``reason`` (default: the verdict's) is the new attempt's reason.
+        """
         if trial.attempt >= self.config.max_restarts or not self.restart_budget_left():
             return None
         attempt = trial.attempt + 1
         key = trial.seed_key if trial.seed_key is not None else trial_id
         seed = derive_seed(self.sweep_seed, key, attempt)
         changes = self._remedy(trial, verdict)
-        previous = trial.lineage[-1]
-        previous.final = trial.metric[-1] if trial.metric else None
-        previous.outcome = f"restarted: {verdict.status}"
-        trial.lineage.append(AttemptRecord(attempt, seed, verdict.reason))
+        reason = reason or verdict.reason
+        self._end_attempt(trial, trial.metric[-1] if trial.metric else None)
+        trial.lineage[-1].outcome = f"restarted: {cause or verdict.status}"
+        trial.lineage.append(AttemptRecord(attempt, seed, reason))
         trial.params.update(changes)
         trial.reset()
-        return Decision(RESTART, verdict.reason, verdict, attempt, seed, changes)
+        return Decision(RESTART, reason, verdict, attempt, seed, changes)
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -333,8 +496,11 @@ class ConvergencePolicy:
         return {
             "version": STATE_VERSION,
             "best": self.best,
+            "leaders": [list(pair) for pair in self.leaders],
             "epochs": self.epochs,
             "restart_epochs": self.restart_epochs,
+            "restarts_finished": self.restarts_finished,
+            "restarts_succeeded": self.restarts_succeeded,
             "trials": {
                 tid: {
                     "loss": list(t.loss),
@@ -344,6 +510,7 @@ class ConvergencePolicy:
                     "epoch": t.epoch,
                     "initial_loss": t.initial_loss,
                     "lowest_loss": t.lowest_loss,
+                    "peak": t.peak,
                     "params": t.params,
                     "seed_key": t.seed_key,
                     "finished": t.finished,
@@ -352,6 +519,7 @@ class ConvergencePolicy:
                 for tid, t in self.trials.items()
             },
             "inner": self.inner.state_dict() if self.inner is not None else None,
+            "loss_inner": self.loss_inner.state_dict() if self.loss_inner is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -359,17 +527,82 @@ class ConvergencePolicy:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"policy state version {state.get('version')!r} is not {STATE_VERSION}")
         self.best = state["best"]
+        self.leaders = [(float(v), str(t)) for v, t in state["leaders"]]
         self.epochs = int(state["epochs"])
         self.restart_epochs = int(state["restart_epochs"])
+        self.restarts_finished = int(state["restarts_finished"])
+        self.restarts_succeeded = int(state["restarts_succeeded"])
         self.trials = {}
         for tid, data in state["trials"].items():
             trial = self._trial(tid)
             for name in ("loss", "metric", "grad", "dead"):
                 getattr(trial, name).extend(data[name])
             trial.epoch, trial.initial_loss = data["epoch"], data["initial_loss"]
-            trial.lowest_loss = data["lowest_loss"]
+            trial.lowest_loss, trial.peak = data["lowest_loss"], data["peak"]
             trial.params, trial.finished = dict(data["params"]), bool(data["finished"])
             trial.seed_key = data["seed_key"]
             trial.lineage = [AttemptRecord(**r) for r in data["lineage"]]
-        if self.inner is not None and state.get("inner") is not None:
-            self.inner.load_state_dict(state["inner"])
+        for name in ("inner", "loss_inner"):
+            rule = getattr(self, name)
+            if rule is not None and state.get(name) is not None:
+                rule.load_state_dict(state[name])
+
+
+# -- building from settings ------------------------------------------------------------------
+#: Keys of a scheduler config that are not the policy's (the scheduler's name, other rules').
+NOT_POLICY_SETTINGS = ("name", "min_samples_required")
+#: Keys that place the inner rank rule; the rest are :class:`PolicyConfig` fields.
+RULE_SETTINGS = ("inner", "grace_period", "reduction_factor", "loss_guard", "thresholds")
+#: The inner rank rules by name.
+INNER_RULES = ("asha",)
+
+
+def policy_from_settings(
+    settings: dict[str, Any],
+    *,
+    mode: str,
+    chance: float | None,
+    budget: int,
+    total_epochs: int | None,
+    sweep_seed: int = 0,
+) -> ConvergencePolicy:
+    """The policy configured by ``settings``, the keys of ``conf/scheduler/convergence.yaml``.
+
+    The product (``orchestrator.scheduling.build_policy``) and the replay benchmark
+    (``benchmarks/schedulers.make_convergence``) both build the policy here. Keys: every
+    :class:`PolicyConfig` field except ``mode``, ``chance``, ``history``, ``thresholds``;
+    ``thresholds`` (threshold name -> value, :func:`thresholds_from`); ``inner`` (``asha`` or
+    None) with ``grace_period`` and ``reduction_factor`` placing
+    :class:`orchestrator.rungs.AshaRungs` (grace capped at ``budget``), used in sweeps of at
+    least ``reduction_factor**2`` trials (``total_epochs / budget``; in smaller ones a rung's
+    ranking is noise); ``loss_guard``: a second set of rungs over the loss that spares a trial
+    ranking in its top ``1 / reduction_factor**2``. A missing key takes the default of :class:`PolicyConfig`
+    (rules: no inner rule); ``name`` and other schedulers' keys are ignored; an unknown key is
+    a ValueError naming it.
+    """
+    known = set(PolicyConfig.__dataclass_fields__) - {"mode", "chance", "history", "thresholds"}
+    for name in settings:
+        if name not in known and name not in RULE_SETTINGS and name not in NOT_POLICY_SETTINGS:
+            raise ValueError(f"unknown scheduler setting {name!r} (known: {', '.join(sorted(known))})")
+    fields = {k: v for k, v in settings.items() if k in known}
+    thresholds = thresholds_from(dict(settings.get("thresholds") or {}))
+    config = PolicyConfig(mode=mode, chance=chance, thresholds=thresholds, **fields)
+    inner_name = settings.get("inner")
+    if inner_name is not None and inner_name not in INNER_RULES:
+        raise ValueError(f"inner: must be one of {', '.join(INNER_RULES)} or null, got {inner_name!r}")
+    inner = loss_inner = None
+    grace = min(int(settings.get("grace_period", 1)), budget)
+    factor = float(settings.get("reduction_factor", 3.0))
+    big_enough = total_epochs is None or total_epochs >= factor**2 * budget
+    if inner_name == "asha" and big_enough:
+        inner = AshaRungs(grace, factor, budget)
+        if settings.get("loss_guard", False):
+            loss_inner = AshaRungs(grace, factor, budget, keep=1.0 / factor**2)
+    return ConvergencePolicy(
+        config,
+        budget=budget,
+        total_epochs=total_epochs,
+        sweep_seed=sweep_seed,
+        inner=inner,
+        loss_inner=loss_inner,
+    )

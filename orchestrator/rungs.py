@@ -11,22 +11,34 @@ from typing import Any
 
 
 class AshaRungs:
-    """Prune a trial that reaches a rung below the top ``1 / reduction_factor`` of that rung.
+    """Cut a trial that reaches a rung below the top ``keep`` share of the values before it there.
 
     Rungs sit at ``grace_period * reduction_factor**k`` epochs below ``max_t``. When a trial
-    reaches a rung its value is recorded there. Asynchronous, like ASHA: while a rung holds
-    fewer than ``reduction_factor`` values every trial passes it; after that a value below
-    the rung's ``1 - 1/reduction_factor`` quantile is pruned. NaN counts as the worst value.
+    reaches a rung (once per trial) its value is compared with the values recorded there
+    before it, then recorded. Asynchronous, as Ray's ``ASHAScheduler``: the first value at a
+    rung always passes; a later one is cut when it is below the ``1 - keep`` quantile (linear
+    interpolation) of the earlier ones. ``keep`` defaults to ``1 / reduction_factor``. NaN
+    counts as the worst value.
     """
 
-    def __init__(self, grace_period: int = 1, reduction_factor: float = 4.0, max_t: int = 100) -> None:
+    def __init__(
+        self,
+        grace_period: int = 1,
+        reduction_factor: float = 3.0,
+        max_t: int = 100,
+        *,
+        keep: float | None = None,
+    ) -> None:
         if grace_period < 1:
             raise ValueError(f"grace_period must be >= 1, got {grace_period=}")
         if reduction_factor <= 1:
             raise ValueError(f"reduction_factor must be > 1, got {reduction_factor=}")
         if max_t < grace_period:
             raise ValueError(f"max_t must be >= grace_period, got {max_t=}")
+        if keep is not None and not 0.0 < keep <= 1.0:
+            raise ValueError(f"keep must be in (0, 1], got {keep=}")
         self.reduction_factor = reduction_factor
+        self.keep = 1.0 / reduction_factor if keep is None else keep
         self.rungs: list[int] = []
         level = float(grace_period)
         while level < max_t:
@@ -35,18 +47,27 @@ class AshaRungs:
         self.recorded: dict[int, list[float]] = {r: [] for r in self.rungs}  # sorted values
         self.seen: set[tuple[str, int]] = set()
 
+    def cutoff(self, epoch: int) -> float | None:
+        """The value a trial reaching rung ``epoch`` now must reach, None while it is empty."""
+        values = self.recorded[epoch]
+        if not values:
+            return None
+        position = (1.0 - self.keep) * (len(values) - 1)
+        low = int(position)
+        lo, hi = values[low], values[min(low + 1, len(values) - 1)]
+        if lo == hi or lo == -math.inf:  # the limit of the interpolation; no inf - inf
+            return lo
+        return lo + (position - low) * (hi - lo)
+
     def should_prune(self, trial_id: str, epoch: int, value: float) -> bool:
         """Record ``value`` when ``epoch`` is a rung (once per trial) and say whether it is cut."""
         if epoch not in self.recorded or (trial_id, epoch) in self.seen:
             return False
         self.seen.add((trial_id, epoch))
         value = value if math.isfinite(value) else -math.inf
-        values = self.recorded[epoch]
-        bisect.insort(values, value)
-        if len(values) < self.reduction_factor:
-            return False
-        cutoff = values[min(len(values) - 1, int(len(values) * (1 - 1 / self.reduction_factor)))]
-        return value < cutoff
+        cutoff = self.cutoff(epoch)
+        bisect.insort(self.recorded[epoch], value)
+        return cutoff is not None and value < cutoff
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ray.tune.schedulers import (
     ASHAScheduler,
     FIFOScheduler,
@@ -10,32 +12,24 @@ from ray.tune.schedulers import (
 )
 
 from orchestrator.config import SweepConfig
-from orchestrator.policy import ConvergencePolicy, PolicyConfig, thresholds_from
-from orchestrator.rungs import AshaRungs
+from orchestrator.policy import ConvergencePolicy, policy_from_settings
 from orchestrator.scheduler import ConvergenceScheduler
 from trainables.data import NUM_CLASSES
 
 
 def build_policy(cfg: SweepConfig, num_trials: int) -> ConvergencePolicy:
-    """The convergence policy configured by ``scheduler.*`` for a sweep of ``num_trials``."""
-    s, epochs = cfg.scheduler, cfg.trainable.epochs
-    config = PolicyConfig(
+    """The convergence policy configured by ``scheduler.*`` for a sweep of ``num_trials``.
+
+    Built by :func:`orchestrator.policy.policy_from_settings`, as the replay benchmark builds it.
+    """
+    epochs = cfg.trainable.epochs
+    return policy_from_settings(
+        dataclasses.asdict(cfg.scheduler),
         mode=cfg.mode,
         chance=1.0 / NUM_CLASSES if cfg.metric == "val_acc" else None,
-        max_restarts=s.max_restarts,
-        restart_budget=s.restart_budget,
-        restart_on_plateau_bad=s.restart_on_plateau_bad,
-        stop_converged=s.stop_converged,
-        prune_predicted_worse=s.prune_predicted_worse,
-        remedy_lr_factor=s.remedy_lr_factor,
-        remedy_leaky_relu=s.remedy_leaky_relu,
-        thresholds=thresholds_from(s.thresholds),
-    )
-    inner = None
-    if s.inner == "asha":
-        inner = AshaRungs(min(s.grace_period, epochs), s.reduction_factor, epochs)
-    return ConvergencePolicy(
-        config, budget=epochs, total_epochs=num_trials * epochs, sweep_seed=cfg.seed, inner=inner
+        budget=epochs,
+        total_epochs=num_trials * epochs,
+        sweep_seed=cfg.seed,
     )
 
 

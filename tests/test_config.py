@@ -1,6 +1,8 @@
 """Composition and validation of every config, and fail-fast errors for bad input."""
 
+import dataclasses
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from omegaconf import OmegaConf
 
 from orchestrator.__main__ import main
 from orchestrator.config import SweepConfig, check_result, load_config
+from orchestrator.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("trainable", "search", "scheduler", "cluster", "tracking", "experiment", "debug")
@@ -149,3 +152,72 @@ def test_config_yaml_is_a_defaults_list():
     data = yaml.safe_load((CONF / "config.yaml").read_text())
     groups = {next(iter(d)) for d in data["defaults"] if isinstance(d, dict)}
     assert {"trainable", "search", "scheduler", "cluster", "tracking", "experiment", "debug"} <= groups
+
+
+def test_the_convergence_yaml_lists_every_threshold_with_its_default():
+    from analysis.convergence import Thresholds
+
+    listed = yaml.safe_load((CONF / "scheduler" / "convergence.yaml").read_text())["thresholds"]
+    defaults = dataclasses.asdict(Thresholds())
+    assert list(listed) == list(defaults), "every threshold, in the dataclass order"
+    for name, value in defaults.items():
+        assert listed[name] == value and type(listed[name]) is type(value), name
+
+
+def test_the_convergence_yaml_is_the_schedulers_default_config():
+    from orchestrator.config import SchedulerConfig
+
+    listed = yaml.safe_load((CONF / "scheduler" / "convergence.yaml").read_text())
+    defaults = dataclasses.asdict(SchedulerConfig())
+    policy_keys = [k for k in listed if k not in ("name", "thresholds", "grace_period")]
+    assert listed["name"] == defaults["name"] == "convergence"
+    for key in policy_keys:
+        assert listed[key] == defaults[key], key
+
+
+def test_the_product_and_the_replay_build_the_same_default_policy():
+    from benchmarks.schedulers import make_convergence
+    from orchestrator.policy import policy_from_settings
+    from orchestrator.scheduling import build_policy
+
+    cfg = _compose([])
+    product = build_policy(cfg, num_trials=cfg.num_samples)
+    settings = yaml.safe_load((CONF / "scheduler" / "convergence.yaml").read_text())
+    epochs = cfg.trainable.epochs
+    direct = policy_from_settings(
+        settings, mode="max", chance=0.1, budget=epochs, total_epochs=cfg.num_samples * epochs
+    )
+    assert product.config == direct.config and product.inner.rungs == direct.inner.rungs
+    assert product.loss_inner.keep == direct.loss_inner.keep
+    replay = make_convergence(epochs, cfg.num_samples, chance=0.1).policy
+    assert replay.config == product.config and replay.inner.rungs == product.inner.rungs
+
+
+def test_convergence_settings_are_overridable_from_the_command_line():
+    from orchestrator.scheduling import build_policy
+
+    cfg = _compose(
+        ["scheduler.thresholds.window=7", "scheduler.loss_guard=false", "scheduler.max_restarts=3"]
+    )
+    policy = build_policy(cfg, num_trials=50)
+    assert policy.config.thresholds.window == 7 and policy.config.max_restarts == 3
+    assert policy.inner is not None and policy.loss_inner is None
+    assert build_policy(_compose(["scheduler.inner=null"]), num_trials=50).inner is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("scheduler.restart_success=1.5", "scheduler.restart_success: must be in [0, 1]"),
+        ("scheduler.collapse_margin=0", "scheduler.collapse_margin: must be > 0"),
+        ("scheduler.stop_min_left=-0.1", "scheduler.stop_min_left: must be in [0, 1]"),
+        ("scheduler.contender_margin=-1", "scheduler.contender_margin: must be >= 0"),
+        ("scheduler.restart_record=0", "scheduler.restart_record: must be >= 1"),
+        ("scheduler.inner=hyperband", "scheduler.inner: must be one of asha"),
+        ("+scheduler.thresholds.windw=3", "scheduler.thresholds: unknown threshold 'windw'"),
+        ("scheduler.thresholds.window=1", "scheduler.thresholds: Thresholds.window"),
+    ],
+)
+def test_bad_convergence_settings_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _compose([override])

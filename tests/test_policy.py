@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from analysis.convergence import Thresholds
 from orchestrator.policy import (
     CONTINUE,
     PRUNE,
@@ -12,6 +13,7 @@ from orchestrator.policy import (
     STOP,
     ConvergencePolicy,
     PolicyConfig,
+    policy_from_settings,
     thresholds_from,
 )
 from orchestrator.rungs import AshaRungs
@@ -24,6 +26,25 @@ def good(t):  # loss, acc of a healthy run
 
 def at_chance(t):
     return 2.3026, 0.1
+
+
+def low_plateau(t):
+    return 1.0 * math.exp(-t / 2) + 1.2, 0.6 - 0.4 * math.exp(-t / 2)
+
+
+# The stuck trial of tests/test_end_to_end.py (digits, sgd_momentum lr 0.1, seed 1), recorded:
+# (val_loss, val_acc, dead_frac). It learns to 0.68 in epoch 1, blows up, and collapses to chance
+# with 69% of its ReLUs dead; other seeds of the same configuration end near 0.97.
+COLLAPSING = [
+    (1.3729, 0.6844, 0.03),
+    (5.1735, 0.3467, 0.23),
+    (2.3016, 0.1156, 0.64),
+    (2.313, 0.1022, 0.69),
+    (2.3033, 0.1022, 0.69),
+    (2.3052, 0.1, 0.69),
+    (2.3059, 0.1, 0.69),
+    (2.3037, 0.1022, 0.69),
+]
 
 
 def feed(policy, tid, curve, epochs, **diag):
@@ -40,7 +61,10 @@ def feed(policy, tid, curve, epochs, **diag):
 def make(**kw):
     budget = kw.pop("budget", 30)
     total = kw.pop("total_epochs", 10_000)
-    return ConvergencePolicy(PolicyConfig(chance=0.1, **kw), budget=budget, total_epochs=total, sweep_seed=7)
+    inner = kw.pop("inner", None)
+    return ConvergencePolicy(
+        PolicyConfig(chance=0.1, **kw), budget=budget, total_epochs=total, sweep_seed=7, inner=inner
+    )
 
 
 def test_a_healthy_run_is_stopped_as_converged_before_its_budget():
@@ -61,36 +85,82 @@ def test_a_nonfinite_loss_is_pruned_at_once():
     )
 
 
-def test_stuck_trials_restart_with_derived_seeds_until_max_restarts_then_are_pruned():
+def test_a_trial_stuck_at_chance_is_pruned_not_restarted():
+    policy = make()
+    epoch, decision = feed(policy, "t", at_chance, 30)
+    assert decision.action == PRUNE and decision.verdict.status == "stuck" and epoch <= 10
+    assert "not restarted" in decision.reason and policy.lineage("t")[-1].attempt == 0
+
+
+def test_dead_relus_restart_with_derived_seeds_until_max_restarts_then_are_pruned():
     policy = make(max_restarts=2)
     policy.add("t", {"lr": 0.1}, seed_key=4)
     seeds = []
     for attempt in (1, 2):
-        _, decision = feed(policy, "t", at_chance, 30)
-        assert decision.action == RESTART and decision.verdict.status == "stuck"
+        _, decision = feed(policy, "t", at_chance, 30, dead_frac=0.95)
+        assert decision.action == RESTART and decision.verdict.kind == "dead_relu"
         assert decision.attempt == attempt and decision.seed == derive_seed(7, 4, attempt)
         seeds.append(decision.seed)
-    _, decision = feed(policy, "t", at_chance, 30)
-    assert decision.action == PRUNE and "no restart left" in decision.reason
+    _, decision = feed(policy, "t", at_chance, 30, dead_frac=0.95)
+    assert decision.action == PRUNE and "not restarted" in decision.reason
     lineage = policy.lineage("t")
     assert [r.attempt for r in lineage] == [0, 1, 2] and [r.seed for r in lineage[1:]] == seeds
     assert all(r.outcome.startswith("restarted: stuck") for r in lineage[:2])
     assert policy.restart_epochs == lineage[1].epochs + lineage[2].epochs
 
 
+def test_the_collapsed_end_to_end_trial_is_restarted_once_it_sits_at_chance_for_a_window():
+    policy = make(max_restarts=1)
+    policy.complete("other", 0.97)  # even with a leader far above, the collapse is restarted
+    decisions = [
+        policy.observe("t", epoch, loss, acc, grad_norm=0.2, dead_frac=dead)
+        for epoch, (loss, acc, dead) in enumerate(COLLAPSING, start=1)
+    ]
+    restart_at = next(e for e, d in enumerate(decisions, start=1) if d.action != CONTINUE)
+    decision = decisions[restart_at - 1]
+    assert decision.action == RESTART and restart_at == 7  # chance since epoch 3: a full window
+    assert decision.reason.startswith("stuck: collapsed") and decision.attempt == 1
+    assert policy.lineage("t")[0].outcome == "restarted: stuck (collapsed)"
+    assert policy.lineage("t")[1].reason == decision.reason
+
+
+def test_a_trial_that_never_learned_did_not_collapse():
+    policy = make()
+    policy.complete("other", 0.97)
+    rows = [(2.31, 0.25, 0.0), (2.3, 0.11, 0.0), *[(2.3026, 0.1, 0.0)] * 8]
+    actions = [
+        policy.observe("t", e, loss, acc, dead_frac=d).action for e, (loss, acc, d) in enumerate(rows, 1)
+    ]
+    assert RESTART not in actions and PRUNE in actions
+
+
+def test_ordinary_stuck_trials_restart_once_the_sweeps_restarts_pay_off():
+    policy = make(restart_record=3, restart_success=0.7)
+    assert not policy.restarts_pay_off()
+    for i in range(3):  # three dead-ReLU restarts whose new attempts end well
+        feed(policy, f"dead{i}", at_chance, 30, dead_frac=0.95)
+        feed(policy, f"dead{i}", good, 3)
+        policy.complete(f"dead{i}", 0.9)
+    assert (policy.restarts_finished, policy.restarts_succeeded) == (3, 3) and policy.restarts_pay_off()
+    _, decision = feed(policy, "plain", at_chance, 30)
+    assert decision.action == RESTART and decision.verdict.kind == "chance"
+    policy.complete("plain", 0.1)  # this restart did not help: 3 of 4 is 75%, still paying off
+    assert policy.restarts_pay_off()
+    _, decision = feed(policy, "next", at_chance, 30)
+    policy.complete("next", 0.1)  # 3 of 5: no longer
+    assert not policy.restarts_pay_off()
+
+
 def test_the_sweep_wide_restart_budget_is_respected():
     policy = make(restart_budget=0.001, total_epochs=5000)  # 5 epochs of restarts in all
-    _, first = feed(policy, "a", at_chance, 30)
+    _, first = feed(policy, "a", at_chance, 30, dead_frac=0.95)
     assert first.action == RESTART
-    feed(policy, "a", at_chance, 30)  # attempt 1 spends the budget
-    _, other = feed(policy, "b", at_chance, 30)
+    feed(policy, "a", at_chance, 30, dead_frac=0.95)  # attempt 1 spends the budget
+    _, other = feed(policy, "b", at_chance, 30, dead_frac=0.95)
     assert other.action == PRUNE and not policy.restart_budget_left()
 
 
-def test_plateau_far_below_the_best_restarts_or_stops():
-    def low_plateau(t):
-        return 1.0 * math.exp(-t / 2) + 1.2, 0.6 - 0.4 * math.exp(-t / 2)
-
+def test_a_plateau_far_below_the_leader_is_pruned_or_stopped():
     pruning = make()
     pruning.complete("best", 0.97)
     _, decision = feed(pruning, "low", low_plateau, 30)
@@ -98,11 +168,46 @@ def test_plateau_far_below_the_best_restarts_or_stops():
     policy = make(prune_predicted_worse=False)
     policy.complete("best", 0.97)
     _, decision = feed(policy, "low", low_plateau, 30)
-    assert decision.action == RESTART and decision.verdict.status == "plateau_bad"
-    no_restart = make(restart_on_plateau_bad=False, prune_predicted_worse=False)
-    no_restart.complete("best", 0.97)
-    _, decision = feed(no_restart, "low", low_plateau, 30)
     assert decision.action == STOP and decision.verdict.status == "plateau_bad"
+    restarting = make(restart_on_plateau_bad=True, prune_predicted_worse=False)
+    restarting.complete("best", 0.97)
+    _, decision = feed(restarting, "low", low_plateau, 30)
+    assert decision.action == RESTART and decision.verdict.status == "plateau_bad"
+
+
+def test_the_leader_is_the_best_value_of_the_other_trials():
+    policy = make()
+    assert policy.leader() is None
+    policy.observe("a", 1, 1.0, 0.6)
+    policy.observe("b", 1, 1.0, 0.8)
+    policy.observe("a", 2, 1.0, 0.9)
+    policy.observe("c", 1, 1.0, math.nan)  # never a leader
+    assert policy.leader() == 0.9 and policy.leader("a") == 0.8 and policy.leader("b") == 0.9
+    low = ConvergencePolicy(PolicyConfig(mode="min"), budget=10)
+    low.observe("a", 1, 1.0, 0.5)
+    low.observe("b", 1, 1.0, 0.2)
+    assert low.leader("b") == 0.5 and low.leader("a") == 0.2
+
+
+def test_a_converged_contender_runs_to_the_budget_and_others_stop():
+    policy = make()
+    policy.complete("best", 0.97)
+    _, decision = feed(policy, "near", good, 30)  # converges at ~0.97: within contender_margin
+    assert decision.action == CONTINUE and "contender" in decision.reason
+    lower = make()
+    lower.complete("best", 0.99)
+    epoch, decision = feed(lower, "below", good, 30)
+    assert decision.action == STOP and epoch < 30
+
+
+def test_a_converged_trial_close_to_its_budget_runs_on():
+    stopping = make(stop_min_left=0.25)
+    epoch, decision = feed(stopping, "a", good, 30)
+    assert decision.action == STOP and 30 - epoch >= 0.25 * 30
+    finishing = make(stop_min_left=1.0)  # every converged trial is "close to its budget"
+    epoch, decision = feed(finishing, "a", good, 30)
+    assert decision.action == CONTINUE and epoch == 30
+    assert decision.verdict.status == "converged" and "close to its budget" in decision.reason
 
 
 def test_completed_trials_set_the_best_and_pruned_ones_do_not():
@@ -112,28 +217,41 @@ def test_completed_trials_set_the_best_and_pruned_ones_do_not():
     policy.complete("c", math.nan)
     assert policy.best == 0.9
     policy.complete("d", 0.95, outcome="converged")
+    policy.complete("d", 0.99)  # a trial completes once
     assert policy.best == 0.95
 
 
 def test_remedies_change_the_config_and_are_recorded():
     policy = make(remedy_leaky_relu=True)
     policy.add("t", {"activation": "relu", "lr": 0.1})
-    dead = [1.0] * 30
-    _, decision = feed(policy, "t", at_chance, 30, dead_frac=dead[0])
-    assert decision.action == RESTART
-    if decision.verdict.kind == "dead_relu":
-        assert decision.changes == {"activation": "leaky_relu"}
+    _, decision = feed(policy, "t", at_chance, 30, dead_frac=1.0)
+    assert decision.action == RESTART and decision.verdict.kind == "dead_relu"
+    assert decision.changes == {"activation": "leaky_relu"}
+    assert policy.trials["t"].params["activation"] == "leaky_relu"
+
+
+def test_an_oscillating_trial_far_below_the_leader_is_pruned():
+    def swinging(t):
+        return 1.0 + 0.5 * (t % 2), 0.6 if t % 2 else 0.3
+
+    policy = make()
+    policy.observe("leader", 1, 0.1, 0.95)
+    _, decision = feed(policy, "osc", swinging, 30)
+    assert decision.action == PRUNE and decision.verdict.status == "oscillating"
+    assert "far below the leader" in decision.reason
 
 
 def test_state_round_trips_through_json_and_gives_the_same_decisions():
-    policy = make()
+    policy = make(inner=AshaRungs(1, 3, 30))
     feed(policy, "a", good, 4)
     feed(policy, "b", at_chance, 30)
+    feed(policy, "c", at_chance, 30, dead_frac=0.95)
     policy.complete("z", 0.93)
     state = json.loads(json.dumps(policy.state_dict()))
-    copy = make()
+    copy = make(inner=AshaRungs(1, 3, 30))
     copy.load_state_dict(state)
     assert json.dumps(copy.state_dict()) == json.dumps(policy.state_dict())
+    assert copy.leaders == policy.leaders and copy.restarts_finished == policy.restarts_finished
     for epoch in range(5, 30):
         loss, acc = good(epoch)
         assert copy.observe("a", epoch, loss, acc) == policy.observe("a", epoch, loss, acc)
@@ -146,7 +264,48 @@ def test_inner_rank_rule_prunes_when_the_curve_says_nothing():
     for tid, level in (("a", 0.9), ("b", 0.8)):
         policy.observe(tid, 1, 1.0, level)
     decision = policy.observe("c", 1, 1.5, 0.3)
-    assert decision.action == PRUNE and "inner rule" in decision.reason
+    assert decision.action == PRUNE and "rank rule" in decision.reason
+
+
+def test_the_loss_rule_spares_a_trial_whose_loss_leads():
+    def policy():
+        return ConvergencePolicy(
+            PolicyConfig(chance=0.1),
+            budget=30,
+            inner=AshaRungs(1, 3, 30),
+            loss_inner=AshaRungs(1, 3, 30, keep=1 / 9),
+        )
+
+    spared, cut = policy(), policy()
+    for p in (spared, cut):
+        for tid, loss, acc in (("a", 0.9, 0.6), ("b", 1.0, 0.55), ("c", 1.1, 0.5)):
+            p.observe(tid, 1, loss, acc)
+    assert spared.observe("late", 1, 0.4, 0.3).action == CONTINUE  # lowest loss of the rung
+    assert cut.observe("late", 1, 1.5, 0.3).action == PRUNE
+
+
+def test_the_curve_spares_a_trial_whose_optimistic_end_could_beat_the_leader():
+    def rising(t):  # below the rung at epoch 9, but heading far above the leader
+        return 2.0 / t, 0.3 + 0.06 * t
+
+    def slow(t):  # below the rung and heading nowhere near the leader
+        return 1.5 - 0.01 * t, 0.5 + 0.01 * t
+
+    for curve, spared in ((rising, True), (slow, False)):
+        policy = ConvergencePolicy(PolicyConfig(chance=0.1), budget=30, inner=AshaRungs(9, 3, 30))
+        policy.observe("leader", 9, 0.3, 0.9)  # the leader, and the rung at epoch 9 holds 0.9
+        actions = [policy.observe("t", e, *curve(e)).action for e in range(1, 10)]
+        assert (actions == [CONTINUE] * 9) == spared, (curve.__name__, actions)
+        assert spared or actions[-1] == PRUNE
+
+
+def test_a_restarted_attempt_meets_the_rungs_again():
+    rule = AshaRungs(9, 3, 30)
+    policy = make(inner=rule, max_restarts=1)
+    _, decision = feed(policy, "t", at_chance, 30, dead_frac=0.95)  # restarted before the rung
+    assert decision.action == RESTART and decision.attempt == 1
+    feed(policy, "t", good, 9)
+    assert ("t#1", 9) in rule.seen and ("t", 9) not in rule.seen
 
 
 def test_memory_per_trial_is_bounded_by_the_history_window():
@@ -162,7 +321,13 @@ def test_memory_per_trial_is_bounded_by_the_history_window():
         ({"mode": "up"}, "mode"),
         ({"max_restarts": -1}, "max_restarts"),
         ({"restart_budget": 2.0}, "restart_budget"),
+        ({"restart_success": -0.1}, "restart_success"),
+        ({"restart_record": 0}, "restart_record"),
+        ({"collapse_margin": 0.0}, "collapse_margin"),
+        ({"stop_min_left": 1.5}, "stop_min_left"),
+        ({"contender_margin": -0.01}, "contender_margin"),
         ({"remedy_lr_factor": 1.5}, "remedy_lr_factor"),
+        ({"history": 3}, "history"),
     ],
 )
 def test_bad_policy_settings(kw, message):
@@ -174,3 +339,27 @@ def test_unknown_threshold_is_named():
     with pytest.raises(ValueError, match="unknown threshold 'windw'"):
         thresholds_from({"windw": 3})
     assert thresholds_from({"window": 7}).window == 7
+
+
+def test_policy_from_settings_builds_the_rules_and_names_unknown_keys():
+    settings = {
+        "name": "convergence",
+        "max_restarts": 2,
+        "inner": "asha",
+        "grace_period": 1,
+        "reduction_factor": 3.0,
+        "loss_guard": True,
+        "thresholds": {"window": 6},
+    }
+    policy = policy_from_settings(settings, mode="max", chance=0.1, budget=40, total_epochs=40 * 100)
+    assert policy.config.max_restarts == 2 and policy.config.thresholds.window == 6
+    assert policy.inner.rungs == [1, 3, 9, 27] and policy.loss_inner.keep == pytest.approx(1 / 9)
+    small = policy_from_settings(settings, mode="max", chance=0.1, budget=40, total_epochs=40 * 3)
+    assert small.inner is None and small.loss_inner is None  # 3 trials: no ranking worth the name
+    bare = policy_from_settings({}, mode="min", chance=None, budget=10, total_epochs=None)
+    assert bare.inner is None and bare.config == PolicyConfig(mode="min")
+    assert bare.config.thresholds == Thresholds()
+    with pytest.raises(ValueError, match="unknown scheduler setting 'max_restart'"):
+        policy_from_settings({"max_restart": 1}, mode="max", chance=None, budget=10, total_epochs=None)
+    with pytest.raises(ValueError, match="inner"):
+        policy_from_settings({"inner": "hyperband"}, mode="max", chance=None, budget=10, total_epochs=None)

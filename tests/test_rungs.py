@@ -13,14 +13,31 @@ def test_rungs_sit_at_geometric_epochs():
     assert AshaRungs(2, 2, 10).rungs == [2, 4, 8]
 
 
-def test_first_values_pass_then_the_bottom_is_cut():
+def test_the_first_value_passes_then_the_bottom_is_cut_as_ray_asha_cuts():
     rule = AshaRungs(1, 2, 8)
-    assert not rule.should_prune("a", 1, 0.5)  # fewer than reduction_factor values
-    assert not rule.should_prune("b", 1, 0.9)
-    assert rule.should_prune("c", 1, 0.1)  # below the median of [0.1, 0.5, 0.9]
+    assert not rule.should_prune("a", 1, 0.5)  # nothing recorded before it
+    assert not rule.should_prune("b", 1, 0.9)  # at least the median of [0.5]
+    assert rule.should_prune("c", 1, 0.6)  # below the median of [0.5, 0.9] (0.7)
     assert not rule.should_prune("d", 1, 0.95)
     assert not rule.should_prune("c", 2, 0.0), "epoch 2 is not a rung"
     assert not rule.should_prune("c", 1, 0.0), "a trial is judged once per rung"
+
+
+def test_the_cutoff_interpolates_like_numpy_percentile():
+    rule = AshaRungs(1, 3, 30)
+    for tid, value in zip("abcde", (0.1, 0.2, 0.3, 0.4, 0.5), strict=True):
+        rule.should_prune(tid, 1, value)
+    assert rule.cutoff(1) == pytest.approx(0.1 + (2 / 3) * 4 * 0.1)  # numpy: 0.3667
+    assert rule.cutoff(3) is None
+
+
+def test_keep_sets_the_share_that_passes():
+    loose, strict = AshaRungs(1, 3, 30, keep=0.9), AshaRungs(1, 3, 30, keep=1 / 9)
+    for rule in (loose, strict):
+        for i in range(9):
+            rule.should_prune(f"t{i}", 1, i / 10)
+    assert strict.cutoff(1) == pytest.approx(0.8 * 8 / 9) and loose.cutoff(1) == pytest.approx(0.08)
+    assert not loose.should_prune("x", 1, 0.2) and strict.should_prune("x", 1, 0.65)
 
 
 def test_nan_counts_as_worst_and_state_round_trips():
@@ -28,6 +45,8 @@ def test_nan_counts_as_worst_and_state_round_trips():
     for tid, value in (("a", 0.3), ("b", 0.4)):
         rule.should_prune(tid, 1, value)
     assert rule.should_prune("n", 1, math.nan)
+    assert not rule.should_prune("m", 2, math.nan), "the first value at a rung passes, even NaN"
+    assert rule.cutoff(2) == -math.inf and not rule.should_prune("o", 2, math.nan)
     copy = AshaRungs(1, 2, 8)
     copy.load_state_dict(json.loads(json.dumps(rule.state_dict())))
     assert copy.recorded == rule.recorded and copy.seen == rule.seen
@@ -35,8 +54,15 @@ def test_nan_counts_as_worst_and_state_round_trips():
 
 
 @pytest.mark.parametrize(
-    ("args", "message"), [((0, 2, 8), "grace_period"), ((1, 1, 8), "reduction_factor"), ((5, 2, 3), "max_t")]
+    ("args", "kw", "message"),
+    [
+        ((0, 2, 8), {}, "grace_period"),
+        ((1, 1, 8), {}, "reduction_factor"),
+        ((5, 2, 3), {}, "max_t"),
+        ((1, 2, 8), {"keep": 0.0}, "keep"),
+        ((1, 2, 8), {"keep": 1.5}, "keep"),
+    ],
 )
-def test_bad_arguments(args, message):
+def test_bad_arguments(args, kw, message):
     with pytest.raises(ValueError, match=message):
-        AshaRungs(*args)
+        AshaRungs(*args, **kw)

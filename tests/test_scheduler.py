@@ -60,7 +60,7 @@ def add_trial(searcher, controller, scheduler, trial_id, **fixed):
     return trial
 
 
-def result(epoch, loss, acc, attempt=0, seed=1):
+def result(epoch, loss, acc, attempt=0, seed=1, dead=0.0):
     return {
         "epoch": epoch,
         "training_iteration": epoch,
@@ -68,17 +68,17 @@ def result(epoch, loss, acc, attempt=0, seed=1):
         "val_acc": acc,
         "train_loss": loss,
         "grad_norm": 0.5,
-        "dead_frac": 0.0,
+        "dead_frac": dead,
         "attempt": attempt,
         "seed": seed,
         "lr": 0.1,
     }
 
 
-def run_until_decision(scheduler, controller, trial, curve, attempt=0):
+def run_until_decision(scheduler, controller, trial, curve, attempt=0, dead=0.0):
     for epoch in range(1, 31):
         loss, acc = curve(epoch)
-        action = scheduler.on_trial_result(controller, trial, result(epoch, loss, acc, attempt))
+        action = scheduler.on_trial_result(controller, trial, result(epoch, loss, acc, attempt, dead=dead))
         if action != TrialScheduler.CONTINUE:
             return epoch, action
     return 30, TrialScheduler.CONTINUE
@@ -88,7 +88,7 @@ def test_a_stuck_trial_restarts_in_place_with_a_new_seed_and_no_checkpoint():
     searcher, controller, scheduler = setup()
     trial = add_trial(searcher, controller, scheduler, "t0")
     index = trial.config["trial_index"]
-    _, action = run_until_decision(scheduler, controller, trial, lambda t: (2.3026, 0.1))
+    _, action = run_until_decision(scheduler, controller, trial, lambda t: (2.3026, 0.1), dead=0.95)
     assert action == TrialScheduler.NOOP
     assert trial.status == Trial.PAUSED
     assert trial.config["attempt"] == 1 and trial.config["seed"] == derive_seed(3, index, 1)
@@ -162,7 +162,7 @@ def test_a_remedy_is_not_credited_to_the_old_values():
 def test_scheduler_state_saves_and_restores(tmp_path):
     searcher, controller, scheduler = setup()
     trial = add_trial(searcher, controller, scheduler, "t0")
-    run_until_decision(scheduler, controller, trial, lambda t: (2.3026, 0.1))
+    run_until_decision(scheduler, controller, trial, lambda t: (2.3026, 0.1), dead=0.95)
     path = scheduler.save_to_dir(str(tmp_path))
     _, _, fresh = setup()
     fresh.restore(path)
@@ -170,3 +170,14 @@ def test_scheduler_state_saves_and_restores(tmp_path):
         scheduler.state_dict()
     )
     assert fresh.restarts == 1 and fresh.policy.lineage("t0")[-1].attempt == 1
+
+
+def test_a_trial_stuck_at_chance_without_evidence_against_its_seed_is_pruned():
+    searcher, controller, scheduler = setup()
+    trial = add_trial(searcher, controller, scheduler, "t0")
+    _, action = run_until_decision(scheduler, controller, trial, lambda t: (2.3026, 0.1))
+    assert action == TrialScheduler.STOP and scheduler.restarts == 0
+    decision = scheduler.decisions["t0"]
+    assert decision.action == "prune" and decision.verdict.status == "stuck"
+    searcher.on_trial_complete("t0", result={"val_acc": 0.1})
+    assert searcher._ot_study.trials[0].state == TrialState.PRUNED
