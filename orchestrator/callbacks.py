@@ -52,12 +52,15 @@ def final_status(
     return "COMPLETED" if int(last_result.get("epoch", 0)) >= int(budget) else "STOPPED_EARLY"
 
 
-def trial_name(trial: Any) -> str:
+def name_of(trial_id: str, config: dict[str, Any]) -> str:
     """``trial_0007_<ray id>``: the searcher's index first, so names sort in sweep order."""
-    index = trial.config.get("trial_index")
-    if isinstance(index, int):
-        return f"trial_{index:04d}_{trial.trial_id}"
-    return f"trial_{trial.trial_id}"
+    index = config.get("trial_index")
+    return f"trial_{index:04d}_{trial_id}" if isinstance(index, int) else f"trial_{trial_id}"
+
+
+def trial_name(trial: Any) -> str:
+    """The name of a Ray trial (see :func:`name_of`); Ray's ``trial_name_creator``."""
+    return name_of(trial.trial_id, trial.config)
 
 
 class FinishedTrials(Callback):

@@ -28,6 +28,7 @@ from orchestrator.callbacks import (
     MlflowTrialCallback,
     VerdictCallback,
     final_status,
+    name_of,
     trial_name,
     trial_params,
 )
@@ -420,8 +421,7 @@ def _summarize(
         best_value = float(best.metrics[cfg.metric])
         best_params = trial_params(best.config)
         trial_id = best.metrics.get("trial_id")
-        index = best.config.get("trial_index")
-        best_trial = f"trial_{index:04d}_{trial_id}" if isinstance(index, int) else trial_id
+        best_trial = name_of(trial_id, best.config)
         if tracker is not None and trial_id:
             best_run = tracker.run_ids.get(trial_id)
     return SweepSummary(
