@@ -166,6 +166,7 @@ def _start_ray(cfg: SweepConfig) -> bool:
     if ray.is_initialized():
         return False
     ray.init(
+        address="local",  # a new embedded Ray, never a `ray start` cluster found on this machine
         num_cpus=cfg.cluster.num_cpus,
         num_gpus=cfg.cluster.num_gpus,
         include_dashboard=False,
