@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display: figures are only saved
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from analysis.curves import AttemptCurve  # noqa: E402
 
@@ -68,3 +69,117 @@ def plot_trial(
 def close(fig: Figure) -> None:
     """Free a figure's memory."""
     plt.close(fig)
+
+
+#: Colour of each final status in the sweep plots.
+STATUS_COLOURS = {
+    "CONVERGED": "tab:green",
+    "COMPLETED": "tab:blue",
+    "PRUNED": "tab:orange",
+    "STOPPED_EARLY": "tab:purple",
+    "ERROR": "tab:red",
+    "INTERRUPTED": "tab:gray",
+}
+
+
+def _events(sweep: Any) -> list[tuple[float, int, float]]:
+    """Every epoch of the sweep as (wall time, trial index, metric value), in time order."""
+    out = []
+    for i, trial in enumerate(sweep.trials):
+        for curve in trial.attempts:
+            times = curve.series.get("time") or [float("nan")] * len(curve.epochs)
+            values = curve.series.get(sweep.metric) or [float("nan")] * len(curve.epochs)
+            out += [(t, i, v) for t, v in zip(times, values, strict=True)]
+    return sorted(out, key=lambda e: (e[0] if e[0] == e[0] else float("inf"), e[1]))
+
+
+def plot_anytime(sweep: Any) -> Figure:
+    """Best-so-far metric against epochs spent by the whole sweep (epochs in wall-clock order)."""
+    sign = sweep.sign
+    xs, ys, best = [], [], None
+    for n, (_, _, value) in enumerate(_events(sweep), start=1):
+        if value == value and (best is None or (value - best) * sign > 0):
+            best = value
+        xs.append(n)
+        ys.append(best if best is not None else float("nan"))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.step(xs, ys, where="post", color="tab:blue")
+    budget = sum(t.budget for t in sweep.trials)
+    ax.axvline(len(xs), color="gray", ls="--", lw=1, label=f"epochs run: {len(xs)} of {budget} budgeted")
+    ax.set_xlabel("epochs spent by the sweep")
+    ax.set_ylabel(f"best {sweep.metric} so far")
+    ax.set_title(f"{sweep.name}: anytime performance", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right" if sign > 0 else "upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(sweep: Any, convergence: Sequence[int | None]) -> Figure:
+    """Every attempt's metric curve coloured by its trial's final status; convergence points marked.
+
+    ``convergence[i]`` is trial i's convergence epoch (on its last attempt), or None when it did
+    not converge.
+    """
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    seen: set[str] = set()
+    for trial, conv in zip(sweep.trials, convergence, strict=True):
+        colour = STATUS_COLOURS.get(trial.status, "black")
+        for curve in trial.attempts:
+            values = curve.series.get(sweep.metric)
+            if not values:
+                continue
+            label = trial.status if trial.status not in seen else None
+            seen.add(trial.status)
+            last = curve is trial.attempts[-1]
+            ax.plot(curve.epochs, values, color=colour, alpha=0.7 if last else 0.35, lw=1,
+                    ls="-" if last else ":", label=label)  # fmt: skip
+        if conv is not None and trial.attempts:
+            last = trial.attempts[-1]
+            if conv in last.epochs:
+                y = last.series[sweep.metric][last.epochs.index(conv)]
+                ax.scatter([conv], [y], s=18, color=colour, edgecolors="black", linewidths=0.5, zorder=3)
+    ax.scatter([], [], s=18, color="white", edgecolors="black", label="convergence epoch")
+    ax.set_xlabel("epoch (within its attempt; dotted: an attempt that was restarted)")
+    ax.set_ylabel(sweep.metric)
+    ax.set_title(f"{sweep.name}: learning curves by final status", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_timeline(sweep: Any) -> Figure:
+    """One bar per trial from its first to its last epoch in wall-clock time, coloured by final
+    status; a tick where a restart began."""
+    starts = []
+    for trial in sweep.trials:
+        first = trial.attempts[0]
+        times = first.series.get("time") or [float("nan")]
+        dt = (first.series.get("time_this_iter_s") or [0.0])[0]
+        starts.append(times[0] - (dt if dt == dt else 0.0))
+    t0 = min((s for s in starts if s == s), default=0.0)
+    height = max(2.5, 0.22 * len(sweep.trials) + 1)
+    fig, ax = plt.subplots(figsize=(8, min(height, 30)))
+    for row, (trial, start) in enumerate(zip(sweep.trials, starts, strict=True)):
+        end_times = trial.attempts[-1].series.get("time") or [float("nan")]
+        end = end_times[-1]
+        if start != start or end != end:
+            continue
+        colour = STATUS_COLOURS.get(trial.status, "black")
+        ax.barh(row, max(end - start, 0.3), left=start - t0, color=colour, height=0.7)
+        for curve in trial.attempts[1:]:
+            t = (curve.series.get("time") or [float("nan")])[0]
+            if t == t:
+                ax.plot([t - t0, t - t0], [row - 0.4, row + 0.4], color="black", lw=1.5)
+    handles = [
+        Patch(color=c, label=s) for s, c in STATUS_COLOURS.items() if any(t.status == s for t in sweep.trials)
+    ]
+    ax.set_yticks(range(len(sweep.trials)))
+    ax.set_yticklabels([t.name[:18] for t in sweep.trials], fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds since the first trial started (black tick: a restart)")
+    ax.set_title(f"{sweep.name}: decision timeline", fontsize=9)
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig

@@ -16,6 +16,7 @@ from typing import Any
 from ray.tune import Callback
 
 from analysis.curves import AttemptCurve
+from analysis.records import final_status
 from orchestrator.config import METRIC_KEYS, check_result
 from orchestrator.tracking import SweepTracker
 
@@ -32,24 +33,6 @@ NOT_PARAMS = ("run", "attempt", "trial_index")
 def trial_params(config: dict[str, Any]) -> dict[str, Any]:
     """The trial's hyperparameters: its config without the bookkeeping keys."""
     return {k: v for k, v in config.items() if k not in NOT_PARAMS}
-
-
-def final_status(
-    last_result: dict[str, Any], budget: int, *, errored: bool, action: str | None = None
-) -> str:
-    """How a trial ended, by the first rule that holds.
-
-    ERROR when it raised; CONVERGED / PRUNED when the convergence scheduler stopped it
-    (``action`` "stop" / "prune"); COMPLETED when it trained its whole budget; else
-    STOPPED_EARLY (another scheduler stopped it).
-    """
-    if errored:
-        return "ERROR"
-    if action == "stop":
-        return "CONVERGED"
-    if action == "prune":
-        return "PRUNED"
-    return "COMPLETED" if int(last_result.get("epoch", 0)) >= int(budget) else "STOPPED_EARLY"
 
 
 def name_of(trial_id: str, config: dict[str, Any]) -> str:
@@ -94,7 +77,9 @@ class VerdictCallback(Callback):
         decision = self.scheduler.decisions.get(trial.trial_id)
         if decision is not None and decision.verdict is not None and decision.attempt >= result["attempt"]:
             result["verdict"] = decision.verdict.status
+            result["verdict_reason"] = decision.verdict.reason
             result["action"] = decision.action
+            result["decision_reason"] = decision.reason
 
 
 class MlflowTrialCallback(Callback):
@@ -191,6 +176,7 @@ class MlflowTrialCallback(Callback):
             tags["verdict"] = verdict.status
             tags["verdict_reason"] = verdict.reason
             tags["verdict_evidence"] = json.dumps(dict(verdict.evidence), default=str)
+            tags["decision_reason"] = decision.reason
             if verdict.status in ("converged", "plateau_bad") and verdict.step is not None:
                 tags["convergence_epoch"] = str(verdict.step)
         if self.scheduler is not None:

@@ -9,7 +9,9 @@ distribution written as a mapping with a ``type``:
 - ``{type: choice, values: [...]}``: one of the listed values.
 
 A hyperparameter set to ``null`` is dropped from the space (the trainable's default applies),
-so an experiment file can remove what a base space searches.
+so an experiment file can remove what a base space searches. Hydra merges an experiment's
+mapping into the base one, so an experiment that changes a distribution's type sets the base's
+other keys to null: ``lr: {type: choice, values: [0.01, 0.1], low: null, high: null}``.
 """
 
 from __future__ import annotations
@@ -93,8 +95,8 @@ def parse_dist(name: str, spec: dict[str, Any], key: str) -> Dist:
     if dtype not in DIST_TYPES:
         raise ConfigError(f"{key}.type: must be one of {', '.join(DIST_TYPES)}, got {dtype!r}")
     allowed = {"type", "values"} if dtype == "choice" else {"type", "low", "high", "step", "log"}
-    for extra in spec:
-        if extra not in allowed:
+    for extra, value in spec.items():
+        if extra not in allowed and value is not None:  # null: a base file's key switched off
             raise ConfigError(f"{key}.{extra}: unknown key for a {dtype} distribution")
     domain = DOMAINS[name]
     if dtype == "choice":

@@ -13,6 +13,9 @@ HEAVY = ("ray", "torch", "mlflow", "hydra", "omegaconf")
     [
         "analysis.convergence",
         "analysis.curves",
+        "analysis.records",
+        "analysis.report",
+        "analysis.load",
         "orchestrator.policy",
         "orchestrator.rungs",
         "trainables.hparams",
