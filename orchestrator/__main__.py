@@ -1,15 +1,22 @@
 """Entry point: ``python -m orchestrator [hydra overrides]`` (also the ``orchestrator`` command).
 
 Configuration problems of any kind (an unknown group option or key, a wrong type or range,
-a missing data directory, resources the cluster lacks) print one ``error:`` line naming the
-key and exit with code 2, before any trial starts.
+a bad override, a missing data directory, an unwritable storage path, resources the cluster
+lacks) print one ``error: <key>: <problem>`` line and exit with code 2, before Ray starts
+where they can be known then (orchestrator/preflight.py). Values of secret-looking keys
+(orchestrator/redact.py) are masked in the recorded config and overrides, in error lines and
+in Hydra's ``--cfg``/``--info`` printouts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import re
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -17,8 +24,11 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from orchestrator.config import load_config
+import conf
+from orchestrator.config import known_keys, load_config
 from orchestrator.errors import ConfigError
+from orchestrator.preflight import preflight
+from orchestrator.redact import is_secret_key, redact, redact_assignments, redact_overrides, redact_yaml
 
 logger = logging.getLogger("orchestrator")
 EXIT_CONFIG = 2
@@ -27,15 +37,19 @@ EXIT_INTERRUPTED = 130  # the shell's code for Ctrl+C
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
+    _STARTED.append(True)  # composition is over: from here on, only our own errors are config errors
     try:
         data = OmegaConf.to_container(cfg, resolve=True)
         sweep_cfg = load_config(data)  # type: ignore[arg-type]
+        preflight(sweep_cfg, os.getcwd())
+        if sweep_cfg.tracking.token is not None:
+            os.environ["MLFLOW_TRACKING_TOKEN"] = sweep_cfg.tracking.token
         from orchestrator.sweep import run  # imports Ray: only once the config is known good
 
         summary = run(
             sweep_cfg,
-            resolved_yaml=OmegaConf.to_yaml(data),
-            overrides=tuple(HydraConfig.get().overrides.task),
+            resolved_yaml=OmegaConf.to_yaml(redact(data)),
+            overrides=tuple(redact_overrides(HydraConfig.get().overrides.task)),
         )
     except (ConfigError, OmegaConfBaseException) as exc:
         _config_exit(exc)
@@ -45,38 +59,108 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def _config_exit(exc: BaseException) -> None:
-    message = str(exc) if isinstance(exc, ConfigError) else one_line(exc)
-    print(f"error: {message}", file=sys.stderr)
+    message = str(exc).splitlines()[0] if isinstance(exc, ConfigError) else one_line(exc)
+    print(f"error: {redact_assignments(message)}", file=sys.stderr)
     sys.exit(EXIT_CONFIG)
 
 
+_STARTED: list[bool] = []  # set once Hydra has composed the config and called the task
+_PRINTING = ("-c", "--cfg", "-i", "--info")  # Hydra's flags that print the config
+_QUOTED_KEY = re.compile(r"'([+~]*[\w.\-/@]+)'")
+
+
 def one_line(exc: BaseException) -> str:
-    """The first meaningful line of a Hydra/OmegaConf error, with a missing option's choices."""
-    if isinstance(exc, MissingConfigException) and exc.options:
-        group = (exc.missing_cfg_file or "").rsplit("/", 1)[0]
-        wanted = (exc.missing_cfg_file or "?").rsplit("/", 1)[-1]
-        return f"{group}={wanted}: no such option (choose from {', '.join(sorted(exc.options))})"
+    """A Hydra/OmegaConf error as one ``<key>: <problem>`` line (a secret's value never shown)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    cause = [ln.strip() for ln in str(exc.__cause__ or "").splitlines() if ln.strip()]
-    if cause:
-        text = f"{text.rstrip('.')}: {cause[0]}"
-    hints = [ln for ln in lines[1:] if ln.startswith("To append")]
-    if hints:
-        text = f"{text} ({hints[0]})"
+    first = lines[0] if lines else type(exc).__name__
+    cause = exc.__cause__
+    if isinstance(exc, MissingConfigException) and exc.options is not None:
+        group, _, wanted = (exc.missing_cfg_file or "?").rpartition("/")
+        choices = ", ".join(sorted(exc.options))
+        return f"{group or 'config'}: no such option {wanted!r} (choose from {choices})"
     if isinstance(exc, OverrideParseException):
-        return f"cannot parse override {exc.override!r}: {text}"
-    key = getattr(exc, "full_key", None)
-    return f"{key}: {text}" if key else text
+        key = re.match(r"\s*[+~]*([^=\s]+)=", exc.override or "")
+        if key is None:
+            return f"{exc.override}: cannot parse the override ({first.rstrip('.')})"
+        if is_secret_key(key.group(1)):
+            return f"{key.group(1)}: cannot parse the override (value hidden)"
+        return f"{key.group(1)}: cannot parse the override {exc.override!r} ({first.rstrip('.')})"
+    full_key = getattr(cause, "full_key", None) or getattr(exc, "full_key", None)
+    if full_key and "not in struct" in str(cause or exc):
+        parent = full_key.rpartition(".")[0]
+        known = known_keys(parent)
+        return f"{full_key}: unknown key" + (f" (known here: {', '.join(known)})" if known else "")
+    if full_key:
+        text = [ln.strip() for ln in str(cause or exc).splitlines() if ln.strip()]
+        return f"{full_key}: {text[0] if text else first}"
+    assignment = re.search(r"'[+~]*([\w.\-/@]+)=[^']*'", first)
+    if assignment and first.startswith("Ambiguous value"):
+        return (
+            f"{assignment.group(1)}: a comma-separated value lists values to sweep over (--multirun, "
+            "not supported); quote it to pass one string"
+        )
+    if first.startswith("Config group override must be"):
+        groups = {p.name for p in Path(conf.__file__).parent.iterdir() if p.is_dir()}
+        pairs = [a.lstrip("+~").split("=", 1) for a in sys.argv[1:] if "=" in a]
+        numeric = [k for k, v in pairs if k in groups and re.fullmatch(r"[-+.\deE]+|true|false", v)]
+        key = numeric[0] if numeric else "config group"
+        return f"{key}: {first[0].lower()}{first[1:].rstrip('.')}"
+    quoted = _QUOTED_KEY.search(first)
+    if quoted and first.startswith("Could not delete"):
+        return f"{quoted.group(1)}: cannot delete it, no such key"
+    if quoted and "An item is already at" in first:
+        key = quoted.group(1)
+        return f"{key}: already set: drop the + (or use ++{key}=... to add or override)"
+    if quoted:
+        key = quoted.group(1).lstrip("+~")
+        problem = _QUOTED_KEY.sub(lambda m: "it" if m.group(1).lstrip("+~") == key else m.group(0), first)
+        extra = [ln for ln in lines[1:] if ln.startswith(("Either", "Or", "To append"))]
+        return f"{key}: {problem.rstrip('.')}" + (f" ({'; '.join(extra)})" if extra else "")
+    return first
 
 
 def main() -> None:
     """Compose the config, validate it, run the sweep; exit 2 with one line on a config error."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's printer
+    _STARTED.clear()
+    if any(a.startswith("resume=") for a in sys.argv[1:]):
+        _resume(sys.argv[1:])
+        return
+    printing = any(a in _PRINTING or a.startswith(("--cfg=", "--info=")) for a in sys.argv[1:])
+    if any(a in ("-m", "--multirun") for a in sys.argv[1:]):
+        _config_exit(ConfigError("--multirun: not supported (one command runs one sweep, which searches)"))
+    captured = io.StringIO()
     try:
-        _hydra_main()
+        # Hydra's own --cfg/--info printouts show the config: print them with secrets masked
+        with contextlib.redirect_stdout(captured) if printing else contextlib.nullcontext():
+            _hydra_main()
     except (ConfigError, HydraException, OmegaConfBaseException) as exc:
         _config_exit(exc)
+    except (ValueError, TypeError) as exc:  # Hydra's own checks of an override's value
+        if _STARTED:
+            raise
+        _config_exit(exc)
+    finally:
+        if printing:
+            sys.stdout.write(redact_yaml(captured.getvalue()))
+
+
+def _resume(args: list[str]) -> None:
+    """``resume=<sweep dir>``: finish a sweep whose driver died, with the config saved in the sweep."""
+    try:
+        if len(args) != 1:
+            raise ConfigError("resume: give the sweep directory alone (the config comes from the sweep)")
+        path = args[0].removeprefix("resume=")
+        if not path:
+            raise ConfigError("resume: give the sweep directory (the 'Ray results:' line of its summary)")
+        from orchestrator.sweep import resume
+
+        summary = resume(path)
+    except ConfigError as exc:
+        _config_exit(exc)
+    print(summary.render(), flush=True)
+    if summary.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 from orchestrator.errors import ConfigError
+from orchestrator.redact import is_secret_key
 from orchestrator.space import SearchSpace, parse_space
+from trainables.data import DATASETS
 
 #: Keys every trainable reports once per epoch (DESIGN.md, metric contract).
 METRIC_KEYS: tuple[str, ...] = (
@@ -93,16 +96,25 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
+    """``local``: an embedded Ray on this machine; ``ray``: join the cluster at ``address``
+    (else $RAY_ADDRESS, else ``auto``), waiting at most ``connect_timeout_s`` for it."""
+
     mode: str = "local"
     address: str | None = None
     num_cpus: int | None = None
     num_gpus: int | None = None
+    connect_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
 class TrackingConfig:
+    """``token``: a bearer token for an MLflow server that asks for one (exported as
+    $MLFLOW_TRACKING_TOKEN); write it as ``${oc.env:VAR}`` to keep it out of files. Like every
+    secret-looking key (orchestrator/redact.py) it is never logged or printed."""
+
     enabled: bool = True
     uri: str | None = None
+    token: str | None = None
     experiment: str | None = None
     log_model: bool = True
     register_model: str | None = None
@@ -133,6 +145,7 @@ class SweepConfig:
     metric: str = "val_acc"
     mode: str = "max"
     verbose: int = 1
+    report: bool = True
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -151,8 +164,13 @@ class SweepConfig:
 SEARCH_ALGORITHMS = ("tpe", "random", "cmaes", "grid")
 SCHEDULERS = ("convergence", "fifo", "asha", "median")
 INNER_RULES = ("asha",)
-CLUSTER_MODES = ("local",)
+CLUSTER_MODES = ("local", "ray")
 MODELS = ("mlp", "cnn")
+
+
+def shown(key: str, value: Any) -> str:
+    """``repr(value)`` for an error message, ``'***'`` when ``key`` looks like a secret."""
+    return "'***'" if is_secret_key(key) and value is not None else repr(value)
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
@@ -168,25 +186,25 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return _build(tp, value, key)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: must be a mapping, got {value!r}")
+            raise ConfigError(f"{key}: must be a mapping, got {shown(key, value)}")
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+            raise ConfigError(f"{key}: must be true or false, got {shown(key, value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+            raise ConfigError(f"{key}: must be an integer, got {shown(key, value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: must be a number, got {value!r}")
+            raise ConfigError(f"{key}: must be a number, got {shown(key, value)}")
         if not math.isfinite(value):
-            raise ConfigError(f"{key}: must be finite, got {value!r}")
+            raise ConfigError(f"{key}: must be finite, got {shown(key, value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{key}: must be a non-empty string, got {value!r}")
+            raise ConfigError(f"{key}: must be a non-empty string, got {shown(key, value)}")
         return value
     raise TypeError(f"unsupported schema type {tp!r} at {key}")  # a bug in the schema
 
@@ -195,7 +213,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     """Build dataclass ``cls`` from a mapping, refusing unknown keys and wrong types."""
     where = prefix or "config"
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: must be a mapping, got {data!r}")
+        raise ConfigError(f"{where}: must be a mapping, got {shown(where, data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
@@ -212,7 +230,26 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 def _choose(key: str, value: str, options: tuple[str, ...]) -> None:
     if value not in options:
-        raise ConfigError(f"{key}: must be one of {', '.join(options)}, got {value!r}")
+        raise ConfigError(f"{key}: must be one of {', '.join(options)}, got {shown(key, value)}")
+
+
+def known_keys(path: str) -> list[str] | None:
+    """The keys the schema accepts under dotted ``path`` ("" for the top); None when not known."""
+    if path == "trainable.hparams":
+        from trainables.hparams import DOMAINS
+
+        return list(DOMAINS)
+    if path == "scheduler.thresholds":
+        from analysis.convergence import Thresholds
+
+        return [f.name for f in dataclasses.fields(Thresholds)]
+    cls: Any = SweepConfig
+    for part in path.split(".") if path else []:
+        hint = typing.get_type_hints(cls).get(part) if dataclasses.is_dataclass(cls) else None
+        if not dataclasses.is_dataclass(hint):
+            return None
+        cls = hint
+    return [f.name for f in dataclasses.fields(cls)]
 
 
 def _at_least(key: str, value: float | None, low: float, *, strict: bool = False) -> None:
@@ -228,10 +265,12 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     _at_least("max_concurrent_trials", cfg.max_concurrent_trials, 1)
     _at_least("seed", cfg.seed, 0)
     _choose("metric", cfg.metric, tuple(OBJECTIVES))
+    _choose("mode", cfg.mode, ("min", "max"))
     if cfg.mode != OBJECTIVES[cfg.metric]:
         raise ConfigError(f"mode: {cfg.metric} is better when {OBJECTIVES[cfg.metric]}, got {cfg.mode!r}")
     t = cfg.trainable
     _choose("trainable.model", t.model, MODELS)
+    _choose("trainable.dataset", t.dataset, DATASETS)
     _at_least("trainable.epochs", t.epochs, 1)
     _at_least("trainable.checkpoint_every", t.checkpoint_every, 1)
     if not 0.0 < t.data.val_fraction < 1.0:
@@ -256,6 +295,9 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     _choose("cluster.mode", cfg.cluster.mode, CLUSTER_MODES)
     _at_least("cluster.num_cpus", cfg.cluster.num_cpus, 1)
     _at_least("cluster.num_gpus", cfg.cluster.num_gpus, 0)
+    _at_least("cluster.connect_timeout_s", cfg.cluster.connect_timeout_s, 0, strict=True)
+    if cfg.cluster.mode == "ray" and (cfg.cluster.num_cpus is not None or cfg.cluster.num_gpus is not None):
+        raise ConfigError("cluster.num_cpus/num_gpus: only for cluster=local (a joined cluster has its own)")
     r = cfg.resources
     _at_least("resources.cpus_per_trial", r.cpus_per_trial, 0)
     _at_least("resources.gpus_per_trial", r.gpus_per_trial, 0)
@@ -276,10 +318,16 @@ def _validate_convergence(s: SchedulerConfig) -> None:
 
     if s.inner is not None:
         _choose("scheduler.inner", s.inner, INNER_RULES)
-    try:
-        thresholds_from(s.thresholds)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"scheduler.thresholds: {exc}") from None
+    for name, value in s.thresholds.items():  # one at a time, so the message names the threshold
+        key = f"scheduler.thresholds.{name}"
+        try:
+            thresholds_from({name: value})
+        except (TypeError, ValueError) as exc:
+            text = str(exc)
+            if text.startswith("unknown threshold"):
+                raise ConfigError(f"{key}: unknown threshold{text.split(repr(name), 1)[-1]}") from None
+            why = re.search(r"must be .*?(?=: got)", text)
+            raise ConfigError(f"{key}: {why.group(0) if why else text}, got {value!r}") from None
     try:
         policy_from_settings(dataclasses.asdict(s), mode="max", chance=None, budget=1, total_epochs=None)
     except ValueError as exc:

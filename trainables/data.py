@@ -45,6 +45,8 @@ _PICKLE_GLOBALS = frozenset(
         ("_codecs", "encode"),
     }
 )
+#: First byte of a pickled dict: PROTO (protocol 2+), EMPTY_DICT (1) or MARK (0).
+_PICKLED_DICT_STARTS = (b"\x80", b"}", b"(")
 _MNIST1D_CACHE: dict[str, np.ndarray] = {}
 _MNIST1D_LOCK = threading.Lock()
 
@@ -110,17 +112,59 @@ def load_dataset(
 
 
 def check_data_root(name: str, root: str | None) -> None:
-    """Raise DataError unless `name` is known and its local files exist under `root`.
+    """Raise DataError unless `name` is known and its local files exist under `root` and look right.
 
-    Cheap (no file is read), so config validation can call it before anything starts.
-    digits and mnist1d need no files, so only their name is checked.
+    Cheap (only file headers are read: IDX magic, dimensions and size, a CIFAR batch's first byte),
+    so the entry point calls it before anything starts. digits and mnist1d need no files, so
+    only their name is checked.
     """
     if name not in DATASETS:
         raise DataError(f"trainable.dataset: unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
     if name in _TORCHVISION_DIRS:
-        _idx_paths(name, root)
+        images, labels = _idx_paths(name, root)
+        n_images, *shape = _idx_dims(images, 3)
+        (n_labels,) = _idx_dims(labels, 1)
+        if tuple(shape) != (28, 28) or n_images != n_labels:
+            raise DataError(
+                f"data.root: '{images}' holds {(n_images, *shape)} images but '{labels}' "
+                f"holds {n_labels} labels (expected (N, 28, 28) and N)"
+            )
     elif name == "cifar10":
-        _cifar_paths(root)
+        for path in _cifar_paths(root):
+            with path.open("rb") as fh:
+                if fh.read(1) not in _PICKLED_DICT_STARTS:
+                    raise DataError(f"data.root: cannot unpickle '{path}': it does not start like a pickle")
+
+
+def _idx_dims(path: Path, ndim: int) -> tuple[int, ...]:
+    """The dimensions in the header of an unsigned-byte IDX file (reading only the header)."""
+    header_len = 4 + 4 * ndim
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
+            head = fh.read(header_len)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"data.root: cannot read '{path}': {exc}") from exc
+    dims = _idx_header(head, path, ndim)
+    if path.suffix != ".gz" and path.stat().st_size - header_len != int(np.prod(dims)):
+        raise DataError(
+            f"data.root: malformed IDX file '{path}': header says {dims} but "
+            f"{path.stat().st_size - header_len} data bytes follow"
+        )
+    return dims
+
+
+def _idx_header(raw: bytes, path: Path, ndim: int) -> tuple[int, ...]:
+    """Check the magic number of an IDX file's first bytes and return its dimensions."""
+    header_len = 4 + 4 * ndim
+    if len(raw) < header_len:
+        raise DataError(f"data.root: malformed IDX file '{path}': only {len(raw)} bytes")
+    (magic,) = struct.unpack(">I", raw[:4])
+    if magic != 0x0800 + ndim:
+        raise DataError(
+            f"data.root: malformed IDX file '{path}': magic 0x{magic:08x}, "
+            f"expected 0x{0x0800 + ndim:08x} (unsigned bytes, {ndim} dims)"
+        )
+    return struct.unpack(f">{ndim}I", raw[4:header_len])
 
 
 def _check_options(val_fraction: float, max_samples: int | None) -> None:
@@ -217,15 +261,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     """Parse an unsigned-byte IDX file: magic 0x0000 08 ndim, big-endian dims, then data."""
     raw = _read_bytes(path)
     header_len = 4 + 4 * ndim
-    if len(raw) < header_len:
-        raise DataError(f"data.root: malformed IDX file '{path}': only {len(raw)} bytes")
-    (magic,) = struct.unpack(">I", raw[:4])
-    if magic != 0x0800 + ndim:
-        raise DataError(
-            f"data.root: malformed IDX file '{path}': magic 0x{magic:08x}, "
-            f"expected 0x{0x0800 + ndim:08x} (unsigned bytes, {ndim} dims)"
-        )
-    dims = struct.unpack(f">{ndim}I", raw[4:header_len])
+    dims = _idx_header(raw, path, ndim)
     if len(raw) - header_len != int(np.prod(dims)):
         raise DataError(
             f"data.root: malformed IDX file '{path}': header says {dims} but "

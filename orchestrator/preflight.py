@@ -1,0 +1,131 @@
+"""Checks of the world a config points at, made before anything starts (no Ray, no MLflow run).
+
+A validated config can still name a storage path that cannot be written, data files that are
+missing or malformed, a tracking URI that does not parse, or more CPUs/GPUs per trial than
+this machine has (cluster=local). :func:`preflight` finds these in well under a second, so
+the entry point exits with one ``error: <key>: <problem>`` line before Ray is imported, and
+nothing (results directory, MLflow run, Ray session) is left behind. What only a running
+cluster knows is checked again by the sweep once it has joined it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import socket
+import tempfile
+import urllib.request
+from urllib.parse import urlparse
+
+from orchestrator.config import SweepConfig
+from orchestrator.errors import ConfigError
+from trainables.data import DataError, check_data_root
+
+
+def writable_dir(path: str, key: str) -> None:
+    """Raise ConfigError naming ``key`` unless a directory can be created at ``path`` (or exists writable).
+
+    A real write in the nearest existing ancestor (a probe directory, removed at once) decides:
+    ``os.access`` says yes to root everywhere. Nothing is left behind.
+    """
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=probe))
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot write to {path!r} ({exc.strerror} in {probe!r})") from None
+
+
+def storage_dir(path: str, launch_dir: str) -> str:
+    """The absolute storage directory (a URI is returned as it is); refuses one that cannot be written."""
+    if "://" in path:
+        return path
+    full = os.path.abspath(os.path.join(launch_dir, os.path.expanduser(path)))
+    writable_dir(full, "storage.path")
+    return full
+
+
+def local_gpu_count() -> int | None:
+    """GPUs an embedded Ray would find here, or None when that cannot be known without Ray.
+
+    Ray's rule: NVML's device count, capped by ``CUDA_VISIBLE_DEVICES`` when set. Without
+    NVML, a machine with no ``/dev/nvidia*`` and no ``/dev/kfd`` (AMD) has none.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "NoDevFiles"):
+        return 0
+    count: int | None = None
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+        if nvml.nvmlInit_v2() == 0:
+            found = ctypes.c_uint(0)
+            ok = nvml.nvmlDeviceGetCount_v2(ctypes.byref(found)) == 0
+            nvml.nvmlShutdown()
+            count = found.value if ok else None
+    except (OSError, AttributeError):
+        if not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/dev/kfd"):
+            count = 0
+    if count is not None and visible is not None:
+        count = min(count, len(visible.split(",")))
+    return count
+
+
+def check_local_resources(cfg: SweepConfig) -> None:
+    """Refuse per-trial CPUs or GPUs beyond what an embedded Ray on this machine would have."""
+    r, c = cfg.resources, cfg.cluster
+    cpus = c.num_cpus if c.num_cpus is not None else os.cpu_count() or 1
+    if r.cpus_per_trial > cpus:
+        where = "cluster.num_cpus is" if c.num_cpus is not None else "this machine has"
+        raise ConfigError(f"resources.cpus_per_trial: {r.cpus_per_trial:g} but {where} {cpus} CPUs")
+    if r.gpus_per_trial > 0:
+        gpus = c.num_gpus if c.num_gpus is not None else local_gpu_count()
+        if gpus is not None and r.gpus_per_trial > gpus:
+            where = "cluster.num_gpus is" if c.num_gpus is not None else "this machine has"
+            raise ConfigError(f"resources.gpus_per_trial: {r.gpus_per_trial:g} but {where} {gpus} GPUs")
+
+
+def check_tracking(cfg: SweepConfig, launch_dir: str) -> None:
+    """Refuse a tracking URI that does not parse, a local store whose directory cannot be
+    written, or a tracking server nothing answers at."""
+    if not cfg.tracking.enabled:
+        return
+    if cfg.tracking.uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+        writable_dir(os.path.abspath(launch_dir), "tracking.uri")  # default: sqlite:///<launch dir>/mlflow.db
+        return
+    from orchestrator.tracking import resolve_tracking_uri  # imports mlflow: only for a configured URI
+
+    uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir)
+    if uri.startswith("sqlite:///"):
+        writable_dir(os.path.dirname(uri[len("sqlite:///") :]), "tracking.uri")
+    elif uri.startswith(("http://", "https://")):
+        check_answers(uri, "tracking.uri")
+
+
+def check_answers(url: str, key: str, timeout_s: float = 5.0) -> None:
+    """Refuse an http(s) server nothing answers at (a TCP connect; skipped behind a proxy)."""
+    parsed = urlparse(url)
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:
+        raise ConfigError(f"{key}: bad port in {url!r}") from None
+    host = parsed.hostname or ""
+    if parsed.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(host):
+        return  # only the proxy knows whether the server is there
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"{key}: nothing answers at {host}:{port} ({exc.strerror or exc})") from None
+
+
+def preflight(cfg: SweepConfig, launch_dir: str) -> None:
+    """Every check of storage, data, tracking and (cluster=local) resources; raises ConfigError."""
+    storage_dir(cfg.storage.path, launch_dir)
+    try:
+        check_data_root(cfg.trainable.dataset, cfg.trainable.data.root)
+    except DataError as exc:
+        raise ConfigError(f"trainable.{exc}") from None
+    check_tracking(cfg, launch_dir)
+    if cfg.cluster.mode == "local":
+        check_local_resources(cfg)

@@ -1,0 +1,271 @@
+"""Bad input: one clear line, exit code 2, nothing started, nothing recorded lost.
+
+Every row runs the real command line (``python -m orchestrator debug=default ...``, or
+``resume=<dir>`` alone) in a fresh directory and checks that
+
+- it exits with code 2, prints nothing on stdout and exactly one line on stderr, of the form
+  ``error: <key>: <problem>``, naming the offending key and the value or the problem;
+- nothing started: no Ray session (``$RAY_TMPDIR/ray`` never appears), no results directory
+  (``storage.path``), no MLflow store or run;
+- nothing recorded is lost: every second row starts in a directory that already holds an
+  MLflow store with a finished run (and its artifact) and an earlier sweep's results; every
+  file there is byte-for-byte the same afterwards, and the store (read with sqlite3,
+  read-only) still has exactly that one run. The other rows start empty and must stay empty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import cli_env
+
+# (id, overrides, key the error line must name, what it must also say, setup, extra env)
+Setup = Callable[[Path], None]
+
+
+def _file(work: Path) -> None:
+    (work / "afile").write_text("a regular file, not a directory\n")
+
+
+def _read_only_dir(work: Path) -> None:
+    (work / "ro").mkdir()
+    (work / "ro").chmod(0o555)
+
+
+def _empty_data(work: Path) -> None:
+    (work / "data").mkdir()
+
+
+def _bad_idx(work: Path) -> None:
+    (work / "data").mkdir()
+    (work / "data" / "train-images-idx3-ubyte").write_bytes(b"<html>not found</html>" * 4)
+    (work / "data" / "train-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x0801, 3) + bytes(3))
+
+
+def _mismatched_idx(work: Path) -> None:
+    (work / "data").mkdir()
+    images = struct.pack(">IIII", 0x0803, 5, 28, 28) + bytes(5 * 28 * 28)
+    (work / "data" / "train-images-idx3-ubyte").write_bytes(images)
+    (work / "data" / "train-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x0801, 4) + bytes(4))
+
+
+def _bad_cifar(work: Path) -> None:
+    batches = work / "data" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    (batches / "data_batch_1").write_bytes(b"this is not a pickle")
+
+
+NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}
+
+ROWS: list[tuple[str, list[str], str, str, Setup | None, dict[str, str] | None]] = [
+    # unknown options and keys
+    ("unknown-key", ["foo=1"], "foo", "unknown key (known here: name, seed", None, None),
+    ("unknown-key-appended", ["+foo=1"], "foo", "unknown key", None, None),
+    ("unknown-nested-key", ["trainable.data.rot=x"], "trainable.data.rot", "known here: root", None, None),
+    ("unknown-group-option", ["trainable=transformer"], "trainable", "no such option 'transformer'",
+     None, None),
+    ("unknown-experiment", ["+experiment=nope"], "experiment", "no such option 'nope'", None, None),
+    ("unknown-hparam", ["+trainable.hparams.colour=red"], "trainable.hparams.colour",
+     "unknown hyperparameter", None, None),
+    ("unknown-dataset", ["trainable.dataset=imagenet"], "trainable.dataset", "got 'imagenet'", None, None),
+    ("unknown-cluster-mode", ["cluster.mode=k8s"], "cluster.mode", "got 'k8s'", None, None),
+    # wrong types
+    ("string-for-int", ["num_samples=many"], "num_samples", "must be an integer, got 'many'", None, None),
+    ("float-for-int", ["trainable.epochs=2.5"], "trainable.epochs", "must be an integer, got 2.5",
+     None, None),
+    ("float-for-bool", ["search.multivariate=0.5"], "search.multivariate", "must be true or false, got 0.5",
+     None, None),
+    ("string-for-float", ["scheduler.reduction_factor=fast"], "scheduler.reduction_factor",
+     "must be a number, got 'fast'", None, None),
+    ("number-for-mapping", ["trainable.hparams=5"], "trainable.hparams", "must be a mapping, got 5",
+     None, None),
+    ("number-for-group", ["trainable=5"], "trainable", "must be a string or a list", None, None),
+    ("empty-string", ["storage.path=''"], "storage.path", "must be a non-empty string", None, None),
+    # impossible values and ranges
+    ("negative-epochs", ["trainable.epochs=-1"], "trainable.epochs", "must be >= 1, got -1", None, None),
+    ("zero-samples", ["num_samples=0"], "num_samples", "must be >= 1, got 0", None, None),
+    ("val-fraction-one", ["trainable.data.val_fraction=1.0"], "trainable.data.val_fraction",
+     "must be in (0, 1), got 1.0", None, None),
+    ("low-above-high", ["trainable.hparams.dropout.low=0.4", "trainable.hparams.dropout.high=0.1"],
+     "trainable.hparams.dropout", "low must be < high", None, None),
+    ("log-scale-from-zero", ["trainable.hparams.lr.low=0"], "trainable.hparams.lr.low",
+     "must be > 0 for a log scale, got 0", None, None),
+    ("choice-without-values", ["trainable.hparams.width.values=[]"], "trainable.hparams.width.values",
+     "must be a non-empty list", None, None),
+    ("hparam-out-of-domain", ["trainable.hparams.momentum=1.5"], "trainable.hparams.momentum", "got 1.5",
+     None, None),
+    ("reduction-factor-one", ["scheduler.reduction_factor=1"], "scheduler.reduction_factor", "must be > 1",
+     None, None),
+    ("threshold-out-of-range", ["scheduler.thresholds.dead_frac=1.5"], "scheduler.thresholds.dead_frac",
+     "must be float in (0, 1], got 1.5", None, None),
+    ("unknown-threshold", ["+scheduler.thresholds.patience=3"], "scheduler.thresholds.patience",
+     "unknown threshold", None, None),
+    ("restart-budget-above-one", ["scheduler.restart_budget=2"], "scheduler.restart_budget",
+     "must be in [0, 1]", None, None),
+    ("metric-not-in-contract", ["metric=accuracy"], "metric", "must be one of val_acc", None, None),
+    ("mode-not-min-max", ["mode=up"], "mode", "must be one of min, max, got 'up'", None, None),
+    ("mode-against-metric", ["mode=min"], "mode", "val_acc is better when max", None, None),
+    ("unknown-search-algorithm", ["search.algorithm=annealing"], "search.algorithm", "got 'annealing'",
+     None, None),
+    ("bad-search-option", ["search=cmaes", "search.cmaes_popsize=1"], "search.cmaes_popsize",
+     "must be >= 2, got 1", None, None),
+    ("unknown-scheduler", ["scheduler.name=hyperband"], "scheduler.name", "got 'hyperband'", None, None),
+    # overrides Hydra cannot use
+    ("override-syntax", ["num_samples=[1,"], "num_samples", "cannot parse the override", None, None),
+    ("missing-interpolation", ["name=${nope}"], "name", "Interpolation key 'nope' not found", None, None),
+    ("value-list", ["num_samples=2,4"], "num_samples", "comma-separated", None, None),
+    ("cannot-delete", ["~trainable.nope"], "trainable.nope", "no such key", None, None),
+    ("multirun", ["--multirun"], "--multirun", "not supported", None, None),
+    # resources larger than the machine
+    ("cpus-beyond-machine", ["resources.cpus_per_trial=4096"], "resources.cpus_per_trial",
+     "4096 but this machine has", None, None),
+    ("cpus-beyond-cluster", ["cluster.num_cpus=1", "resources.cpus_per_trial=2"], "resources.cpus_per_trial",
+     "cluster.num_cpus is 1", None, None),
+    ("gpu-none-visible", ["resources.gpus_per_trial=1"], "resources.gpus_per_trial",
+     "this machine has 0 GPUs", None, NO_GPU),
+    ("gpu-none-configured", ["cluster.num_gpus=0", "resources.gpus_per_trial=0.25"],
+     "resources.gpus_per_trial", "cluster.num_gpus is 0", None, None),
+    # places that cannot be written or read
+    ("storage-under-a-file", ["storage.path=afile/results"], "storage.path", "cannot write to", _file, None),
+    ("storage-read-only-dir", ["storage.path=ro/results"], "storage.path", "cannot write to",
+     _read_only_dir, None),
+    ("storage-in-proc", ["storage.path=/proc/orchestrator-results"], "storage.path", "cannot write to",
+     None, None),
+    ("data-root-missing", ["trainable.dataset=mnist", "trainable.data.root=nowhere"], "trainable.data.root",
+     "does not exist", None, None),
+    ("data-root-unset", ["trainable.dataset=cifar10"], "trainable.data.root",
+     "required for dataset 'cifar10'", None, None),
+    ("data-root-wrong-files", ["trainable.dataset=fashion_mnist", "trainable.data.root=data"],
+     "trainable.data.root", "no train-images-idx3-ubyte", _empty_data, None),
+    ("data-file-malformed", ["trainable.dataset=mnist", "trainable.data.root=data"], "trainable.data.root",
+     "malformed IDX file", _bad_idx, None),
+    ("data-files-mismatched", ["trainable.dataset=mnist", "trainable.data.root=data"], "trainable.data.root",
+     "holds 4 labels", _mismatched_idx, None),
+    ("data-cifar-not-pickle", ["trainable.dataset=cifar10", "trainable.data.root=data"],
+     "trainable.data.root", "cannot unpickle", _bad_cifar, None),
+    ("tracking-uri-no-scheme", ["tracking.uri=mlflow.db"], "tracking.uri", "cannot use 'mlflow.db'",
+     None, None),
+    ("tracking-uri-no-host", ["tracking.uri=http://"], "tracking.uri", "no host", None, None),
+    ("tracking-server-down", ["tracking.uri=http://127.0.0.1:1"], "tracking.uri",
+     "nothing answers at 127.0.0.1:1", None, None),
+    ("tracking-store-under-a-file", ["tracking.uri=sqlite:///afile/mlflow.db"], "tracking.uri",
+     "cannot write to", _file, None),
+    ("secret-value-hidden", ["tracking.token=12345"], "tracking.token", "got '***'", None, None),
+    # a cluster that does not answer; a resume path that is not a sweep (cluster=ray, resume=)
+    ("cluster-unreachable", ["cluster=ray", "cluster.address=127.0.0.1:1", "cluster.connect_timeout_s=1"],
+     "cluster.address", "cannot reach the Ray cluster at '127.0.0.1:1'", None, None),
+    ("resume-nowhere", ["resume=nowhere"], "resume", "is not a directory", None, None),
+    ("resume-not-a-sweep", ["resume=data"], "resume", "is not a sweep directory", _empty_data, None),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding what an earlier sweep left: an MLflow store with one finished run
+    (a param, a metric, a text artifact) and a results directory."""
+    from mlflow.tracking import MlflowClient
+
+    seed = tmp_path_factory.mktemp("recorded")
+    client = MlflowClient(tracking_uri=f"sqlite:///{seed / 'mlflow.db'}")
+    exp = client.create_experiment("debug", artifact_location=(seed / "mlartifacts").as_uri())
+    run = client.create_run(exp, run_name="earlier sweep")
+    client.log_param(run.info.run_id, "num_samples", 4)
+    client.log_metric(run.info.run_id, "best_val_acc", 0.9)
+    client.log_text(run.info.run_id, "name: debug\n", "config.yaml")
+    client.set_terminated(run.info.run_id, "FINISHED")
+    (seed / "results" / "debug_earlier").mkdir(parents=True)
+    (seed / "results" / "debug_earlier" / "experiment_state.json").write_text("{}\n")
+    return seed
+
+
+def _command(overrides: list[str]) -> list[str]:
+    """The tiny debug sweep with ``overrides``; ``resume=<dir>`` takes no other argument."""
+    return overrides if overrides[0].startswith("resume=") else ["debug=default", *overrides]
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every file and directory under ``root``: relative path -> sha256 of the content (or 'dir')."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        out[rel] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def _runs(db: Path) -> list[tuple[str, str]]:
+    """(run id, status) of every run in a SQLite MLflow store, read-only."""
+    con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+    try:
+        return sorted(con.execute("SELECT run_uuid, status FROM runs").fetchall())
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(
+    ("index", "overrides", "key", "says", "setup", "env"),
+    [pytest.param(i, *row[1:], id=row[0]) for i, row in enumerate(ROWS)],
+)
+def test_bad_input(
+    tmp_path: Path,
+    recorded: Path,
+    index: int,
+    overrides: list[str],
+    key: str,
+    says: str,
+    setup: Setup | None,
+    env: dict[str, str] | None,
+) -> None:
+    if setup is _read_only_dir and os.geteuid() == 0:
+        pytest.skip("root writes into read-only directories (storage-under-a-file covers this case)")
+    if overrides[0].startswith("storage.path=/proc") and not os.path.isdir("/proc/self"):
+        pytest.skip("needs Linux /proc")
+    work, ray_tmp = tmp_path / "work", tmp_path / "raytmp"
+    keep = index % 2 == 1  # every second row starts where an earlier sweep left its records
+    if keep:
+        shutil.copytree(recorded, work)
+        runs_before = _runs(work / "mlflow.db")
+    else:
+        work.mkdir()
+    if setup is not None:
+        setup(work)
+    before = _tree(work)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestrator", *_command(overrides)],
+            cwd=work,
+            env=cli_env(RAY_TMPDIR=str(ray_tmp), **(env or {})),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        if setup is _read_only_dir:
+            (work / "ro").chmod(0o755)
+
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"error: {key}: "), lines[0]
+    assert says in lines[0], lines[0]
+    assert proc.stdout == ""
+    assert not (ray_tmp / "ray").exists(), "a Ray session was started"
+    assert _tree(work) == before, "files were created, changed or removed"
+    if keep:
+        assert _runs(work / "mlflow.db") == runs_before == [(runs_before[0][0], "FINISHED")]
+    else:
+        assert not (work / "mlflow.db").exists() and not (work / "results").exists()
+
+
+def test_table_is_large_enough() -> None:
+    """The issue asks for at least 25 bad inputs; ids are unique."""
+    ids = [row[0] for row in ROWS]
+    assert len(ids) >= 25 and len(set(ids)) == len(ids)
