@@ -22,6 +22,7 @@ from typing import Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from analysis.convergence import Verdict
 from orchestrator.policy import CONTINUE, PRUNE, RESTART, STOP, ConvergencePolicy, Decision
 
 logger = logging.getLogger(__name__)
@@ -74,9 +75,13 @@ class ConvergenceScheduler(FIFOScheduler):
         if attempt != current:  # a late result of an attempt that was already restarted
             logger.debug("trial %s: ignoring a result of attempt %d (now %d)", tid, attempt, current)
             return TrialScheduler.NOOP
+        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        if epoch <= self.policy.lineage(tid)[-1].epochs:  # replayed after a restore: decided already
+            logger.debug("trial %s: epoch %d of attempt %d already observed", tid, epoch, attempt)
+            return TrialScheduler.CONTINUE
         decision = self.policy.observe(
             tid,
-            int(result.get("epoch", result.get("training_iteration", 0))),
+            epoch,
             _value(result, self.loss_key),
             _value(result, self._metric or "val_acc"),
             grad_norm=result.get("grad_norm"),
@@ -159,11 +164,17 @@ class ConvergenceScheduler(FIFOScheduler):
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy.state_dict(), "restarts": self.restarts}
+        """Plain data: the policy's state, the restart count and each trial's latest decision."""
+        return {
+            "policy": self.policy.state_dict(),
+            "restarts": self.restarts,
+            "decisions": {tid: _decision_data(d) for tid, d in self.decisions.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self.restarts = int(state["restarts"])
+        self.decisions = {tid: _decision(d) for tid, d in state.get("decisions", {}).items()}
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "w") as f:
@@ -182,7 +193,32 @@ class ConvergenceScheduler(FIFOScheduler):
         return path
 
 
+def _decision_data(d: Decision) -> dict[str, Any]:
+    v = d.verdict
+    verdict = (
+        None
+        if v is None
+        else {
+            "status": v.status,
+            "reason": v.reason,
+            "step": v.step,
+            "evidence": dict(v.evidence),
+            "kind": v.kind,
+        }
+    )
+    data = {"action": d.action, "reason": d.reason, "attempt": d.attempt, "seed": d.seed}
+    return {**data, "verdict": verdict, "changes": dict(d.changes)}
+
+
+def _decision(data: dict[str, Any]) -> Decision:
+    verdict = data.get("verdict")
+    return Decision(**{**data, "verdict": Verdict(**verdict) if verdict is not None else None})
+
+
 def _searcher(tune_controller: Any) -> Any:
-    """The Searcher behind Tune's SearchGenerator (None when there is none)."""
-    search_alg = getattr(tune_controller, "search_alg", None)
-    return getattr(search_alg, "searcher", None)
+    """The Searcher behind Tune's SearchGenerator and the ConcurrencyLimiter that Tune wraps
+    around it when ``max_concurrent_trials`` is set (None when there is none)."""
+    searcher = getattr(getattr(tune_controller, "search_alg", None), "searcher", None)
+    while searcher is not None and not hasattr(searcher, "record_outcome") and hasattr(searcher, "searcher"):
+        searcher = searcher.searcher
+    return searcher

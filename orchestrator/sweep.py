@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +33,10 @@ from orchestrator.callbacks import (
     trial_name,
     trial_params,
 )
+from orchestrator.cluster import alive_nodes, check_resources, cluster_address, reachable
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
+from orchestrator.resume import SweepRecord, SweepState, backfill, config_data, read_record, write_record
 from orchestrator.scheduler import ConvergenceScheduler
 from orchestrator.scheduling import build_scheduler
 from orchestrator.search import build_searcher, num_trials
@@ -67,6 +70,7 @@ class SweepSummary:
     trials: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
     model_uri: str | None = None
+    report: str | None = None
 
     def render(self) -> str:
         """A short plain-text report for the terminal."""
@@ -96,6 +100,8 @@ class SweepSummary:
             lines.append(f"  view it: {self.ui}")
         if self.model_uri:
             lines.append(f"  best model: {self.model_uri}")
+        if self.report:
+            lines.append(f"  convergence report: {self.report}   (python -m analysis {self.results_dir})")
         return "\n".join(lines)
 
 
@@ -144,8 +150,8 @@ def resolve_storage(path: str, launch_dir: str) -> str:
     return full
 
 
-def _run_config(cfg: SweepConfig) -> dict[str, Any]:
-    """The part of every trial's config that is the same across the sweep."""
+def _run_config(cfg: SweepConfig, launch_dir: str) -> dict[str, Any]:
+    """The part of every trial's config that is the same across the sweep (paths absolute)."""
     t = cfg.trainable
     return {
         "model": t.model,
@@ -153,7 +159,7 @@ def _run_config(cfg: SweepConfig) -> dict[str, Any]:
         "checkpoint_every": t.checkpoint_every,
         "sweep_seed": cfg.seed,
         "data": {
-            "root": os.path.abspath(t.data.root) if t.data.root else None,
+            "root": os.path.abspath(os.path.join(launch_dir, t.data.root)) if t.data.root else None,
             "val_fraction": t.data.val_fraction,
             "split_seed": t.data.split_seed,
             "max_samples": t.data.max_samples,
@@ -162,9 +168,27 @@ def _run_config(cfg: SweepConfig) -> dict[str, Any]:
 
 
 def _start_ray(cfg: SweepConfig) -> bool:
-    """Start the embedded Ray unless one is running; True when this call started it."""
+    """Start the embedded Ray (cluster=local) or join the cluster (cluster=ray) unless Ray is
+    already initialised; True when this call connected.
+
+    An unreachable cluster is a ConfigError naming ``cluster.address``, raised within
+    ``cluster.connect_timeout_s`` and before anything is created.
+    """
     if ray.is_initialized():
         return False
+    if cfg.cluster.mode == "ray":
+        address = cluster_address(cfg)
+        from_env = cfg.cluster.address is None and "RAY_ADDRESS" in os.environ
+        where = "cluster.address (from $RAY_ADDRESS)" if from_env else "cluster.address"
+        address = reachable(address, cfg.cluster.connect_timeout_s, where)
+        try:
+            ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+        except Exception as exc:  # noqa: BLE001 - Ray raises many kinds here; all mean "cannot join"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "uthentication" in first:  # token auth is on there: say how to give the token
+                first += "; export RAY_AUTH_MODE=token with the cluster's token in ~/.ray/auth_token"
+            raise ConfigError(f"{where}: cannot join the Ray cluster at {address!r} ({first})") from None
+        return True
     ray.init(
         address="local",  # a new embedded Ray, never a `ray start` cluster found on this machine
         num_cpus=cfg.cluster.num_cpus,
@@ -176,37 +200,55 @@ def _start_ray(cfg: SweepConfig) -> bool:
     return True
 
 
-def _check_resources(cfg: SweepConfig, have: dict[str, float]) -> int:
-    """Refuse per-trial resources the cluster does not have; return the concurrent trial slots.
+def run(
+    cfg: SweepConfig,
+    *,
+    resolved_yaml: str = "",
+    overrides: tuple[str, ...] = (),
+    callbacks: Sequence[tune.Callback] = (),
+) -> SweepSummary:
+    """Run the sweep described by ``cfg`` and return its summary.
 
-    ``have`` maps resource names to totals; a missing ``GPU`` entry means not known yet.
+    The resolved config goes into ``<sweep dir>/orchestrator.json`` before any trial starts, so
+    :func:`resume` can finish the sweep if this driver dies. ``callbacks`` are Ray Tune
+    callbacks added after the sweep's own.
     """
-    r = cfg.resources
-    cpus, gpus = have.get("CPU", 0.0), have.get("GPU")
-    if r.cpus_per_trial > cpus:
-        raise ConfigError(f"resources.cpus_per_trial: {r.cpus_per_trial:g} but the cluster has {cpus:g} CPUs")
-    if gpus is None:
-        return 1
-    if r.gpus_per_trial > gpus:
-        raise ConfigError(f"resources.gpus_per_trial: {r.gpus_per_trial:g} but the cluster has {gpus:g} GPUs")
-    slots = [int(cpus // r.cpus_per_trial)] if r.cpus_per_trial > 0 else []
-    if r.gpus_per_trial > 0:
-        slots.append(int(round(gpus / r.gpus_per_trial, 6)))
-    return max(1, min(slots))
+    return _run(cfg, resolved_yaml, overrides, callbacks, None)
 
 
-def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...] = ()) -> SweepSummary:
-    """Run the sweep described by ``cfg`` and return its summary."""
+def resume(path: str, *, callbacks: Sequence[tune.Callback] = ()) -> SweepSummary:
+    """Finish the sweep in ``path`` (the "Ray results:" directory) whose driver was killed.
+
+    The config comes from the sweep's own ``orchestrator.json``. Finished trials stay finished;
+    unfinished ones continue from their last checkpoint; the searcher, the convergence
+    scheduler (state, restart counts, decisions) and the MLflow runs (the same parent and
+    trial runs, reopened) continue from Ray's last experiment snapshot, and no step is logged
+    twice. A bad ``path`` is a ConfigError naming ``resume``.
+    """
+    record, cfg = read_record(path)
+    return _run(cfg, record.resolved_yaml, tuple(record.overrides), callbacks, record)
+
+
+def _run(
+    cfg: SweepConfig,
+    resolved_yaml: str,
+    overrides: tuple[str, ...],
+    extra: Sequence[tune.Callback],
+    record: SweepRecord | None,
+) -> SweepSummary:
     started = time.time()
-    launch_dir = os.getcwd()
-    storage = resolve_storage(cfg.storage.path, launch_dir)
+    launch_dir = record.launch_dir if record else os.getcwd()
+    storage = record.storage if record else resolve_storage(cfg.storage.path, launch_dir)
     try:
         check_data_root(cfg.trainable.dataset, cfg.trainable.data.root)
     except DataError as exc:
         raise ConfigError(f"trainable.{exc}") from None
-    uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None
+    if record is not None:
+        uri = record.tracking_uri
+    else:
+        uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None
     if cfg.cluster.mode == "local":  # known before starting anything
-        _check_resources(cfg, {"CPU": float(cfg.cluster.num_cpus or os.cpu_count() or 1)})
+        check_resources(cfg, {"CPU": float(cfg.cluster.num_cpus or os.cpu_count() or 1)})
     trials = num_trials(cfg)
     searcher, scheduler = build_searcher(cfg), build_scheduler(cfg, trials)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -215,17 +257,36 @@ def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...]
     own_ray = _start_ray(cfg)
     try:
         have = ray.cluster_resources()
-        slots = _check_resources(cfg, {"CPU": have.get("CPU", 0.0), "GPU": have.get("GPU", 0.0)})
+        slots = check_resources(
+            cfg, alive_nodes() or [{"CPU": have.get("CPU", 0.0), "GPU": have.get("GPU", 0.0)}]
+        )
+        trainable = tune.with_resources(
+            train, {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
+        )
+        param_space = {
+            **cfg.space.fixed,
+            "epochs": cfg.trainable.epochs,
+            "attempt": 0,
+            "run": _run_config(cfg, launch_dir),
+        }
+        restored = _restore(record.directory, trainable, param_space) if record else None
         tracker = SweepTracker(uri, cfg.tracking.experiment or cfg.name) if uri else None
         concurrent = min(cfg.max_concurrent_trials or slots, trials)
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(concurrent))
-        experiment = f"{cfg.name}_{time.strftime('%Y%m%d-%H%M%S')}"
+        experiment = record.experiment if record else f"{cfg.name}_{time.strftime('%Y%m%d-%H%M%S')}"
         convergence = _convergence(scheduler)
-        callbacks: list[tune.Callback] = [VerdictCallback(convergence)] if convergence else []
         finished = FinishedTrials()
+        callbacks: list[tune.Callback] = [SweepState(convergence, finished)]  # first: its index is its key
+        callbacks += [VerdictCallback(convergence)] if convergence else []
         callbacks += [finished, JsonLoggerCallback(), CSVLoggerCallback()]
         recorder = None
-        if tracker is not None:
+        if tracker is not None and record is not None and record.parent_run_id:
+            logged = tracker.resume(record.parent_run_id)
+            recorder = MlflowTrialCallback(tracker, cfg.trainable.epochs, convergence)
+            recorder._logged.update(logged)  # steps already in MLflow are not logged again
+            backfill(record.directory, tracker, recorder)  # results a killed driver never delivered
+            callbacks.append(recorder)
+        elif tracker is not None:
             tags = {"sweep": cfg.name, "ray_experiment": experiment, "storage": storage}
             commit = _git_commit(launch_dir)
             if commit:
@@ -254,16 +315,16 @@ def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...]
             )
             recorder = MlflowTrialCallback(tracker, cfg.trainable.epochs, convergence)
             callbacks.append(recorder)
-        param_space = {
-            **cfg.space.fixed,
-            "epochs": cfg.trainable.epochs,
-            "attempt": 0,
-            "run": _run_config(cfg),
-        }
-        tuner = tune.Tuner(
-            tune.with_resources(
-                train, {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
-            ),
+        callbacks += list(extra)
+        if record is None:
+            parent = tracker.parent_run_id if tracker is not None else None
+            record = SweepRecord(
+                experiment, storage, launch_dir, config_data(cfg), list(overrides), resolved_yaml, uri, parent
+            )
+            write_record(record)
+        client = ray.util.client.ray.is_connected()  # ray://: the Tuner runs in an actor on the cluster
+        tuner = restored or tune.Tuner(
+            trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
@@ -277,13 +338,15 @@ def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...]
             run_config=tune.RunConfig(
                 name=experiment,
                 storage_path=storage,
-                callbacks=callbacks,
+                callbacks=callbacks if client else None,
                 verbose=cfg.verbose,
                 progress_reporter=_reporter(cfg) if convergence and cfg.verbose else None,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=4),
                 failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
             ),
         )
+        if not client:
+            _go_live(tuner, searcher, scheduler, callbacks)
         try:
             grid = tuner.fit()
             results_dir = os.path.join(storage, experiment)
@@ -299,10 +362,43 @@ def run(cfg: SweepConfig, *, resolved_yaml: str = "", overrides: tuple[str, ...]
             status = "KILLED" if summary.interrupted else "FINISHED"
             final = "INTERRUPTED" if summary.interrupted else "FINISHED"
             tracker.end_sweep(status, {"final_status": final}, _summary_metrics(summary))
+        if cfg.report and summary.trials and not summary.interrupted:
+            summary.report = make_report(summary)
         return summary
     finally:
         if own_ray:
             ray.shutdown()
+
+
+def _go_live(tuner: tune.Tuner, searcher: Any, scheduler: Any, callbacks: list[tune.Callback]) -> None:
+    """Give the Tuner this session's searcher, scheduler and callbacks once its ``tuner.pkl`` is written.
+
+    The pickle then holds no live MLflow client (nor its credentials), and a restored Tuner
+    runs with live objects built from the same config instead of the ones pickled at start.
+    """
+    local = tuner._local_tuner
+    local._tune_config.search_alg = searcher
+    local._tune_config.scheduler = scheduler
+    local.get_run_config().callbacks = callbacks
+
+
+def _restore(path: str, trainable: Any, param_space: dict[str, Any]) -> tune.Tuner:
+    """``Tuner.restore`` of the sweep in ``path``: unfinished trials continue, errored ones stay errored.
+
+    Ray takes the searcher, scheduler and callbacks from the ``tuner.pkl`` written when the
+    sweep started; the caller swaps in live ones built from the same config (Ray then
+    restores the searcher's state, and :class:`SweepState` the scheduler's, from the snapshot).
+    """
+    try:
+        tuner = tune.Tuner.restore(
+            path, trainable=trainable, resume_unfinished=True, resume_errored=False, param_space=param_space
+        )
+    except Exception as exc:  # noqa: BLE001 - whatever Ray raises, the sweep directory is the problem
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"resume: cannot restore the Ray experiment in {path!r} ({first})") from None
+    if tuner._local_tuner is None:
+        raise ConfigError("resume: not over a ray:// client connection; submit the resume as a Ray job")
+    return tuner
 
 
 def _export_best(
@@ -318,6 +414,9 @@ def _export_best(
         return
     if best.checkpoint is None or not os.path.isdir(best.checkpoint.path) or tracker.parent_run_id is None:
         logger.warning("no local checkpoint of the best trial to log as a model")
+        return
+    if tracker.parent_run_id.startswith("pending-"):
+        logger.warning("MLflow at %s is unreachable: the best model is not logged", tracker.uri)
         return
     spec = {
         "checkpoint": best.checkpoint.path,
@@ -344,6 +443,36 @@ def _export_best(
         logger.warning("could not log the best model: %s", lines[-1] if lines else out.returncode)
         return
     summary.model_uri = out.stdout.strip().splitlines()[-1]
+
+
+def make_report(summary: SweepSummary) -> str | None:
+    """Write the sweep's convergence report (``python -m analysis``, in a subprocess so the driver
+    stays lean) beside its Ray results and log it to the parent run; return report.md's path.
+
+    A failure is a warning: the sweep's record matters more than its report.
+    """
+    parent = summary.parent_run_id
+    if parent is not None and parent.startswith("pending-"):  # MLflow unreachable: write, do not log
+        parent = None
+    source = summary.results_dir if os.path.isdir(summary.results_dir) else parent
+    if source is None:
+        return None
+    out = os.path.join(summary.results_dir, "report") if os.path.isdir(summary.results_dir) else None
+    cmd = [sys.executable, "-m", "analysis", source, "--metric", summary.metric, "--mode", summary.mode]
+    cmd += ["--out", out] if out else []
+    if summary.tracking_uri and parent:
+        cmd += ["--tracking-uri", summary.tracking_uri, "--log-to-run", parent]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        logger.warning("could not write the convergence report: %s", exc)
+        return None
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        logger.warning("could not write the convergence report: %s", lines[-1] if lines else done.returncode)
+        return None
+    written = done.stderr.strip().splitlines()[-1].removeprefix("report written to ")
+    return os.path.abspath(written)
 
 
 def _reporter(cfg: SweepConfig) -> CLIReporter:

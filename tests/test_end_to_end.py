@@ -1,5 +1,6 @@
 """End-to-end sweeps with real Ray, a real MLflow store and real PyTorch training."""
 
+import glob
 import json
 import os
 import signal
@@ -18,6 +19,9 @@ from omegaconf import OmegaConf
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+from analysis.convergence import convergence_epoch
+from analysis.load import load_mlflow, load_ray_dir
+from analysis.report import build
 from orchestrator.config import load_config
 from orchestrator.sweep import run
 from trainables.entry import train
@@ -215,6 +219,26 @@ def test_convergence_scheduler_restarts_stuck_prunes_diverging_stops_converged(t
         assert r.info.status == "FINISHED"
     for r in runs.values():
         assert "learning_curve.png" in {a.path for a in client.list_artifacts(r.info.run_id)}
+
+    # the convergence report: beside the results, on the parent run, the same from either source
+    assert summary.report == os.path.join(summary.results_dir, "report", "report.md")
+    logged = {a.path for a in client.list_artifacts(summary.parent_run_id, "report")}
+    files = ("report.md", "report.json", "anytime.png", "curves.png", "timeline.png")
+    assert {f"report/{f}" for f in files} == logged
+    assert client.get_run(summary.parent_run_id).data.metrics["report_restarts_helped"] == 1
+    from_ray = build(load_ray_dir(summary.results_dir), with_importance=False)
+    from_mlflow = build(load_mlflow(summary.parent_run_id, summary.tracking_uri), with_importance=False)
+    assert [t.as_dict() for t in from_ray.tables()] == [t.as_dict() for t in from_mlflow.tables()]
+    assert from_ray.trials_table().rows == from_mlflow.trials_table().rows
+    headline = from_ray.summary()
+    assert headline["restarts"] == headline["restarted_trials"] == headline["restarts_helped"] == 1
+    assert headline["epochs_run"] == summary.epochs_run
+    good = next(st for st in from_ray.stats if st.trial.params["lr"] == 0.03)
+    (trial_dir,) = glob.glob(os.path.join(summary.results_dir, f"*_{good.trial.trial_id}"))
+    with open(os.path.join(trial_dir, "result.json")) as f:
+        recorded = [json.loads(line)["val_acc"] for line in f]
+    assert good.convergence_epoch == convergence_epoch(recorded, mode="max")
+    assert good.convergence_epoch == int(runs["0.03"].data.tags["convergence_epoch"])
 
 
 def _epochs_logged(db) -> bool:

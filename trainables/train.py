@@ -69,15 +69,16 @@ def _set_threads() -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
-def _restore(trainer: Trainer, attempt: int) -> None:
-    """Continue from the trial's checkpoint when Ray hands one of this attempt.
+def _restore(trainer: Trainer, attempt: int) -> dict[str, Any] | None:
+    """Continue from the trial's checkpoint when Ray hands one of this attempt; return the
+    metrics of the epoch it was saved with (None when there is nothing to continue from).
 
     A checkpoint of an older attempt (the trial was restarted from scratch) is refused:
     training starts at epoch 1 with the new seed.
     """
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return
+        return None
     with checkpoint.as_directory() as path:
         state = torch.load(
             os.path.join(path, CHECKPOINT_FILE), map_location=trainer.device, weights_only=True
@@ -86,17 +87,19 @@ def _restore(trainer: Trainer, attempt: int) -> None:
         logger.warning(
             "ignoring a checkpoint of attempt %s (this is attempt %s)", state.get("attempt"), attempt
         )
-        return
+        return None
     trainer.load_state_dict(state)
     logger.info("resumed at epoch %d from checkpoint", trainer.epoch)
+    return state.get("metrics")
 
 
 def train_trial(config: dict[str, Any]) -> None:
     """Train one trial for its epoch budget, reporting every epoch and checkpointing.
 
     Reports the metric contract (epoch, train_loss, val_loss, val_acc, grad_norm, dead_frac,
-    lr, attempt, seed) each epoch; a checkpoint goes with every ``checkpoint_every``-th
-    epoch's report and with the last.
+    lr, attempt, seed) each epoch; a checkpoint (with that epoch's metrics) goes with every
+    ``checkpoint_every``-th epoch's report and with the last. A trial restored from a
+    checkpoint first reports the checkpoint's epoch again, marked ``replayed``.
     """
     _set_threads()
     run = config["run"]
@@ -104,7 +107,11 @@ def train_trial(config: dict[str, Any]) -> None:
     attempt = int(config.get("attempt", 0))
     seed = attempt_seed(config, tune.get_context().get_trial_id())
     trainer = Trainer(run["model"], cached_dataset(run), params, seed, _device())
-    _restore(trainer, attempt)
+    saved = _restore(trainer, attempt)
+    if saved is not None:
+        # Ray may restore a checkpoint whose result never reached the driver (the process died
+        # between the two): report that epoch again. The driver skips what it already has.
+        tune.report({**saved, "replayed": True})
     every = int(run.get("checkpoint_every", 1))
     while trainer.epoch < params.epochs:
         m = trainer.train_epoch()
@@ -121,7 +128,8 @@ def train_trial(config: dict[str, Any]) -> None:
         }
         if trainer.epoch % every == 0 or trainer.epoch == params.epochs:
             with tempfile.TemporaryDirectory() as tmp:
-                torch.save(trainer.state_dict(attempt), os.path.join(tmp, CHECKPOINT_FILE))
+                state = {**trainer.state_dict(attempt), "metrics": metrics}
+                torch.save(state, os.path.join(tmp, CHECKPOINT_FILE))
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
         else:
             tune.report(metrics)

@@ -1,0 +1,101 @@
+"""Where trials run: the cluster to join and how many trials fit on it at once.
+
+Pure rules over plain numbers (``check_resources``) plus the two facts only a live Ray knows
+(``alive_nodes``) and a bounded reachability probe (``reachable``), so an unreachable cluster
+or a trial no node can hold is a one-line ConfigError before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import ray
+
+from orchestrator.config import SweepConfig
+from orchestrator.errors import ConfigError
+
+
+def cluster_address(cfg: SweepConfig) -> str:
+    """The cluster to join (cluster=ray): ``cluster.address``, else $RAY_ADDRESS, else ``auto``."""
+    return cfg.cluster.address or os.environ.get("RAY_ADDRESS") or "auto"
+
+
+def reachable(address: str, timeout_s: float, where: str = "cluster.address") -> str:
+    """The address to pass to ``ray.init`` once something answers there within ``timeout_s``.
+
+    Ray itself retries an unreachable address for minutes; a TCP connect bounds the wait.
+    ``auto`` is the cluster `ray start` recorded on this machine.
+    """
+    target = address
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            found = canonicalize_bootstrap_address("auto")
+        except ConnectionError:
+            found = None
+        if not found:
+            raise ConfigError(
+                f"{where}: no Ray cluster is running on this machine (auto); start one with "
+                "`ray start --head` or set cluster.address=<host>:<port>"
+            )
+        target = found
+    rest = target.split("://", 1)[1] if "://" in target else target
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"{where}: expected auto, <host>:<port> or ray://<host>:<port>, got {address!r}")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=min(5.0, timeout_s)).close()
+            return address
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise ConfigError(
+                    f"{where}: cannot reach the Ray cluster at {target!r} within {timeout_s:g}s "
+                    f"({exc.strerror or exc})"
+                ) from None
+            time.sleep(1.0)
+
+
+def check_resources(cfg: SweepConfig, have: dict[str, float] | list[dict[str, float]]) -> int:
+    """Refuse per-trial resources no node has; return how many trials fit at once.
+
+    ``have`` is one mapping of resource totals (one node) or one per node of the cluster; a
+    missing ``GPU`` entry means not known yet (only CPUs are checked then). A trial is one
+    process, so it must fit on a single node: ``resources.gpus_per_trial: 0.25`` packs four
+    trials per GPU, ``2`` takes two whole GPUs of one node. Trials at once = the sum over nodes
+    of min(node CPUs // cpus_per_trial, node GPUs // gpus_per_trial).
+    """
+    nodes = [have] if isinstance(have, dict) else have
+    r = cfg.resources
+    where = "the cluster has" if len(nodes) == 1 else "its largest node has"
+    cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    if r.cpus_per_trial > cpus:
+        raise ConfigError(f"resources.cpus_per_trial: {r.cpus_per_trial:g} but {where} {cpus:g} CPUs")
+    if any("GPU" not in n for n in nodes):
+        return 1
+    gpus = max(n["GPU"] for n in nodes)
+    if r.gpus_per_trial > gpus:
+        raise ConfigError(f"resources.gpus_per_trial: {r.gpus_per_trial:g} but {where} {gpus:g} GPUs")
+    slots = sum(_node_slots(r.cpus_per_trial, r.gpus_per_trial, n) for n in nodes)
+    if slots == 0:
+        raise ConfigError(
+            f"resources: no node has both {r.cpus_per_trial:g} CPUs and {r.gpus_per_trial:g} GPUs for a trial"
+        )
+    return slots
+
+
+def _node_slots(cpus_per_trial: float, gpus_per_trial: float, node: dict[str, float]) -> int:
+    fits = [int(node.get("CPU", 0.0) // cpus_per_trial)] if cpus_per_trial > 0 else []
+    if gpus_per_trial > 0:
+        fits.append(int(node.get("GPU", 0.0) / gpus_per_trial + 1e-9))
+    return min(fits)
+
+
+def alive_nodes() -> list[dict[str, float]]:
+    """Each live node's resource totals (CPU and GPU, 0 when it has none)."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    return [{"CPU": float(n.get("CPU", 0.0)), "GPU": float(n.get("GPU", 0.0))} for n in nodes]

@@ -1,0 +1,248 @@
+"""cluster=ray: joining a real Ray cluster, refusing an unreachable one, and Ray Jobs submission.
+
+The slow tests start a two-node cluster on 127.0.0.1 with ``ray start`` (a head with the
+dashboard, which serves the Jobs API, and one worker; 1 CPU each; token authentication on),
+each node in a private temp dir so no other Ray on the machine is touched, and stop it at the
+end by killing the process groups they started.
+"""
+
+import glob
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from conftest import cli_env
+from mlflow.tracking import MlflowClient
+
+from orchestrator.config import load_config
+from orchestrator.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+_HPARAMS = {"hparams": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _orchestrator(cwd, *args, env, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _wait_for(log_path, text, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited {proc.returncode}: {open(log_path).read()[-2000:]}")
+        if text in open(log_path).read():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"no {text!r} in {log_path} after {timeout}s")
+
+
+def _stop(proc):
+    """Stop a ``ray start --block`` and every process of its group (its session)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=5)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A head and a worker node on 127.0.0.1 (1 CPU each); yields (GCS address, dashboard URL, env)."""
+    env = cli_env(RAY_AUTH_MODE="token")  # a cluster joined by address uses ~/.ray/auth_token
+    root = tempfile.mkdtemp(prefix="rayc-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    gcs, dashboard = _free_port(), _free_port()
+    common = ["start", "--block", "--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    procs = []
+    # the head reads the token and never makes one: make it when this machine has none yet
+    token = [RAY, "get-auth-token", "--generate"]
+    subprocess.run(token, env=env, capture_output=True, check=True, timeout=60)
+
+    def start(name, *args):
+        log = os.path.join(root, f"{name}.log")
+        temp = os.path.join(root, name)
+        cmd = [RAY, *common, f"--temp-dir={temp}", f"--dashboard-agent-listen-port={_free_port()}", *args]
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        procs.append(proc)
+        _wait_for(log, "Ray runtime started", proc)
+
+    try:
+        start(
+            "head",
+            "--head",
+            f"--port={gcs}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+        )
+        start("worker", f"--address=127.0.0.1:{gcs}")
+        yield f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}", env
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def _mlflow_runs(db):
+    client = MlflowClient(f"sqlite:///{db}")
+    return client, client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+@pytest.mark.slow
+def test_a_sweep_submitted_as_a_ray_job_runs_on_the_cluster(ray_cluster, tmp_path):
+    """``ray job submit --working-dir . -- python -m orchestrator cluster=ray ...`` (the README's line)."""
+    _, dashboard, env = ray_cluster
+    results, db = tmp_path / "results", tmp_path / "mlflow.db"
+    entry = [
+        "python",
+        "-m",
+        "orchestrator",
+        "cluster=ray",
+        "debug=default",
+        "num_samples=2",
+        "report=false",
+        "tracking.log_model=false",
+        "verbose=0",
+        f"storage.path={results}",
+        f"tracking.uri=sqlite:///{db}",
+    ]
+    job_env = {**env, "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")}
+    proc = subprocess.run(
+        [RAY, "job", "submit", "--address", dashboard, "--working-dir", ".", "--", *entry],
+        cwd=ROOT,
+        env=job_env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "succeeded" in out, out[-4000:]
+    assert "trials by final status:" in out
+
+    (sweep_dir,) = glob.glob(str(results / "*"))
+    trial_dirs = glob.glob(os.path.join(sweep_dir, "trial_*"))
+    assert len(trial_dirs) == 2 and all(os.path.exists(os.path.join(d, "result.json")) for d in trial_dirs)
+    assert os.path.exists(os.path.join(sweep_dir, "orchestrator.json"))
+    client, runs = _mlflow_runs(db)
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        if "mlflow.parentRunId" in run.data.tags:
+            epochs = int(run.data.tags["epochs_run"])
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+            assert steps == list(range(1, epochs + 1))
+
+
+@pytest.mark.slow
+def test_joining_the_cluster_refuses_a_trial_no_node_can_hold(ray_cluster, tmp_path):
+    """Two 1-CPU nodes: 2 CPUs in all, but a 2-CPU trial fits on neither (it would wait forever)."""
+    address, _, env = ray_cluster
+    args = ["cluster=ray", f"cluster.address={address}", "debug=default", "resources.cpus_per_trial=2"]
+    refused = _orchestrator(tmp_path, *args, env=env)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    lines = refused.stderr.strip().splitlines()
+    assert lines[-1] == "error: resources.cpus_per_trial: 2 but its largest node has 1 CPUs"
+    assert sorted(os.listdir(tmp_path)) == []  # no results directory, no MLflow store
+
+
+@pytest.mark.parametrize(
+    ("cpus", "gpus", "nodes", "slots"),
+    [
+        (1, 0, [{"CPU": 16, "GPU": 0}], 16),
+        (2, 0, [{"CPU": 16, "GPU": 0}, {"CPU": 5, "GPU": 0}], 10),
+        (1, 0.25, [{"CPU": 16, "GPU": 1}], 4),  # four trials share one GPU
+        (1, 0.25, [{"CPU": 2, "GPU": 1}], 2),  # CPUs bound it
+        (1, 0.3, [{"CPU": 16, "GPU": 2}], 6),
+        (4, 2, [{"CPU": 32, "GPU": 8}, {"CPU": 32, "GPU": 4}], 6),  # two whole GPUs each
+        (1, 1, [{"CPU": 8, "GPU": 0}, {"CPU": 8, "GPU": 1}], 1),
+    ],
+)
+def test_how_many_trials_run_at_once(cpus, gpus, nodes, slots):
+    from orchestrator.cluster import check_resources
+
+    cfg = load_config(
+        {"name": "x", "resources": {"cpus_per_trial": cpus, "gpus_per_trial": gpus}, "trainable": _HPARAMS}
+    )
+    assert check_resources(cfg, nodes) == slots
+
+
+@pytest.mark.parametrize(
+    ("cpus", "gpus", "nodes", "message"),
+    [
+        (4, 0, [{"CPU": 2, "GPU": 0}], "resources.cpus_per_trial: 4 but the cluster has 2 CPUs"),
+        (1, 2, [{"CPU": 8, "GPU": 1}] * 2, "resources.gpus_per_trial: 2 but its largest node has 1 GPUs"),
+        (4, 1, [{"CPU": 8, "GPU": 0}, {"CPU": 2, "GPU": 1}], "resources: no node has both 4 CPUs and 1 GPUs"),
+    ],
+)
+def test_a_trial_no_node_can_hold_is_refused(cpus, gpus, nodes, message):
+    from orchestrator.cluster import check_resources
+
+    cfg = load_config(
+        {"name": "x", "resources": {"cpus_per_trial": cpus, "gpus_per_trial": gpus}, "trainable": _HPARAMS}
+    )
+    with pytest.raises(ConfigError) as info:
+        check_resources(cfg, nodes)
+    assert str(info.value).startswith(message)
+
+
+def test_an_unreachable_cluster_address_is_one_line_and_exit_2(tmp_path):
+    port = _free_port()  # nothing listens there
+    proc = _orchestrator(
+        tmp_path,
+        "cluster=ray",
+        f"cluster.address=127.0.0.1:{port}",
+        "cluster.connect_timeout_s=2",
+        "debug=default",
+        env=cli_env(),
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: cluster.address: cannot reach the Ray cluster at '127.0.0.1:{port}'")
+    assert os.listdir(tmp_path) == []  # the subprocess timeout bounds the wait: Ray alone retries for minutes
+
+
+def test_ray_address_from_the_environment_is_named_in_the_error(tmp_path):
+    port = _free_port()
+    proc = _orchestrator(
+        tmp_path,
+        "cluster=ray",
+        "cluster.connect_timeout_s=1",
+        "debug=default",
+        env=cli_env(RAY_ADDRESS=f"127.0.0.1:{port}"),
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: cluster.address (from $RAY_ADDRESS): cannot reach")
+
+
+def test_a_malformed_cluster_address_is_refused(tmp_path):
+    proc = _orchestrator(tmp_path, "cluster=ray", "cluster.address=nohost", "debug=default", env=cli_env())
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: cluster.address: expected auto, <host>:<port> or ray://<host>:<port>")
