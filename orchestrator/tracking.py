@@ -111,11 +111,16 @@ def log_pytorch_model(
 ) -> str:
     """Log a PyTorch model (with an input example, hence a signature) to ``run_id``; return its URI.
 
-    With ``registered_name`` the model is also registered in the Model Registry. Imports
-    ``mlflow.pytorch`` (and so torch): call it from a worker or an export subprocess.
+    With ``registered_name`` the model is also registered in the Model Registry. The model's
+    code (the ``trainables`` package) travels with it, so it loads where the project is not
+    installed; its requirements are MLflow's defaults for the flavour (torch, cloudpickle at
+    the installed versions; inferring them costs ~10 s). Imports ``mlflow.pytorch`` (and so
+    torch): call it from a worker or an export subprocess.
     """
     import mlflow
     import mlflow.pytorch
+
+    import trainables
 
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id):
@@ -125,6 +130,8 @@ def log_pytorch_model(
             input_example=input_example,
             registered_model_name=registered_name,
             tags=tags or None,
+            pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
+            code_paths=[os.path.dirname(trainables.__file__)],
         )
     return info.model_uri
 
