@@ -60,7 +60,7 @@ PHASES = ";".join(
         "orchestrator.sweep:_start_ray",
         "orchestrator.sweep:_export_best",
         "orchestrator.sweep:_summarize",
-        "orchestrator.sweep:make_report",
+        "orchestrator.sweep:finish_report",
         "orchestrator.tracking:SweepTracker.start_sweep",
         "orchestrator.tracking:SweepTracker.end_sweep",
         "ray.tune.tuner:Tuner.fit",

@@ -356,14 +356,17 @@ def _run(
                 status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
                 tracker.end_sweep(status, {"final_status": "INTERRUPTED" if status == "KILLED" else "ERROR"})
             raise
+        reporting = cfg.report and bool(summary.trials) and not summary.interrupted
+        report = start_report(summary) if reporting and os.path.isdir(summary.results_dir) else None
         if tracker is not None and cfg.tracking.log_model and not summary.interrupted:
             _export_best(cfg, grid, tracker, summary)
         if tracker is not None:
             status = "KILLED" if summary.interrupted else "FINISHED"
             final = "INTERRUPTED" if summary.interrupted else "FINISHED"
             tracker.end_sweep(status, {"final_status": final}, _summary_metrics(summary))
-        if cfg.report and summary.trials and not summary.interrupted:
-            summary.report = make_report(summary)
+        if reporting and report is None:  # results on remote storage: the report reads MLflow
+            report = start_report(summary)
+        summary.report = finish_report(report)
         return summary
     finally:
         if own_ray:
@@ -445,34 +448,46 @@ def _export_best(
     summary.model_uri = out.stdout.strip().splitlines()[-1]
 
 
-def make_report(summary: SweepSummary) -> str | None:
-    """Write the sweep's convergence report (``python -m analysis``, in a subprocess so the driver
-    stays lean) beside its Ray results and log it to the parent run; return report.md's path.
-
-    A failure is a warning: the sweep's record matters more than its report.
-    """
+def start_report(summary: SweepSummary) -> subprocess.Popen | None:
+    """Start writing the sweep's convergence report (``python -m analysis`` in a subprocess, so the
+    driver stays lean and the best model's export runs meanwhile) beside its Ray results, logged
+    to the parent run. From MLflow instead when the results are not on a local disk: call it
+    once the tracker has delivered everything then."""
     parent = summary.parent_run_id
     if parent is not None and parent.startswith("pending-"):  # MLflow unreachable: write, do not log
         parent = None
-    source = summary.results_dir if os.path.isdir(summary.results_dir) else parent
+    local = os.path.isdir(summary.results_dir)
+    source = summary.results_dir if local else parent
     if source is None:
         return None
-    out = os.path.join(summary.results_dir, "report") if os.path.isdir(summary.results_dir) else None
     cmd = [sys.executable, "-m", "analysis", source, "--metric", summary.metric, "--mode", summary.mode]
-    cmd += ["--out", out] if out else []
+    cmd += ["--out", os.path.join(summary.results_dir, "report")] if local else []
     if summary.tracking_uri and parent:
         cmd += ["--tracking-uri", summary.tracking_uri, "--log-to-run", parent]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    except OSError as exc:
         logger.warning("could not write the convergence report: %s", exc)
         return None
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines()
-        logger.warning("could not write the convergence report: %s", lines[-1] if lines else done.returncode)
+
+
+def finish_report(proc: subprocess.Popen | None, timeout: float = 600) -> str | None:
+    """Wait for :func:`start_report`'s subprocess; return report.md's path, or None with a warning
+    (the sweep's record matters more than its report)."""
+    if proc is None:
         return None
-    written = done.stderr.strip().splitlines()[-1].removeprefix("report written to ")
-    return os.path.abspath(written)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        logger.warning("the convergence report took over %.0f s and was stopped", timeout)
+        return None
+    lines = err.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        logger.warning("could not write the convergence report: %s", lines[-1] if lines else proc.returncode)
+        return None
+    return os.path.abspath(lines[-1].removeprefix("report written to "))
 
 
 def _reporter(cfg: SweepConfig) -> CLIReporter:
