@@ -55,6 +55,7 @@ class ConvergenceScheduler(FIFOScheduler):
         self.loss_key = loss_key
         self.decisions: dict[str, Decision] = {}  # trial id -> its latest decision
         self.restarts = 0
+        self._order: dict[str, int] = {}  # trial id -> when it was added
 
     # -- Ray's TrialScheduler hooks ------------------------------------------------------
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
@@ -65,6 +66,7 @@ class ConvergenceScheduler(FIFOScheduler):
         return True
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        self._order.setdefault(trial.trial_id, len(self._order))
         params = {k: v for k, v in trial.config.items() if k not in BOOKKEEPING}
         self.policy.add(trial.trial_id, params, seed_key=trial.config.get("trial_index"))
 
@@ -119,11 +121,18 @@ class ConvergenceScheduler(FIFOScheduler):
         self.on_trial_error(tune_controller, trial)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
-        """Restarted (paused) trials first, so a restart does not wait behind new trials."""
+        """Restarted (paused) trials first, so a restart does not wait behind new trials; each kind
+        in the order the trials were added. Only live trials are looked at (a 10,000-trial sweep
+        need not scan every finished trial on every call); a trial added before this scheduler
+        saw it (none known) falls back to the controller's order."""
+        live = list(tune_controller.get_live_trials())
         for wanted in (Trial.PAUSED, Trial.PENDING):
-            for trial in tune_controller.get_trials():
-                if trial.status == wanted:
-                    return trial
+            found = [t for t in live if t.status == wanted]
+            if not found:
+                continue
+            if all(t.trial_id in self._order for t in found):
+                return min(found, key=lambda t: self._order[t.trial_id])
+            return next(t for t in tune_controller.get_trials() if t.status == wanted)
         return None
 
     def debug_string(self) -> str:

@@ -181,3 +181,23 @@ def test_a_trial_stuck_at_chance_without_evidence_against_its_seed_is_pruned():
     assert decision.action == "prune" and decision.verdict.status == "stuck"
     searcher.on_trial_complete("t0", result={"val_acc": 0.1})
     assert searcher._ot_study.trials[0].state == TrialState.PRUNED
+
+
+def test_paused_trials_run_first_then_pending_ones_in_the_order_they_were_added():
+    searcher, controller, scheduler = setup()
+    trials = [add_trial(searcher, controller, scheduler, f"t{i}") for i in range(5)]
+    for t in trials:
+        t.set_status(Trial.PENDING)
+    trials[0].set_status(Trial.TERMINATED)
+    controller.get_live_trials = lambda: set(controller.trials) - {trials[0]}  # Tune's live trials: a set
+    assert scheduler.choose_trial_to_run(controller) is trials[1]
+    trials[3].set_status(Trial.PAUSED)
+    assert scheduler.choose_trial_to_run(controller) is trials[3]
+    for t in trials[1:]:
+        t.set_status(Trial.RUNNING)
+    assert scheduler.choose_trial_to_run(controller) is None
+    # a trial this scheduler never saw added (a restored sweep): the controller's order decides
+    late = Trial("train", config={"epochs": 30, "attempt": 0}, trial_id="late", stub=True)
+    controller.trials.insert(0, late)
+    trials[4].set_status(Trial.PENDING)
+    assert scheduler.choose_trial_to_run(controller) is late
