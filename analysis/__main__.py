@@ -5,8 +5,9 @@ parent run id, or an MLflow experiment name (its latest sweep). Prints the repor
 and writes ``report.md``, ``report.json`` and the plots (``anytime.png``, ``curves.png``,
 ``timeline.png``) to ``--out`` (default: ``<results dir>/report`` for a directory,
 ``reports/<sweep>-<run id>`` otherwise). ``--log-to-run RUN_ID`` also logs them under
-``report/`` on that MLflow run with the headline numbers as metrics (what every sweep does
-with its parent run when it ends).
+``report/`` on that MLflow run with the headline numbers as metrics, and each trial's
+``learning_curve.png`` on its child run (what every sweep does with its parent run when it
+ends).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from analysis.load import SweepNotFound, default_tracking_uri, load
 from analysis.records import SweepRecord
-from analysis.report import Report, build
+from analysis.report import Report, TrialStats, build
 
 EXIT_BAD_INPUT = 2
 PLOTS = ("anytime.png", "curves.png", "timeline.png")
@@ -57,8 +58,10 @@ def write(report: Report, out: str, *, plots: bool = True) -> list[str]:
     return [os.path.join(out, n) for n in written + images]
 
 
-def log_to_run(uri: str, run_id: str, out: str, report: Report) -> None:
-    """Log the report directory under ``report/`` on ``run_id`` and its headline numbers as metrics."""
+def log_to_run(uri: str, run_id: str, out: str, report: Report, *, trial_plots: int = 500) -> None:
+    """Log the report directory under ``report/`` on ``run_id`` and its headline numbers as metrics;
+    log each trial's ``learning_curve.png`` (every attempt, the decision marked) to its child run
+    (the first ``trial_plots`` trials)."""
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
@@ -68,6 +71,36 @@ def log_to_run(uri: str, run_id: str, out: str, report: Report) -> None:
     keys = ("converged_trials", "restarted_trials", "restarts_helped", "epochs_saved_frac")
     metrics = [Metric(f"report_{k}", float(summary[k]), 0, 0) for k in keys if summary[k] is not None]
     client.log_batch(run_id, metrics=metrics)
+    if trial_plots <= 0:
+        return
+    from analysis.plots import close, plot_trial
+
+    experiment = client.get_run(run_id).info.experiment_id
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=50000)
+    run_of = {r.data.tags["trial_id"]: r.info.run_id for r in children if "trial_id" in r.data.tags}
+    for stats in report.stats[:trial_plots]:
+        trial = stats.trial
+        if trial.trial_id not in run_of:
+            continue
+        fig = plot_trial(
+            trial.name, trial.attempts, metric=report.sweep.metric, decision=decision_mark(stats)
+        )
+        try:
+            client.log_figure(run_of[trial.trial_id], fig, "learning_curve.png")
+        finally:
+            close(fig)
+
+
+def decision_mark(stats: TrialStats) -> dict[str, Any]:
+    """What a trial's plot marks: the decision, its verdict and reason, and the epoch it is about
+    (the convergence epoch when the trial converged, else the last epoch of a scheduler's stop)."""
+    trial = stats.trial
+    action = {"CONVERGED": "stop", "PRUNED": "prune"}.get(trial.status, trial.status.lower())
+    step = stats.convergence_epoch if stats.converged else None
+    if step is None and trial.status in ("CONVERGED", "PRUNED") and trial.attempts:
+        step = trial.attempts[-1].epochs[-1]
+    reason = trial.decision_reason or trial.reason or ""
+    return {"action": action, "verdict": trial.verdict or "", "reason": reason, "step": step}
 
 
 def _default_out(sweep: str, record: SweepRecord) -> str:

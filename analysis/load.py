@@ -43,16 +43,18 @@ def _add(curve: AttemptCurve, epoch: int, values: dict[str, float]) -> None:
 # --- Ray results directory ---------------------------------------------------------------
 
 
-def _read_jsonl(path: str) -> list[dict[str, Any]]:
+def read_results(path: str) -> list[dict[str, Any]]:
+    """The results in a trial's ``result.json`` (one JSON object a line; a line cut short by a
+    killed process is skipped); a missing file has none."""
+    if not os.path.isfile(path):
+        return []
     rows = []
     with open(path) as f:
         for line in f:
-            line = line.strip()
-            if line:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:  # a line cut short by a killed process
-                    continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
     return rows
 
 
@@ -95,7 +97,7 @@ def load_ray_dir(sweep_dir: str, *, metric: str | None = None, mode: str | None 
     trials = []
     for trial_dir in trial_dirs:
         results_path = os.path.join(trial_dir, "result.json")
-        rows = _read_jsonl(results_path) if os.path.isfile(results_path) else []
+        rows = read_results(results_path)
         if not rows:
             continue  # never trained an epoch
         with open(os.path.join(trial_dir, "params.json")) as f:

@@ -35,17 +35,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-KEYS = (
-    "train_loss",
-    "val_loss",
-    "val_acc",
-    "grad_norm",
-    "dead_frac",
-    "lr",
-    "attempt",
-    "seed",
-    "time_this_iter_s",
-)
+from orchestrator.config import METRIC_KEYS
+
+KEYS = tuple(k for k in METRIC_KEYS if k != "epoch") + ("time_this_iter_s",)  # what a sweep logs
 FLUSH_EVERY = 200
 TARGET_RESULTS_PER_S = 1000.0
 

@@ -15,7 +15,6 @@ from typing import Any
 
 from ray.tune import Callback
 
-from analysis.curves import AttemptCurve
 from analysis.records import final_status
 from orchestrator.config import METRIC_KEYS, check_result
 from orchestrator.tracking import SweepTracker
@@ -87,26 +86,15 @@ class MlflowTrialCallback(Callback):
     each run with its final status, verdict and lineage.
 
     With a :class:`ConvergenceScheduler` each trial's tags also hold its verdict, the reason
-    and evidence, its convergence epoch and the lineage of its attempts.
+    and evidence, its convergence epoch and the lineage of its attempts. The learning-curve
+    plots are drawn by the sweep's report (``python -m analysis``), outside the driver.
     """
 
-    def __init__(
-        self,
-        tracker: SweepTracker,
-        budget: int,
-        scheduler: Any = None,
-        *,
-        metric: str = "val_acc",
-        max_plots: int = 500,
-    ) -> None:
+    def __init__(self, tracker: SweepTracker, budget: int, scheduler: Any = None) -> None:
         self.tracker = tracker
         self.budget = budget
         self.scheduler = scheduler
-        self.metric = metric
-        self.max_plots = max_plots
         self._logged: dict[str, tuple[int, int]] = {}  # trial id -> (attempt, last epoch)
-        self._curves: dict[str, dict[int, AttemptCurve]] = {}  # trial id -> attempt -> curve
-        self._names: dict[str, str] = {}
 
     def _ensure_run(self, trial: Any) -> None:
         self.tracker.start_trial(
@@ -137,11 +125,6 @@ class MlflowTrialCallback(Callback):
         if attempt > 0 and (last is None or attempt > last[0]):
             self._start_attempt(trial, attempt, int(result["seed"]))
         self._logged[tid] = (attempt, epoch)
-        self._names.setdefault(tid, trial_name(trial))
-        curve = self._curves.setdefault(tid, {}).setdefault(
-            attempt, AttemptCurve(attempt, int(result["seed"]))
-        )
-        curve.add(epoch, {k: result[k] for k in (self.metric, "val_loss") if k in result})
         metrics = {k: result[k] for k in LOGGED_KEYS if k in result}
         self.tracker.log_metrics(tid, metrics, step=epoch, attempt=attempt)
         if decision is not None and decision.action == "restart":
@@ -187,30 +170,6 @@ class MlflowTrialCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_run(trial)
         self.tracker.end_trial(trial.trial_id, "FINISHED", self._final_tags(trial, errored=False))
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """Log a learning-curve plot (every attempt, the decision marked) to each trial's run."""
-        from analysis.plots import close, plot_trial  # matplotlib only when plotting
-
-        for tid in list(self._curves)[: self.max_plots]:
-            decision = self._decision(tid)
-            marked = None
-            if decision is not None and decision.verdict is not None:
-                verdict = decision.verdict
-                marked = {
-                    "action": decision.action,
-                    "verdict": verdict.status,
-                    "reason": decision.reason,
-                    "step": verdict.step,
-                }
-            attempts = [self._curves[tid][a] for a in sorted(self._curves[tid])]
-            fig = plot_trial(self._names.get(tid, tid), attempts, metric=self.metric, decision=marked)
-            try:
-                self.tracker.log_figure(tid, fig, "learning_curve.png")
-            except Exception:  # noqa: BLE001 - a plot must never fail the sweep
-                logger.exception("could not log the learning-curve plot of trial %s", tid)
-            finally:
-                close(fig)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_run(trial)

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow.fs
 from ray.tune import Callback
 
-from analysis.curves import AttemptCurve
+from analysis.load import read_results
 from orchestrator.callbacks import LOGGED_KEYS, trial_params
 from orchestrator.config import SweepConfig, load_config
 from orchestrator.errors import ConfigError
@@ -187,31 +187,18 @@ class SweepState(Callback):
         self.finished.ids.update(state.get("finished", ()))
 
 
-def _rows(path: str) -> list[dict[str, Any]]:
-    """The results in a trial's ``result.json`` (one JSON object a line; a torn last line is dropped)."""
-    rows = []
-    with open(path) as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                break
-    return rows
-
-
 def backfill(directory: str, tracker: Any, recorder: Any) -> int:
     """Log to MLflow the results Ray recorded (each trial's ``result.json``) that a killed driver
     never delivered, creating a trial's run when even that was lost; return the steps logged.
 
     A result counts once per (attempt, epoch); what MLflow already has (``recorder``'s
-    last logged step per trial, from :meth:`SweepTracker.resume`) is skipped, and the
-    recorder's curves get every result so its end-of-sweep plots are whole.
+    last logged step per trial, from :meth:`SweepTracker.resume`) is skipped.
     """
     logged = 0
     if "://" in directory:
         return logged  # results on remote storage: replayed steps are still skipped, nothing backfilled
     for path in sorted(glob.glob(os.path.join(directory, "*", "result.json"))):
-        rows = [r for r in _rows(path) if "trial_id" in r and "attempt" in r and "epoch" in r]
+        rows = [r for r in read_results(path) if "trial_id" in r and "attempt" in r and "epoch" in r]
         if not rows:
             continue
         tid, name = rows[0]["trial_id"], os.path.basename(os.path.dirname(path))
@@ -225,11 +212,6 @@ def backfill(directory: str, tracker: Any, recorder: Any) -> int:
             if key in seen:
                 continue
             seen.add(key)
-            curve = recorder._curves.setdefault(tid, {}).setdefault(
-                key[0], AttemptCurve(key[0], int(row["seed"]) if "seed" in row else None)
-            )
-            curve.add(key[1], {k: row[k] for k in (recorder.metric, "val_loss") if k in row})
-            recorder._names.setdefault(tid, name)
             if key <= last or tid not in tracker.trials:
                 continue
             if key[0] > 0 and key[0] not in tracker.trials[tid].attempts:

@@ -18,23 +18,14 @@ from hydra import compose, initialize_config_module
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+from analysis.load import read_results
 from orchestrator.config import load_config
 from orchestrator.errors import ConfigError
 from orchestrator.resume import RECORD_FILE, SweepRecord, config_data, read_record, write_record
 
 
 def _rows(trial_dir):
-    path = os.path.join(trial_dir, "result.json")
-    if not os.path.exists(path):
-        return []
-    rows = []
-    with open(path) as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                break
-    return rows
+    return read_results(os.path.join(trial_dir, "result.json"))
 
 
 def _snapshot_has(sweep_dir, trial_ids):
