@@ -20,7 +20,7 @@ from typing import Any
 
 from analysis.load import SweepNotFound, default_tracking_uri, load
 from analysis.records import SweepRecord
-from analysis.report import Report, TrialStats, build
+from analysis.report import Report, TrialStats, build, decision_label
 
 EXIT_BAD_INPUT = 2
 PLOTS = ("anytime.png", "curves.png", "timeline.png")
@@ -37,7 +37,9 @@ def write(report: Report, out: str, *, plots: bool = True) -> list[str]:
         figures = {
             "anytime.png": lambda: plot_anytime(report.sweep),
             "curves.png": lambda: plot_curves(
-                report.sweep, [s.convergence_epoch if s.converged else None for s in report.stats]
+                report.sweep,
+                [s.convergence_epoch if s.converged else None for s in report.stats],
+                [decision_label(s.trial) for s in report.stats],
             ),
             "timeline.png": lambda: plot_timeline(report.sweep),
         }

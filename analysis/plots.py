@@ -115,22 +115,28 @@ def plot_anytime(sweep: Any) -> Figure:
     return fig
 
 
-def plot_curves(sweep: Any, convergence: Sequence[int | None]) -> Figure:
-    """Every attempt's metric curve coloured by its trial's final status; convergence points marked.
+def plot_curves(
+    sweep: Any, convergence: Sequence[int | None], verdicts: Sequence[str] | None = None
+) -> Figure:
+    """Every attempt's metric curve coloured by its trial's verdict; convergence points marked.
 
     ``convergence[i]`` is trial i's convergence epoch (on its last attempt), or None when it did
-    not converge.
+    not converge; ``verdicts[i]`` its decision and verdict (e.g. ``PRUNED (diverged)``), by
+    default its final status.
     """
+    verdicts = list(verdicts) if verdicts is not None else [t.status for t in sweep.trials]
+    palette = plt.get_cmap("tab10")
+    colours = {v: palette(i % 10) for i, v in enumerate(sorted(set(verdicts)))}
     fig, ax = plt.subplots(figsize=(8, 4.2))
     seen: set[str] = set()
-    for trial, conv in zip(sweep.trials, convergence, strict=True):
-        colour = STATUS_COLOURS.get(trial.status, "black")
+    for trial, conv, verdict in zip(sweep.trials, convergence, verdicts, strict=True):
+        colour = colours[verdict]
         for curve in trial.attempts:
             values = curve.series.get(sweep.metric)
             if not values:
                 continue
-            label = trial.status if trial.status not in seen else None
-            seen.add(trial.status)
+            label = verdict if verdict not in seen else None
+            seen.add(verdict)
             last = curve is trial.attempts[-1]
             ax.plot(curve.epochs, values, color=colour, alpha=0.7 if last else 0.35, lw=1,
                     ls="-" if last else ":", label=label)  # fmt: skip
@@ -142,7 +148,7 @@ def plot_curves(sweep: Any, convergence: Sequence[int | None]) -> Figure:
     ax.scatter([], [], s=18, color="white", edgecolors="black", label="convergence epoch")
     ax.set_xlabel("epoch (within its attempt; dotted: an attempt that was restarted)")
     ax.set_ylabel(sweep.metric)
-    ax.set_title(f"{sweep.name}: learning curves by final status", fontsize=9)
+    ax.set_title(f"{sweep.name}: learning curves by verdict", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
