@@ -164,7 +164,10 @@ def test_the_driver_does_not_import_torch():
 
 def test_convergence_scheduler_restarts_stuck_prunes_diverging_stops_converged(tmp_path, monkeypatch):
     """Three real trials on digits, one seed for all first attempts (seed 1):
-    lr 0.1 is stuck at chance with that seed, lr 20 blows up, lr 0.03 trains well."""
+    lr 0.1 is stuck at chance with that seed, lr 20 blows up, lr 0.03 trains well. All three at
+    once: a converged trial runs on as a contender when it is at least as good as a trial that
+    finished before it, so lr 0.03 must converge (epoch ~12) before the restarted lr 0.1 trial
+    finishes (~35 epochs in all) whatever the machine's speed."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     fixed = {
@@ -182,6 +185,8 @@ def test_convergence_scheduler_restarts_stuck_prunes_diverging_stops_converged(t
             "name=three",
             "search=grid",
             "num_samples=3",
+            "max_concurrent_trials=3",
+            "cluster.num_cpus=3",
             "trainable.epochs=30",
             "scheduler=convergence",
             "scheduler.max_restarts=1",

@@ -103,15 +103,17 @@ def test_a_trial_whose_worker_is_killed_resumes_from_its_checkpoint(tmp_path, mo
 
 
 class RemoveNodeOnce(tune.Callback):
-    """Removes ``node`` from ``cluster`` once two trials run at the same time, both early in
-    their budget (one of them is on that node); remembers the trials Ray then recovers."""
+    """Removes ``node`` from ``cluster`` once two trials run at the same time, both with at least
+    ``ahead`` epochs to go (one of them is on that node: each node has one CPU); remembers the
+    trials Ray then recovers."""
 
-    def __init__(self, cluster, node):
+    def __init__(self, cluster, node, budget, ahead=10):
         self.cluster, self.node, self.removed, self.recovered = cluster, node, False, []
+        self.last_epoch = budget - ahead
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         running = [t for t in trials if t.status == "RUNNING"]
-        early = all(1 <= (t.last_result or {}).get("epoch", 0) <= 2 for t in running)
+        early = all(1 <= (t.last_result or {}).get("epoch", 0) <= self.last_epoch for t in running)
         if not self.removed and len(running) >= 2 and early:
             self.removed = True
             self.cluster.remove_node(self.node, allow_graceful=False)
@@ -129,15 +131,15 @@ def test_trials_of_a_node_that_leaves_the_cluster_are_rescheduled_and_finish(tmp
         worker = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address)
-        cfg = _small(  # all of digits, batches of 8, 16 epochs: the node goes with most of both trials
-            "num_samples=2",  # still ahead, however far behind the driver's view of them is
-            "trainable.epochs=16",
+        cfg = _small(  # all of digits, batches of 8, 40 epochs: however late the second trial starts
+            "num_samples=2",  # and however far behind the driver's view is, both are mid-trial
+            "trainable.epochs=40",
             "~trainable.data.max_samples",
             "trainable.hparams.batch_size=8",
             "scheduler=fifo",
             "failure.max_failures=2",
         )
-        remover = RemoveNodeOnce(cluster, worker)
+        remover = RemoveNodeOnce(cluster, worker, budget=40)
         summary = run(cfg, callbacks=[remover])
     finally:
         ray.shutdown()
@@ -148,7 +150,7 @@ def test_trials_of_a_node_that_leaves_the_cluster_are_rescheduled_and_finish(tmp
     (moved,) = remover.recovered
     assert _restored_from_checkpoint(results[moved])
     for rows in results.values():
-        assert rows[-1]["epoch"] == 16
+        assert rows[-1]["epoch"] == 40
 
 
 def test_a_trial_that_raises_or_diverges_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
