@@ -430,8 +430,18 @@ class _Writer:
         self.changed = threading.Condition()  # notified after each pass (flush and id waits)
         self.lock = threading.Lock()  # held while one op is delivered or the queue is spooled
         self.busy = False
+        self.stopping = False
         self.thread = threading.Thread(target=self._loop, name="mlflow-writer", daemon=True)
         self.thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End the thread once the current pass is done (call after a flush; anything queued
+        later is spooled by the next flush). A writer thread left running into interpreter
+        shutdown could touch a store being torn down."""
+        self.stopping = True
+        self.wake.set()
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
 
     # -- driver side
     def put(self, op: _Op) -> None:
@@ -449,6 +459,10 @@ class _Writer:
         while True:
             self.wake.wait(self.interval_s if self.outage_since is None else delay)
             self.wake.clear()
+            if self.stopping:
+                with self.changed:
+                    self.changed.notify_all()
+                return
             cpu = time.thread_time()
             try:
                 ok = self._pass()
@@ -851,6 +865,7 @@ class SweepTracker:
             self._finish(self.parent.run_id, status, tags, {**(metrics or {}), **cost})
             self.parent = None
         self.flush()
+        self._writer.stop()
 
     def close(self, status: str) -> None:
         """End every trial run still open with ``status`` (never leaves a run RUNNING), then flush."""
@@ -876,8 +891,8 @@ class SweepTracker:
         started = time.monotonic()
         writer = self._writer
         try:
-            if not writer.thread.is_alive():
-                return writer.spool() == 0
+            if not writer.thread.is_alive():  # stopped (or died): nothing left to wait for
+                return writer.pending() == 0 or writer.spool() == 0
             deadline = None if timeout is None else started + timeout
             writer.wake.set()
             with writer.changed:
@@ -914,6 +929,8 @@ class SweepTracker:
                 self.flush()
         except Exception:  # noqa: BLE001 - at exit, say what failed and go on
             logger.exception("MLflow: could not flush the record at exit")
+        finally:
+            self._writer.stop()
 
 
 def _default_spool_dir(uri: str) -> str:
