@@ -517,6 +517,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _row(lines: list[str], label: str, p: dict[str, Any]) -> None:
+    """One line of the decision-time table (skipped when nothing was measured)."""
+    if p["count"]:
+        lines.append(f"{label:34}{p['median']:>10.1f}{p['p99']:>10.1f}{p['max']:>10.0f}{p['count']:>10}")
+
+
 def render(doc: dict[str, Any]) -> str:
     """The tables of one run."""
     d = doc["details"]["decisions"]
@@ -530,9 +536,7 @@ def render(doc: dict[str, Any]) -> str:
         ("choose_trial_to_run", "choose_trial_to_run"),
         ("choose_from_live", "  proposed: from live trials"),
     ):
-        p = d[key]
-        if p["count"]:
-            lines.append(f"{label:34}{p['median']:>10.1f}{p['p99']:>10.1f}{p['max']:>10.0f}{p['count']:>10}")
+        _row(lines, label, d[key])
     lines.append(
         f"results {d['results']} of {d['epochs_budgeted']} budgeted epochs, "
         f"{d['extrapolations']} extrapolations, {d['restarts']} restarts, "
@@ -546,9 +550,7 @@ def render(doc: dict[str, Any]) -> str:
         ("after_epoch_64", "  ... after epoch 64"),
         ("all_wall_clock", "  ... in wall-clock time"),
     ):
-        p = f[key]
-        if p["count"]:
-            lines.append(f"{label:34}{p['median']:>10.1f}{p['p99']:>10.1f}{p['max']:>10.0f}{p['count']:>10}")
+        _row(lines, label, f[key])
     lines.append(f"proposed choice differs from the scheduler's in {d['choose_from_live_mismatches']} calls")
     mem = doc["details"]["bytes_per_trial_by_epochs_reported"]
     lines.append(

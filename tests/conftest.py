@@ -10,9 +10,11 @@ def cli_env(**extra: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | extra
 
 
-def run_cli(cwd, *args: str, env: dict[str, str] | None = None, timeout: int = 300) -> str:
-    """Run ``python -m orchestrator ARGS`` in ``cwd``; assert it exits 0 and return its stdout."""
-    proc = subprocess.run(
+def cli(
+    cwd, *args: str, env: dict[str, str] | None = None, timeout: int = 120
+) -> subprocess.CompletedProcess:
+    """Run ``python -m orchestrator ARGS`` in ``cwd`` and return the finished process (text output)."""
+    return subprocess.run(
         [sys.executable, "-m", "orchestrator", *args],
         cwd=cwd,
         env=env or cli_env(),
@@ -20,6 +22,11 @@ def run_cli(cwd, *args: str, env: dict[str, str] | None = None, timeout: int = 3
         text=True,
         timeout=timeout,
     )
+
+
+def run_cli(cwd, *args: str, env: dict[str, str] | None = None, timeout: int = 300) -> str:
+    """Run ``python -m orchestrator ARGS`` in ``cwd``; assert it exits 0 and return its stdout."""
+    proc = cli(cwd, *args, env=env, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 

@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import cli_env, run_cli
+from conftest import cli, cli_env, run_cli
 from hydra import compose, initialize_config_module
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
@@ -241,14 +241,7 @@ def test_resume_refuses_a_corrupt_checkpoint(tmp_path):
     ],
 )
 def test_the_command_line_refuses_bad_resume_input_with_one_line_and_exit_2(tmp_path, args, expected):
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = cli(tmp_path, *args)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0]

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import cli_env
+from conftest import cli, cli_env
 
 from orchestrator.redact import (
     MASK,
@@ -90,27 +90,16 @@ def test_redact_mapping_overrides_and_text() -> None:
     )
 
 
-def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_printed_config_and_errors_hide_secrets(tmp_path: Path) -> None:
     """Hydra's --cfg printouts and every error line mask the token; nothing is started."""
-    job = _cli(tmp_path, f"tracking.token={SECRET}", "--cfg", "job")
+    job = cli(tmp_path, f"tracking.token={SECRET}", "--cfg", "job")
     assert job.returncode == 0, job.stderr
     assert "token: '***'" in job.stdout
-    hydra = _cli(tmp_path, f"tracking.token={SECRET}", "--cfg", "hydra")
+    hydra = cli(tmp_path, f"tracking.token={SECRET}", "--cfg", "hydra")
     assert hydra.returncode == 0, hydra.stderr
     assert "- tracking.token=***" in hydra.stdout
-    bad_type = _cli(tmp_path, "tracking.token=4711")
-    bad_syntax = _cli(tmp_path, f"tracking.token=[{SECRET}")
+    bad_type = cli(tmp_path, "tracking.token=4711")
+    bad_syntax = cli(tmp_path, f"tracking.token=[{SECRET}")
     assert bad_type.stderr.strip() == "error: tracking.token: must be a non-empty string, got '***'"
     assert bad_syntax.stderr.strip() == "error: tracking.token: cannot parse the override (value hidden)"
     for proc in (job, hydra, bad_type, bad_syntax):
