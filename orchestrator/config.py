@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from orchestrator.errors import ConfigError
+from orchestrator.policy import PolicyConfig
 from orchestrator.redact import is_secret_key
 from orchestrator.space import SearchSpace, parse_space
 from trainables.data import DATASETS
@@ -70,25 +71,30 @@ class SearchConfig:
     cmaes_popsize: int | None = None
 
 
+_POLICY = PolicyConfig()  # the convergence scheduler's defaults live there, once
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
+    """``scheduler.*``. The convergence scheduler's keys (see orchestrator/policy.py and
+    conf/scheduler/convergence.yaml) take their defaults from :class:`PolicyConfig`."""
+
     name: str = "convergence"
     grace_period: int = 3
     reduction_factor: float = 3.0
     min_samples_required: int = 3
-    # the convergence scheduler (see orchestrator/policy.py and conf/scheduler/convergence.yaml)
-    max_restarts: int = 1
-    restart_budget: float = 0.1
-    collapse_margin: float = 0.2
-    restart_success: float = 0.7
-    restart_record: int = 3
-    restart_on_plateau_bad: bool = False
-    stop_converged: bool = True
-    stop_min_left: float = 0.25
-    contender_margin: float = 0.005
-    prune_predicted_worse: bool = True
-    remedy_lr_factor: float | None = None
-    remedy_leaky_relu: bool = False
+    max_restarts: int = _POLICY.max_restarts
+    restart_budget: float = _POLICY.restart_budget
+    collapse_margin: float = _POLICY.collapse_margin
+    restart_success: float = _POLICY.restart_success
+    restart_record: int = _POLICY.restart_record
+    restart_on_plateau_bad: bool = _POLICY.restart_on_plateau_bad
+    stop_converged: bool = _POLICY.stop_converged
+    stop_min_left: float = _POLICY.stop_min_left
+    contender_margin: float = _POLICY.contender_margin
+    prune_predicted_worse: bool = _POLICY.prune_predicted_worse
+    remedy_lr_factor: float | None = _POLICY.remedy_lr_factor
+    remedy_leaky_relu: bool = _POLICY.remedy_leaky_relu
     inner: str | None = "asha"
     loss_guard: bool = True
     thresholds: dict[str, Any] = field(default_factory=dict)
