@@ -88,7 +88,7 @@ def log_to_run(uri: str, run_id: str, out: str, report: Report, *, trial_plots: 
             trial.name, trial.attempts, metric=report.sweep.metric, decision=decision_mark(stats)
         )
         try:
-            client.log_figure(run_of[trial.trial_id], fig, "learning_curve.png")
+            client.log_figure(run_of[trial.trial_id], fig, "learning_curve.png", save_kwargs={"dpi": 80})
         finally:
             close(fig)
 

@@ -62,7 +62,8 @@ def plot_trial(
     if decision:
         subtitle = f"\n{decision.get('action', '')}: {decision.get('reason', '')}"[:160]
     fig.suptitle(f"{title}{subtitle}", fontsize=9)
-    fig.tight_layout()
+    # fixed margins: tight_layout would cost ~75 ms a trial, as much as the PNG itself
+    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.14, top=0.82, wspace=0.22)
     return fig
 
 
