@@ -53,6 +53,8 @@ def _hydra_main(cfg: DictConfig) -> None:
         )
     except (ConfigError, OmegaConfBaseException) as exc:
         _config_exit(exc)
+    except KeyboardInterrupt:  # Tune had no chance to end the sweep itself (a second Ctrl+C, ray://)
+        _interrupted_exit()
     print(summary.render(), flush=True)
     if summary.interrupted:
         sys.exit(EXIT_INTERRUPTED)
@@ -62,6 +64,12 @@ def _config_exit(exc: BaseException) -> None:
     message = str(exc).splitlines()[0] if isinstance(exc, ConfigError) else one_line(exc)
     print(f"error: {redact_assignments(message)}", file=sys.stderr)
     sys.exit(EXIT_CONFIG)
+
+
+def _interrupted_exit() -> None:
+    """Exit 130 with one line; the sweep has already ended its MLflow runs (KILLED, INTERRUPTED)."""
+    print("error: interrupted", file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 _STARTED: list[bool] = []  # set once Hydra has composed the config and called the task
@@ -158,6 +166,8 @@ def _resume(args: list[str]) -> None:
         summary = resume(path)
     except ConfigError as exc:
         _config_exit(exc)
+    except KeyboardInterrupt:
+        _interrupted_exit()
     print(summary.render(), flush=True)
     if summary.interrupted:
         sys.exit(EXIT_INTERRUPTED)

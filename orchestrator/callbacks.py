@@ -1,9 +1,10 @@
 """Ray Tune callback that records every trial in MLflow through :class:`SweepTracker`.
 
-Runs in the driver, so trial workers never need access to the tracking store. Each trial
-gets a child run when it starts; each result is logged with ``step = epoch``; a result that
-repeats an epoch already logged for the same attempt (a trial resumed from an older
-checkpoint after a crash replays it) is not logged twice.
+Runs in the driver (over ``ray://``, in the task on the head that runs the Tuner), so trial
+workers never need access to the tracking store. Each trial gets a child run when it starts;
+each result is logged with ``step = epoch``; a result that repeats an epoch already logged for
+the same attempt (a trial resumed from an older checkpoint after a crash replays it) is not
+logged twice.
 """
 
 from __future__ import annotations

@@ -1,9 +1,15 @@
 """Log the best trial's model to MLflow: ``python -m orchestrator.export SPEC.json``.
 
-The sweep runs this in a short-lived subprocess at its end, so the driver itself never
-imports torch. SPEC holds the checkpoint directory, the trial's config (hyperparameters and
-its ``run`` settings), the tracking URI, the run to log into and an optional registered
-model name. The checkpoint loads with ``weights_only=True``.
+The sweep runs this in a subprocess, so the driver itself never imports torch. SPEC holds
+the checkpoint directory, the trial's config (hyperparameters and its ``run`` settings), the
+tracking URI, the run to log into and an optional registered model name. The checkpoint
+loads with ``weights_only=True``.
+
+``python -m orchestrator.export --serve WARM.json`` is the same export, started early
+(:class:`orchestrator.exporting.ModelExporter`): it imports torch and MLflow, loads the
+sweep's dataset (WARM's ``run``) and opens the store (WARM's ``tracking_uri``), then reads
+one line on stdin, the path of a SPEC, exports it and exits; an empty line or end of input
+exits at once with status 0.
 """
 
 from __future__ import annotations
@@ -42,7 +48,37 @@ def export(spec: dict[str, Any]) -> str:
     )
 
 
+def warm_up(warm: dict[str, Any]) -> None:
+    """Do now what an export would do first: import MLflow's torch flavour, load the data, open the store.
+
+    Only a speed-up: whatever fails here fails again, with its message, in :func:`export`.
+    """
+    import mlflow
+    import mlflow.pytorch  # noqa: F401 - the import is the warm-up
+
+    torch.set_num_threads(1)  # the sweep's last trials still train beside this process
+    try:
+        cached_dataset(warm["run"])
+        mlflow.MlflowClient(warm["tracking_uri"]).search_experiments(max_results=1)
+    except Exception:  # noqa: BLE001, S110 - see the docstring
+        pass
+
+
+def serve(warm_path: str) -> int:
+    """Warm up with WARM_PATH, then export the spec whose path arrives on stdin (none: exit 0)."""
+    with open(warm_path) as f:
+        warm_up(json.load(f))
+    line = sys.stdin.readline().strip()
+    if not line:
+        return 0
+    with open(line) as f:
+        print(export(json.load(f)), flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--serve":
+        return serve(argv[1])
     with open(argv[0]) as f:
         print(export(json.load(f)))
     return 0

@@ -8,13 +8,13 @@ nothing is started or recorded.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,7 @@ import ray
 from ray import tune
 from ray.tune import CLIReporter
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrator.callbacks import (
     FinishedTrials,
@@ -36,11 +37,12 @@ from orchestrator.callbacks import (
 from orchestrator.cluster import alive_nodes, check_resources, cluster_address, reachable
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
+from orchestrator.exporting import ExportError, ModelExporter, WarmExporter
 from orchestrator.resume import SweepRecord, SweepState, backfill, config_data, read_record, write_record
 from orchestrator.scheduler import ConvergenceScheduler
 from orchestrator.scheduling import build_scheduler
 from orchestrator.search import build_searcher, num_trials
-from orchestrator.tracking import SweepTracker, resolve_tracking_uri, ui_hint
+from orchestrator.tracking import GRACE_ENV, StoreOpening, SweepTracker, resolve_tracking_uri, ui_hint
 from trainables.data import DataError, check_data_root
 from trainables.entry import train
 
@@ -182,11 +184,15 @@ def _start_ray(cfg: SweepConfig) -> bool:
         where = "cluster.address (from $RAY_ADDRESS)" if from_env else "cluster.address"
         address = reachable(address, cfg.cluster.connect_timeout_s, where)
         try:
-            ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+            with warnings.catch_warnings():  # Ray Client warns before it raises: the error says it once
+                warnings.filterwarnings("ignore", "Ray Client connection timed out")
+                ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
         except Exception as exc:  # noqa: BLE001 - Ray raises many kinds here; all mean "cannot join"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "uthentication" in first:  # token auth is on there: say how to give the token
                 first += "; export RAY_AUTH_MODE=token with the cluster's token in ~/.ray/auth_token"
+            elif address.startswith("ray://") and "timeout" in first:  # something else answers there
+                first += "; is that the head's Ray Client port (`ray start --ray-client-server-port`, 10001)?"
             raise ConfigError(f"{where}: cannot join the Ray cluster at {address!r} ({first})") from None
         return True
     ray.init(
@@ -251,10 +257,21 @@ def _run(
         check_resources(cfg, {"CPU": float(cfg.cluster.num_cpus or os.cpu_count() or 1)})
     trials = num_trials(cfg)
     searcher, scheduler = build_searcher(cfg), build_scheduler(cfg, trials)
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    env = _TuneEnv()
+    env.default("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if cfg.scheduler.name == "convergence":  # Ray's classic table, which can show the verdicts
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    own_ray = _start_ray(cfg)
+        env.default("RAY_AIR_NEW_OUTPUT", "0")
+    early = None  # a new local sweep's MLflow store is made (~2 s for SQLite) while Ray starts
+    if uri and record is None and cfg.cluster.mode == "local" and not ray.is_initialized():
+        early = StoreOpening(uri, cfg.tracking.experiment or cfg.name)
+    try:
+        own_ray = _start_ray(cfg)
+    except BaseException:
+        if early is not None:
+            early.discard()
+        env.restore()
+        raise
+    exporter: ModelExporter | None = None
     try:
         have = ray.cluster_resources()
         slots = check_resources(
@@ -270,9 +287,12 @@ def _run(
             "run": _run_config(cfg, launch_dir),
         }
         restored = _restore(record.directory, trainable, param_space) if record else None
-        tracker = SweepTracker(uri, cfg.tracking.experiment or cfg.name) if uri else None
+        if early is not None:
+            tracker = early.tracker()
+        else:
+            tracker = SweepTracker(uri, cfg.tracking.experiment or cfg.name) if uri else None
         concurrent = min(cfg.max_concurrent_trials or slots, trials)
-        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(concurrent))
+        env.default("TUNE_MAX_PENDING_TRIALS_PG", str(concurrent))
         experiment = record.experiment if record else f"{cfg.name}_{time.strftime('%Y%m%d-%H%M%S')}"
         convergence = _convergence(scheduler)
         finished = FinishedTrials()
@@ -315,6 +335,10 @@ def _run(
             )
             recorder = MlflowTrialCallback(tracker, cfg.trainable.epochs, convergence)
             callbacks.append(recorder)
+        on_cluster = ray.util.client.ray.is_connected()  # ray://: this process is a Ray Client
+        if tracker is not None and cfg.tracking.log_model:
+            exporter = ModelExporter({"run": param_space["run"], "tracking_uri": tracker.uri})
+            callbacks += [] if on_cluster else [WarmExporter(exporter, trials)]
         callbacks += list(extra)
         if record is None:
             parent = tracker.parent_run_id if tracker is not None else None
@@ -322,33 +346,40 @@ def _run(
                 experiment, storage, launch_dir, config_data(cfg), list(overrides), resolved_yaml, uri, parent
             )
             write_record(record)
-        client = ray.util.client.ray.is_connected()  # ray://: the Tuner runs in an actor on the cluster
-        tuner = restored or tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=trials,
-                max_concurrent_trials=concurrent,
-                reuse_actors=True,
-                trial_name_creator=trial_name,
-                trial_dirname_creator=trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=experiment,
-                storage_path=storage,
-                callbacks=callbacks if client else None,
-                verbose=cfg.verbose,
-                progress_reporter=_reporter(cfg) if convergence and cfg.verbose else None,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=4),
-                failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
-            ),
+        tune_config = tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=trials,
+            max_concurrent_trials=concurrent,
+            reuse_actors=True,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
         )
-        if not client:
+        run_config = tune.RunConfig(
+            name=experiment,
+            storage_path=storage,
+            verbose=cfg.verbose,
+            progress_reporter=_reporter(cfg) if convergence and cfg.verbose else None,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=4),
+            failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
+        )
+        tuner = None
+        if not on_cluster:
+            tuner = restored or tune.Tuner(
+                trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
+            )
             _go_live(tuner, searcher, scheduler, callbacks)
         try:
-            grid = tuner.fit()
+            if tuner is not None:
+                grid = tuner.fit()
+            else:
+                wanted = [finished, *([recorder] if recorder is not None else [])]
+                grid, back, scheduler = _fit_on_cluster(
+                    trainable, param_space, tune_config, run_config, callbacks, wanted
+                )
+                convergence, finished = _convergence(scheduler), back[0]
+                if tracker is not None and recorder is not None:
+                    tracker.adopt(back[1].tracker)
             results_dir = os.path.join(storage, experiment)
             summary = _summarize(cfg, grid, results_dir, started, tracker, convergence, finished)
         except BaseException as exc:
@@ -358,8 +389,8 @@ def _run(
             raise
         reporting = cfg.report and bool(summary.trials) and not summary.interrupted
         report = start_report(summary) if reporting and os.path.isdir(summary.results_dir) else None
-        if tracker is not None and cfg.tracking.log_model and not summary.interrupted:
-            _export_best(cfg, grid, tracker, summary)
+        if exporter is not None and not summary.interrupted:
+            _export_best(cfg, grid, tracker, summary, exporter)
         if tracker is not None:
             status = "KILLED" if summary.interrupted else "FINISHED"
             final = "INTERRUPTED" if summary.interrupted else "FINISHED"
@@ -369,8 +400,29 @@ def _run(
         summary.report = finish_report(report)
         return summary
     finally:
+        if exporter is not None:
+            exporter.close()
         if own_ray:
             ray.shutdown()
+        env.restore()
+
+
+class _TuneEnv:
+    """Ray Tune settings this sweep puts in the environment where the user set none, removed
+    when the sweep ends (a later sweep in the same process computes its own)."""
+
+    def __init__(self) -> None:
+        self.mine: list[str] = []
+
+    def default(self, key: str, value: str) -> None:
+        if key not in os.environ:
+            os.environ[key] = value
+            self.mine.append(key)
+
+    def restore(self) -> None:
+        for key in self.mine:
+            os.environ.pop(key, None)
+        self.mine.clear()
 
 
 def _go_live(tuner: tune.Tuner, searcher: Any, scheduler: Any, callbacks: list[tune.Callback]) -> None:
@@ -385,6 +437,69 @@ def _go_live(tuner: tune.Tuner, searcher: Any, scheduler: Any, callbacks: list[t
     local.get_run_config().callbacks = callbacks
 
 
+#: Settings of this process that Tune reads where it runs (a Ray Client's Tuner runs on the cluster).
+_CLUSTER_ENV = (
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS",
+    "RAY_AIR_NEW_OUTPUT",
+    "TUNE_MAX_PENDING_TRIALS_PG",
+    "MLFLOW_TRACKING_TOKEN",
+    GRACE_ENV,
+)
+
+
+def _fit_on_cluster(
+    trainable: Any,
+    param_space: dict[str, Any],
+    tune_config: tune.TuneConfig,
+    run_config: tune.RunConfig,
+    callbacks: list[tune.Callback],
+    wanted: list[tune.Callback],
+) -> tuple[tune.ResultGrid, list[tune.Callback], Any]:
+    """Over ``ray://``: build and fit the Tuner in a task on the node that serves Ray Client (the
+    head); return its results, the ``wanted`` callbacks and the scheduler as they ended there.
+
+    Ray's own client-mode Tuner ships its config and callbacks as separate arguments, so the
+    callbacks would hold a copy of the scheduler the trials never see (no verdicts, no lineage);
+    one task argument keeps them one set of objects. The MLflow tracker's copy records on the
+    cluster into the same parent run and delivers everything before the task returns; the
+    storage path and tracking URI must therefore be reachable from the head.
+    """
+    env = {key: os.environ[key] for key in _CLUSTER_ENV if key in os.environ}
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    job = {
+        "trainable": trainable,
+        "param_space": param_space,
+        "tune_config": tune_config,
+        "run_config": run_config,
+        "callbacks": callbacks,
+        "wanted": [callbacks.index(c) for c in wanted],  # the rest may hold open files
+        "env": env,
+    }
+    ref = ray.remote(_fit_here).options(num_cpus=0, scheduling_strategy=here).remote(job)
+    try:
+        return ray.get(ref)
+    except KeyboardInterrupt:  # stop the Tuner and its trials; wait until it has ended their MLflow runs
+        ray.cancel(ref)
+        ray.wait([ref], timeout=60)
+        raise
+
+
+def _fit_here(job: dict[str, Any]) -> tuple[tune.ResultGrid, list[tune.Callback], Any]:
+    """The task :func:`_fit_on_cluster` runs: the Tuner, live as in :func:`_go_live`, then fit."""
+    os.environ.update(job["env"])
+    callbacks, config = job["callbacks"], job["tune_config"]
+    tuner = tune.Tuner(
+        job["trainable"], param_space=job["param_space"], tune_config=config, run_config=job["run_config"]
+    )
+    _go_live(tuner, config.search_alg, config.scheduler, callbacks)
+    try:
+        return tuner.fit(), [callbacks[i] for i in job["wanted"]], config.scheduler
+    finally:
+        for callback in callbacks:
+            if isinstance(callback, MlflowTrialCallback):
+                callback.tracker.end_copy()
+
+
 def _restore(path: str, trainable: Any, param_space: dict[str, Any]) -> tune.Tuner:
     """``Tuner.restore`` of the sweep in ``path``: unfinished trials continue, errored ones stay errored.
 
@@ -392,6 +507,8 @@ def _restore(path: str, trainable: Any, param_space: dict[str, Any]) -> tune.Tun
     sweep started; the caller swaps in live ones built from the same config (Ray then
     restores the searcher's state, and :class:`SweepState` the scheduler's, from the snapshot).
     """
+    if ray.util.client.ray.is_connected():
+        raise ConfigError("resume: not over a ray:// client connection; submit the resume as a Ray job")
     try:
         tuner = tune.Tuner.restore(
             path, trainable=trainable, resume_unfinished=True, resume_errored=False, param_space=param_space
@@ -399,15 +516,18 @@ def _restore(path: str, trainable: Any, param_space: dict[str, Any]) -> tune.Tun
     except Exception as exc:  # noqa: BLE001 - whatever Ray raises, the sweep directory is the problem
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(f"resume: cannot restore the Ray experiment in {path!r} ({first})") from None
-    if tuner._local_tuner is None:
-        raise ConfigError("resume: not over a ray:// client connection; submit the resume as a Ray job")
     return tuner
 
 
 def _export_best(
-    cfg: SweepConfig, grid: tune.ResultGrid, tracker: SweepTracker, summary: SweepSummary
+    cfg: SweepConfig,
+    grid: tune.ResultGrid,
+    tracker: SweepTracker,
+    summary: SweepSummary,
+    exporter: ModelExporter,
 ) -> None:
-    """Log the best trial's model on the sweep's run, in a subprocess (the driver stays torch-free).
+    """Log the best trial's model on the sweep's run, in a subprocess (the driver stays torch-free),
+    warmed up while the last trials trained when :class:`WarmExporter` could start it.
 
     A failure is a warning: the sweep's record matters more than the exported model.
     """
@@ -429,23 +549,10 @@ def _export_best(
         "register_as": cfg.tracking.register_model,
         "trial": summary.best_trial or "",
     }
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(spec, f)
     try:
-        out = subprocess.run(
-            [sys.executable, "-m", "orchestrator.export", f.name],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-    finally:
-        os.unlink(f.name)
-    if out.returncode != 0:
-        lines = out.stderr.strip().splitlines()
-        logger.warning("could not log the best model: %s", lines[-1] if lines else out.returncode)
-        return
-    summary.model_uri = out.stdout.strip().splitlines()[-1]
+        summary.model_uri = exporter.export(spec)
+    except ExportError as exc:
+        logger.warning("could not log the best model: %s", exc)
 
 
 def start_report(summary: SweepSummary) -> subprocess.Popen | None:

@@ -663,9 +663,54 @@ class SweepTracker:
             f"mlflow-spool-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl",
         )
         self._resolved: dict[str, str] = {}
-        deliverer = _Deliverer(self.client, self.experiment_id, self._resolved)
-        self._writer = _Writer(deliverer, uri, self.spool_path, interval_s)
-        atexit.register(self._at_exit)
+        self._timeout_s, self._interval_s = timeout_s, interval_s
+        self._owns_parent = True  # False in a pickled copy: only the driver's tracker ends the sweep's run
+        self._live_writer: _Writer | None = None
+        _ = self._writer  # the original starts its writer now; a pickled copy on first use
+
+    @property
+    def _writer(self) -> _Writer:
+        """The background writer, started on first use (a pickled copy starts its own there)."""
+        if self._live_writer is None:
+            if self.client is None:
+                self.client = _client(self.uri, self._timeout_s)
+            deliverer = _Deliverer(self.client, self.experiment_id, self._resolved)
+            self._live_writer = _Writer(deliverer, self.uri, self.spool_path, self._interval_s)
+            atexit.register(self._at_exit)
+        return self._live_writer
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A pickled copy records into the same store, experiment and parent run from wherever it is
+        unpickled (a Tuner running on a Ray cluster over ``ray://``): it carries the run ids known so
+        far, not the client or the writer thread. Its writer starts on its first log call; call
+        :meth:`end_copy` there before it is sent back, and :meth:`adopt` it in the driver."""
+        if self.parent is not None and self._live_writer is not None:
+            self._resolve(self.parent.run_id)  # its child runs need the parent's real id
+        state = self.__dict__.copy()
+        state.update(client=None, _live_writer=None, _resolved=dict(self._resolved), _owns_parent=False)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        name = f"mlflow-spool-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
+        self.spool_path = os.path.join(os.path.dirname(self.spool_path), name)  # a file per writer
+
+    def end_copy(self) -> None:
+        """In a pickled copy, where it ran: end the trial runs it left open (KILLED) and deliver
+        (or spool) everything, then stop its writer; the parent run stays open for the driver."""
+        if self._live_writer is None:
+            return
+        self.close("KILLED")
+        self._live_writer.stop()
+        atexit.unregister(self._at_exit)
+
+    def adopt(self, copy: SweepTracker) -> None:
+        """Take over what a pickled copy of this tracker recorded (see :meth:`__getstate__`): its
+        trials' run ids, any run it left open (ended by :meth:`end_sweep`) and its counts."""
+        self._resolved.update(copy._resolved)
+        self.run_ids._handles.update(copy.run_ids._handles)
+        self.trials.update(copy.trials)
+        self.results_logged, self.driver_seconds = copy.results_logged, copy.driver_seconds
 
     def _experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -922,7 +967,7 @@ class SweepTracker:
     def _at_exit(self) -> None:
         """At interpreter exit: end what is still open (KILLED) and deliver or spool everything."""
         try:
-            if self.parent is not None:
+            if self.parent is not None and self._owns_parent:
                 self.end_sweep("KILLED", {"final_status": "INTERRUPTED"})
             self._end_open_trials("KILLED")
             if self._writer.pending():
@@ -931,6 +976,42 @@ class SweepTracker:
             logger.exception("MLflow: could not flush the record at exit")
         finally:
             self._writer.stop()
+
+
+class StoreOpening:
+    """``SweepTracker(uri, experiment)`` made in a thread (opening a new SQLite store runs its
+    schema migrations, ~2 s) while the caller does other work (Ray starts).
+
+    :meth:`tracker` waits for it and returns it, or raises what the constructor raised;
+    :meth:`discard` stops a tracker that will not be used (it made no run).
+    """
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        self._done = threading.Event()
+        self._tracker: SweepTracker | None = None
+        self._error: BaseException | None = None
+
+        def open_store() -> None:
+            try:
+                self._tracker = SweepTracker(uri, experiment)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller by tracker()
+                self._error = exc
+            finally:
+                self._done.set()
+
+        threading.Thread(target=open_store, name="mlflow-store", daemon=True).start()
+
+    def tracker(self) -> SweepTracker:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._tracker is not None
+        return self._tracker
+
+    def discard(self) -> None:
+        self._done.wait()
+        if self._tracker is not None:
+            self._tracker.end_sweep("FAILED")  # no run was made: this stops its writer
 
 
 def _default_spool_dir(uri: str) -> str:

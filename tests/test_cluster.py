@@ -1,13 +1,15 @@
-"""cluster=ray: joining a real Ray cluster, refusing an unreachable one, and Ray Jobs submission.
+"""cluster=ray: joining a real Ray cluster, refusing an unreachable one, Ray Jobs and Ray Client.
 
 The slow tests start a two-node cluster on 127.0.0.1 with ``ray start`` (a head with the
-dashboard, which serves the Jobs API, and one worker; 1 CPU each; token authentication on),
-each node in a private temp dir so no other Ray on the machine is touched, and stop it at the
-end by killing the process groups they started.
+dashboard, which serves the Jobs API, and a Ray Client server, and one worker; 1 CPU each;
+token authentication on), each node in a private temp dir so no other Ray on the machine is
+touched, and stop it at the end by killing the process groups they started.
 """
 
 import glob
 import os
+import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -71,10 +73,11 @@ def _stop(proc):
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """A head and a worker node on 127.0.0.1 (1 CPU each); yields (GCS address, dashboard URL, env)."""
+    """A head and a worker node on 127.0.0.1 (1 CPU each); yields (GCS address, dashboard URL, env,
+    Ray Client address)."""
     env = cli_env(RAY_AUTH_MODE="token")  # a cluster joined by address uses ~/.ray/auth_token
     root = tempfile.mkdtemp(prefix="rayc-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    gcs, dashboard = _free_port(), _free_port()
+    gcs, dashboard, client = _free_port(), _free_port(), _free_port()
     common = ["start", "--block", "--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     procs = []
     # the head reads the token and never makes one: make it when this machine has none yet
@@ -99,12 +102,14 @@ def ray_cluster():
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
+            f"--ray-client-server-port={client}",
         )
         start("worker", f"--address=127.0.0.1:{gcs}")
-        yield f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}", env
+        yield f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}", env, f"ray://127.0.0.1:{client}"
     finally:
         for proc in reversed(procs):
             _stop(proc)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _mlflow_runs(db):
@@ -115,7 +120,7 @@ def _mlflow_runs(db):
 @pytest.mark.slow
 def test_a_sweep_submitted_as_a_ray_job_runs_on_the_cluster(ray_cluster, tmp_path):
     """``ray job submit --working-dir . -- python -m orchestrator cluster=ray ...`` (the README's line)."""
-    _, dashboard, env = ray_cluster
+    _, dashboard, env, _ = ray_cluster
     results, db = tmp_path / "results", tmp_path / "mlflow.db"
     entry = [
         "python",
@@ -143,23 +148,110 @@ def test_a_sweep_submitted_as_a_ray_job_runs_on_the_cluster(ray_cluster, tmp_pat
     assert proc.returncode == 0 and "succeeded" in out, out[-4000:]
     assert "trials by final status:" in out
 
+    _assert_complete_record(results, db)
+
+
+def _assert_complete_record(results, db) -> tuple[str, list]:
+    """A finished 2-trial sweep: its result dirs and record, and in MLflow a parent run and one
+    child per trial, all FINISHED, each child with per-epoch steps 1..epochs_run. Returns (sweep
+    dir, child runs)."""
     (sweep_dir,) = glob.glob(str(results / "*"))
     trial_dirs = glob.glob(os.path.join(sweep_dir, "trial_*"))
     assert len(trial_dirs) == 2 and all(os.path.exists(os.path.join(d, "result.json")) for d in trial_dirs)
     assert os.path.exists(os.path.join(sweep_dir, "orchestrator.json"))
     client, runs = _mlflow_runs(db)
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
-    for run in runs:
-        if "mlflow.parentRunId" in run.data.tags:
-            epochs = int(run.data.tags["epochs_run"])
-            steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
-            assert steps == list(range(1, epochs + 1))
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2 and parent.data.tags["final_status"] == "FINISHED"
+    for run in children:
+        epochs = int(run.data.tags["epochs_run"])
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+        assert steps == list(range(1, epochs + 1))
+    return sweep_dir, children
+
+
+@pytest.mark.slow
+def test_a_sweep_over_ray_client_runs_on_the_cluster(ray_cluster, tmp_path):
+    """``cluster.address=ray://...``: the Tuner runs in a task on the head; the record is complete,
+    the trials' runs carry the convergence verdicts (callbacks and scheduler stayed one set of
+    objects there) and the summary names the best trial's run. Resuming over ray:// is refused."""
+    _, _, env, client_address = ray_cluster
+    results, db = tmp_path / "results", tmp_path / "mlflow.db"
+    proc = _orchestrator(
+        tmp_path,
+        "cluster=ray",
+        f"cluster.address={client_address}",
+        "debug=default",
+        "num_samples=2",
+        "report=false",
+        "tracking.log_model=false",
+        "verbose=0",
+        f"storage.path={results}",
+        f"tracking.uri=sqlite:///{db}",
+        env=env,
+        timeout=420,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "finished in" in proc.stdout and "2 trials" in proc.stdout, proc.stdout
+    assert "INTERRUPTED" not in proc.stdout
+    sweep_dir, children = _assert_complete_record(results, db)
+    assert all(run.data.tags.get("verdict") and run.data.tags.get("lineage") for run in children)
+    best_run = proc.stdout.split("best trial run ")[1].split(")")[0]
+    assert best_run in {run.info.run_id for run in children}
+
+    resumed = _orchestrator(tmp_path, f"resume={sweep_dir}", env=env, timeout=120)
+    assert resumed.returncode == 2, resumed.stderr[-3000:]
+    assert resumed.stderr.strip().splitlines()[-1] == (
+        "error: resume: not over a ray:// client connection; submit the resume as a Ray job"
+    )
+
+
+def test_a_pickled_tracker_records_under_the_drivers_parent_run(tmp_path):
+    """What a ray:// sweep relies on: a pickled SweepTracker opens nothing until it logs, records
+    its trials under the driver's parent run, delivers everything in ``end_copy`` (or at exit; a
+    trial left open ends KILLED) and never ends the parent run; the driver adopts its run ids and
+    ends the parent run."""
+    from orchestrator.tracking import SweepTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = SweepTracker(uri, "x")
+    tracker.start_sweep("x", {"num_samples": 2}, {}, {})
+    parent = tracker.parent_run_id
+    copy = pickle.loads(pickle.dumps(tracker))
+    assert copy._live_writer is None and copy.client is None
+    copy.start_trial("t1", "trial_t1", {"lr": 0.1})
+    for step in (1, 2):
+        copy.log_metrics("t1", {"val_loss": 1.0 / step}, step=step)
+    copy.end_trial("t1", "FINISHED", {"final_status": "COMPLETED"})
+    copy.start_trial("t2", "trial_t2", {"lr": 0.2})
+    copy.end_copy()
+    back = pickle.loads(pickle.dumps(copy))  # what the driver gets back from the cluster
+    lost = pickle.loads(pickle.dumps(tracker))  # a copy whose process exits without end_copy
+    lost.start_trial("t3", "trial_t3", {"lr": 0.3})
+    lost._at_exit()
+    store = MlflowClient(uri)
+    assert store.get_run(parent).info.status == "RUNNING"
+
+    tracker.adopt(back)
+    t1 = tracker.run_ids["t1"]
+    tracker.end_sweep("FINISHED", {"final_status": "FINISHED"})
+    runs = {r.info.run_name: r for r in store.search_runs([tracker.experiment_id])}
+    assert {name: r.info.status for name, r in runs.items()} == {
+        "x": "FINISHED",
+        "trial_t1": "FINISHED",
+        "trial_t2": "KILLED",
+        "trial_t3": "KILLED",
+    }
+    assert runs["x"].info.run_id == parent and runs["trial_t1"].info.run_id == t1
+    assert all(runs[f"trial_t{i}"].data.tags["mlflow.parentRunId"] == parent for i in (1, 2, 3))
+    assert [m.step for m in store.get_metric_history(t1, "val_loss")] == [1, 2]
 
 
 @pytest.mark.slow
 def test_joining_the_cluster_refuses_a_trial_no_node_can_hold(ray_cluster, tmp_path):
     """Two 1-CPU nodes: 2 CPUs in all, but a 2-CPU trial fits on neither (it would wait forever)."""
-    address, _, env = ray_cluster
+    address, _, env, _ = ray_cluster
     args = ["cluster=ray", f"cluster.address={address}", "debug=default", "resources.cpus_per_trial=2"]
     refused = _orchestrator(tmp_path, *args, env=env)
     assert refused.returncode == 2, refused.stderr[-3000:]
@@ -208,12 +300,13 @@ def test_a_trial_no_node_can_hold_is_refused(cpus, gpus, nodes, message):
     assert str(info.value).startswith(message)
 
 
-def test_an_unreachable_cluster_address_is_one_line_and_exit_2(tmp_path):
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_an_unreachable_cluster_address_is_one_line_and_exit_2(tmp_path, scheme):
     port = _free_port()  # nothing listens there
     proc = _orchestrator(
         tmp_path,
         "cluster=ray",
-        f"cluster.address=127.0.0.1:{port}",
+        f"cluster.address={scheme}127.0.0.1:{port}",
         "cluster.connect_timeout_s=2",
         "debug=default",
         env=cli_env(),
@@ -222,7 +315,9 @@ def test_an_unreachable_cluster_address_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"error: cluster.address: cannot reach the Ray cluster at '127.0.0.1:{port}'")
+    assert lines[0].startswith(
+        f"error: cluster.address: cannot reach the Ray cluster at '{scheme}127.0.0.1:{port}'"
+    )
     assert os.listdir(tmp_path) == []  # the subprocess timeout bounds the wait: Ray alone retries for minutes
 
 
