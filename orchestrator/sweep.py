@@ -272,6 +272,7 @@ def _run(
         env.restore()
         raise
     exporter: ModelExporter | None = None
+    tracker: SweepTracker | None = None
     try:
         have = ray.cluster_resources()
         slots = check_resources(
@@ -402,6 +403,8 @@ def _run(
     finally:
         if exporter is not None:
             exporter.close()
+        if early is not None and tracker is None:  # failed before the sweep took its store
+            early.discard()
         if own_ray:
             ray.shutdown()
         env.restore()

@@ -122,19 +122,7 @@ def test_a_sweep_submitted_as_a_ray_job_runs_on_the_cluster(ray_cluster, tmp_pat
     """``ray job submit --working-dir . -- python -m orchestrator cluster=ray ...`` (the README's line)."""
     _, dashboard, env, _ = ray_cluster
     results, db = tmp_path / "results", tmp_path / "mlflow.db"
-    entry = [
-        "python",
-        "-m",
-        "orchestrator",
-        "cluster=ray",
-        "debug=default",
-        "num_samples=2",
-        "report=false",
-        "tracking.log_model=false",
-        "verbose=0",
-        f"storage.path={results}",
-        f"tracking.uri=sqlite:///{db}",
-    ]
+    entry = ["python", "-m", "orchestrator", "cluster=ray", *_small_sweep(results, db)]
     job_env = {**env, "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")}
     proc = subprocess.run(
         [RAY, "job", "submit", "--address", dashboard, "--working-dir", ".", "--", *entry],
@@ -149,6 +137,19 @@ def test_a_sweep_submitted_as_a_ray_job_runs_on_the_cluster(ray_cluster, tmp_pat
     assert "trials by final status:" in out
 
     _assert_complete_record(results, db)
+
+
+def _small_sweep(results, db) -> list[str]:
+    """The overrides of a 2-trial, 3-epoch sweep recording into ``results`` and the SQLite ``db``."""
+    return [
+        "debug=default",
+        "num_samples=2",
+        "report=false",
+        "tracking.log_model=false",
+        "verbose=0",
+        f"storage.path={results}",
+        f"tracking.uri=sqlite:///{db}",
+    ]
 
 
 def _assert_complete_record(results, db) -> tuple[str, list]:
@@ -182,13 +183,7 @@ def test_a_sweep_over_ray_client_runs_on_the_cluster(ray_cluster, tmp_path):
         tmp_path,
         "cluster=ray",
         f"cluster.address={client_address}",
-        "debug=default",
-        "num_samples=2",
-        "report=false",
-        "tracking.log_model=false",
-        "verbose=0",
-        f"storage.path={results}",
-        f"tracking.uri=sqlite:///{db}",
+        *_small_sweep(results, db),
         env=env,
         timeout=420,
     )
