@@ -264,16 +264,11 @@ def _run(
     early = None  # a new local sweep's MLflow store is made (~2 s for SQLite) while Ray starts
     if uri and record is None and cfg.cluster.mode == "local" and not ray.is_initialized():
         early = StoreOpening(uri, cfg.tracking.experiment or cfg.name)
-    try:
-        own_ray = _start_ray(cfg)
-    except BaseException:
-        if early is not None:
-            early.discard()
-        env.restore()
-        raise
+    own_ray = False
     exporter: ModelExporter | None = None
     tracker: SweepTracker | None = None
     try:
+        own_ray = _start_ray(cfg)
         have = ray.cluster_resources()
         slots = check_resources(
             cfg, alive_nodes() or [{"CPU": have.get("CPU", 0.0), "GPU": have.get("GPU", 0.0)}]
@@ -403,7 +398,7 @@ def _run(
     finally:
         if exporter is not None:
             exporter.close()
-        if early is not None and tracker is None:  # failed before the sweep took its store
+        if early is not None and tracker is None:  # failed before the sweep took its store (Ray's start)
             early.discard()
         if own_ray:
             ray.shutdown()

@@ -33,6 +33,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -658,10 +659,7 @@ class SweepTracker:
         self.driver_seconds = 0.0
         self.flush_seconds = 0.0
         self.results_logged = 0
-        self.spool_path = os.path.join(
-            spool_dir or _default_spool_dir(uri),
-            f"mlflow-spool-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl",
-        )
+        self.spool_path = os.path.join(spool_dir or _default_spool_dir(uri), _spool_name())
         self._resolved: dict[str, str] = {}
         self._timeout_s, self._interval_s = timeout_s, interval_s
         self._owns_parent = True  # False in a pickled copy: only the driver's tracker ends the sweep's run
@@ -692,8 +690,7 @@ class SweepTracker:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        name = f"mlflow-spool-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
-        self.spool_path = os.path.join(os.path.dirname(self.spool_path), name)  # a file per writer
+        self.spool_path = os.path.join(os.path.dirname(self.spool_path), _spool_name())  # a file per writer
 
     def end_copy(self) -> None:
         """In a pickled copy, where it ran: end the trial runs it left open (KILLED) and deliver
@@ -987,31 +984,27 @@ class StoreOpening:
     """
 
     def __init__(self, uri: str, experiment: str) -> None:
-        self._done = threading.Event()
-        self._tracker: SweepTracker | None = None
-        self._error: BaseException | None = None
+        self._future: Future[SweepTracker] = Future()
 
         def open_store() -> None:
             try:
-                self._tracker = SweepTracker(uri, experiment)
+                self._future.set_result(SweepTracker(uri, experiment))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller by tracker()
-                self._error = exc
-            finally:
-                self._done.set()
+                self._future.set_exception(exc)
 
         threading.Thread(target=open_store, name="mlflow-store", daemon=True).start()
 
     def tracker(self) -> SweepTracker:
-        self._done.wait()
-        if self._error is not None:
-            raise self._error
-        assert self._tracker is not None
-        return self._tracker
+        return self._future.result()
 
     def discard(self) -> None:
-        self._done.wait()
-        if self._tracker is not None:
-            self._tracker.end_sweep("FAILED")  # no run was made: this stops its writer
+        if self._future.exception() is None:
+            self._future.result().end_sweep("FAILED")  # no run was made: this stops its writer
+
+
+def _spool_name() -> str:
+    """A spool file name unique to this writer: time, process and a random suffix."""
+    return f"mlflow-spool-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
 
 
 def _default_spool_dir(uri: str) -> str:
