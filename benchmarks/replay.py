@@ -121,10 +121,10 @@ def run_bank(
             else:
                 summaries[spec.name] = _cell(str(bank.path), spec.name, options)
         except Exception as exc:
-            if spec.name != "convergence":
+            if not spec.name.startswith("convergence"):
                 raise
-            logger.exception("convergence failed on %s", bank.name)
-            notes.append(f"convergence failed: {type(exc).__name__}: {exc}")
+            logger.exception("%s failed on %s", spec.name, bank.name)
+            notes.append(f"{spec.name} failed: {type(exc).__name__}: {exc}")
     return summaries, notes
 
 

@@ -14,6 +14,7 @@ Settings (time in epochs, Ray's ``time_attr="training_iteration"``; ``max_t`` = 
 - ``topk``: ``TopKScheduler``: everyone one epoch, then the top ``max(1, n // 8)`` to the budget.
 - ``convergence``: the project's ``ConvergenceScheduler`` when ``orchestrator.scheduler`` provides
   it (built by ``make_convergence``, the one place that knows its constructor); skipped otherwise.
+- ``convergence_cost``: the same with ``cost_rungs=true`` (also judged at equal training time).
 """
 
 from __future__ import annotations
@@ -71,14 +72,17 @@ def convergence_unavailable() -> str | None:
     return None
 
 
-def make_convergence(epochs: int, n_trials: int, chance: float | None = None) -> TrialScheduler:
+def make_convergence(
+    epochs: int, n_trials: int, chance: float | None = None, overrides: dict[str, Any] | None = None
+) -> TrialScheduler:
     """Build the project's ``ConvergenceScheduler`` with the product defaults, maximizing ``val_acc``.
 
     The settings are read from ``conf/scheduler/convergence.yaml`` (the product's default
     scheduler config) and turned into a policy by ``orchestrator.policy.policy_from_settings``,
     the function ``orchestrator.scheduling.build_policy`` uses: ``budget=epochs``, a sweep
     budget of ``n_trials * epochs`` epochs for the restart budget, ``chance`` as the
-    chance-level hint, sweep seed 0.
+    chance-level hint, sweep seed 0; ``overrides`` replace settings as command-line overrides
+    of ``scheduler.*`` would.
     """
     from pathlib import Path
 
@@ -88,7 +92,7 @@ def make_convergence(epochs: int, n_trials: int, chance: float | None = None) ->
     from orchestrator.scheduler import ConvergenceScheduler
 
     product_yaml = Path(__file__).resolve().parents[1] / "conf" / "scheduler" / "convergence.yaml"
-    settings = yaml.safe_load(product_yaml.read_text(encoding="utf-8"))
+    settings = {**yaml.safe_load(product_yaml.read_text(encoding="utf-8")), **(overrides or {})}
     policy = policy_from_settings(
         settings, mode=MODE, chance=chance, budget=epochs, total_epochs=n_trials * epochs, sweep_seed=0
     )
@@ -130,6 +134,11 @@ def _convergence(bank: Bank, n_trials: int) -> TrialScheduler:
     return make_convergence(bank.max_epochs, n_trials, chance=bank.chance_hint)
 
 
+def _convergence_cost(bank: Bank, n_trials: int) -> TrialScheduler:
+    overrides = {"cost_rungs": True}
+    return make_convergence(bank.max_epochs, n_trials, chance=bank.chance_hint, overrides=overrides)
+
+
 SCHEDULERS: dict[str, SchedulerSpec] = {
     spec.name: spec
     for spec in (
@@ -141,6 +150,7 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
         SchedulerSpec("fifo", "ray", lambda bank, n: FIFOScheduler()),
         SchedulerSpec("topk", "ray", lambda bank, n: TopKScheduler(n_trials=n)),
         SchedulerSpec("convergence", "ray", _convergence),
+        SchedulerSpec("convergence_cost", "ray", _convergence_cost),
     )
 }
 
@@ -156,9 +166,9 @@ def resolve(names: list[str] | None) -> tuple[list[SchedulerSpec], list[str]]:
         raise ValueError(f"unknown scheduler(s) {unknown}; known: {', '.join(SCHEDULERS)}")
     specs, notes = [], []
     for name in names or list(SCHEDULERS):
-        reason = convergence_unavailable() if name == "convergence" else None
+        reason = convergence_unavailable() if name.startswith("convergence") else None
         if reason is not None:
-            notes.append(f"convergence skipped: {reason}")
+            notes.append(f"{name} skipped: {reason}")
             continue
         specs.append(SCHEDULERS[name])
     return specs, notes

@@ -97,6 +97,8 @@ class SchedulerConfig:
     remedy_leaky_relu: bool = _POLICY.remedy_leaky_relu
     inner: str | None = "asha"
     loss_guard: bool = True
+    cost_rungs: bool = False
+    cost_calibration: int = 4
     thresholds: dict[str, Any] = field(default_factory=dict)
 
 

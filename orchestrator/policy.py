@@ -37,7 +37,10 @@ checked in this order on each epoch of a trial's current attempt (margins in met
    the top share of the values recorded there before it) may **prune**, unless one of its
    guards spares the trial: the loss rule (``loss_inner``: its loss ranks near the top of
    the rung, as a metric that lags its loss often catches up) or the curve (its optimistic
-   end, :func:`analysis.convergence.optimistic_final`, could still beat the leader).
+   end, :func:`analysis.convergence.optimistic_final`, could still beat the leader). With
+   compute rungs (``cost_inner``, :class:`orchestrator.rungs.CostRungs`) a trial is also
+   judged at equal training time, with its own loss rule (``cost_loss_inner``): cut at either
+   kind of rung (and not spared there, nor by the curve), it is pruned.
 10. Otherwise **continue**.
 
 Every restart stays within ``max_restarts`` per trial and the sweep-wide ``restart_budget``
@@ -68,7 +71,7 @@ from analysis.convergence import (
     diagnose,
     optimistic_final,
 )
-from orchestrator.rungs import AshaRungs
+from orchestrator.rungs import AshaRungs, CostRungs
 from trainables.seeding import derive_seed
 
 CONTINUE, STOP, PRUNE, RESTART = "continue", "stop", "prune", "restart"
@@ -166,13 +169,22 @@ def thresholds_from(values: dict[str, Any]) -> Thresholds:
 
 
 class RankRule(Protocol):
-    """A rule over plain numbers ("higher is better"), consulted when the curve says nothing."""
+    """A rule over plain numbers ("higher is better"), consulted when the curve says nothing.
 
-    def should_prune(self, trial_id: str, epoch: int, value: float) -> bool: ...
+    ``at`` is the trial's epoch (epoch rungs) or its training seconds (compute rungs).
+    """
+
+    def should_prune(self, trial_id: str, at: float, value: float) -> bool: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class CostRule(RankRule, Protocol):
+    """A rank rule over training time, whose time unit is fixed from trials' epoch durations."""
+
+    def calibrate(self, epoch_seconds: float | None) -> None: ...
 
 
 @dataclass
@@ -196,6 +208,7 @@ class _Trial:
         self.grad: deque[float] = deque(maxlen=history)
         self.dead: deque[float] = deque(maxlen=history)
         self.epoch = 0
+        self.cost = 0.0  # training seconds of the current attempt
         self.initial_loss: float | None = None
         self.lowest_loss: float | None = None  # lowest finite loss of the attempt
         self.peak: float | None = None  # best finite metric of the attempt, signed: higher is better
@@ -212,6 +225,7 @@ class _Trial:
         for series in (self.loss, self.metric, self.grad, self.dead):
             series.clear()
         self.epoch, self.initial_loss, self.lowest_loss, self.peak = 0, None, None, None
+        self.cost = 0.0
 
 
 def _finite_or_nan(value: float | None) -> float:
@@ -230,6 +244,8 @@ class ConvergencePolicy:
         inner: the rank rule over the metric (e.g. :class:`orchestrator.rungs.AshaRungs`).
         loss_inner: a rank rule over the loss that spares a trial it would keep; it sees
             ``-loss`` at the epochs ``inner`` is consulted.
+        cost_inner: a rank rule over the metric at equal training time (compute rungs).
+        cost_loss_inner: the loss rule of the compute rungs.
     """
 
     def __init__(
@@ -241,6 +257,8 @@ class ConvergencePolicy:
         sweep_seed: int = 0,
         inner: RankRule | None = None,
         loss_inner: RankRule | None = None,
+        cost_inner: CostRule | None = None,
+        cost_loss_inner: CostRule | None = None,
     ) -> None:
         if budget < 1:
             raise ValueError(f"budget must be >= 1 epoch, got {budget=}")
@@ -250,6 +268,8 @@ class ConvergencePolicy:
         self.sweep_seed = sweep_seed
         self.inner = inner
         self.loss_inner = loss_inner
+        self.cost_inner = cost_inner
+        self.cost_loss_inner = cost_loss_inner
         self.sign = 1.0 if config.mode == "max" else -1.0
         self.trials: dict[str, _Trial] = {}
         self.best: float | None = None  # best final of the finished trials
@@ -345,14 +365,24 @@ class ConvergencePolicy:
         metric: float,
         grad_norm: float | None = None,
         dead_frac: float | None = None,
+        seconds: float | None = None,
     ) -> Decision:
         """Take one epoch's numbers of a trial's current attempt and decide what to do.
 
-        NaN policy: a non-finite loss is kept and diagnosed as divergence; a missing or NaN
-        diagnostic (grad_norm, dead_frac) only disables the rule that needs it.
+        ``seconds`` is what the epoch took; an attempt's training time (for the compute rungs)
+        counts its epochs after the first (start-up work goes into the first), and the second
+        epochs of first attempts calibrate the compute rungs' unit. NaN policy: a non-finite
+        loss is kept and diagnosed as divergence; a missing or NaN diagnostic (grad_norm,
+        dead_frac, seconds) only disables the rule that needs it.
         """
         trial = self._trial(trial_id)
         trial.epoch = epoch
+        if epoch > 1 and seconds is not None and math.isfinite(seconds) and seconds >= 0.0:
+            trial.cost += float(seconds)
+            if epoch == 2 and trial.attempt == 0:
+                for rule in (self.cost_inner, self.cost_loss_inner):
+                    if rule is not None:
+                        rule.calibrate(float(seconds))
         if trial.initial_loss is None:
             trial.initial_loss = loss
         if math.isfinite(loss) and (trial.lowest_loss is None or loss < trial.lowest_loss):
@@ -420,8 +450,8 @@ class ConvergencePolicy:
                 return Decision(STOP, verdict.reason, verdict, attempt)
             why = "a contender" if contender else "close to its budget"
             return Decision(CONTINUE, f"{verdict.reason}; {why}: runs to the budget", verdict, attempt)
-        if self._rank_cut(trial_id, trial, leader):
-            return Decision(PRUNE, f"rank rule: below its rung at epoch {trial.epoch}", verdict, attempt)
+        if (where := self._rank_cut(trial_id, trial, leader)) is not None:
+            return Decision(PRUNE, f"rank rule: below its rung at {where}", verdict, attempt)
         return Decision(CONTINUE, verdict.reason, verdict, attempt)
 
     def _collapsed(self, trial: _Trial) -> bool:
@@ -435,17 +465,21 @@ class ConvergencePolicy:
             return False
         return all(abs(v - chance) <= th.chance_margin for v in list(trial.metric)[-th.window :])
 
-    def _rank_cut(self, trial_id: str, trial: _Trial, leader: float | None) -> bool:
-        """The inner rule's cut at a rung, unless the loss rule or the curve spares the trial."""
-        if self.inner is None or not trial.metric:
-            return False
+    def _rank_cut(self, trial_id: str, trial: _Trial, leader: float | None) -> str | None:
+        """Where the inner rules cut the trial ("epoch 3", "12.5 s of training (epoch 2)"), or
+        None: not at a rung, above its cutoff, or spared by the loss rule or the curve."""
+        if not trial.metric:
+            return None
         key = trial_id if trial.attempt == 0 else f"{trial_id}#{trial.attempt}"
-        cut = self.inner.should_prune(key, trial.epoch, self.sign * trial.metric[-1])
-        if self.loss_inner is not None:
-            loss = trial.loss[-1] if math.isfinite(trial.loss[-1]) else math.inf
-            cut = self.loss_inner.should_prune(key, trial.epoch, -loss) and cut
-        if not cut or leader is None:
-            return cut
+        value = self.sign * trial.metric[-1]
+        loss = -(trial.loss[-1] if math.isfinite(trial.loss[-1]) else math.inf)
+        where = None
+        if self._cut(self.inner, self.loss_inner, key, trial.epoch, value, loss):
+            where = f"epoch {trial.epoch}"
+        if self._cut(self.cost_inner, self.cost_loss_inner, key, trial.cost, value, loss):
+            where = where or f"{trial.cost:.3g} s of training (epoch {trial.epoch})"
+        if where is None or leader is None:
+            return where
         optimistic = optimistic_final(
             list(trial.metric),
             self.budget,
@@ -453,7 +487,17 @@ class ConvergencePolicy:
             start_epoch=trial.epoch - len(trial.metric) + 1,
             thresholds=self.config.thresholds,
         )
-        return optimistic is None or self.sign * (optimistic - leader) < 0.0
+        return where if optimistic is None or self.sign * (optimistic - leader) < 0.0 else None
+
+    @staticmethod
+    def _cut(
+        rule: RankRule | None, guard: RankRule | None, key: str, at: float, value: float, loss: float
+    ) -> bool:
+        """``rule`` cuts at ``at`` and ``guard`` (over ``-loss``) does not spare; both record."""
+        if rule is None:
+            return False
+        cut = rule.should_prune(key, at, value)
+        return guard.should_prune(key, at, loss) and cut if guard is not None else cut
 
     def _remedy(self, trial: _Trial, verdict: Verdict) -> dict[str, Any]:
         c = self.config
@@ -508,6 +552,7 @@ class ConvergencePolicy:
                     "grad": list(t.grad),
                     "dead": list(t.dead),
                     "epoch": t.epoch,
+                    "cost": t.cost,
                     "initial_loss": t.initial_loss,
                     "lowest_loss": t.lowest_loss,
                     "peak": t.peak,
@@ -520,6 +565,10 @@ class ConvergencePolicy:
             },
             "inner": self.inner.state_dict() if self.inner is not None else None,
             "loss_inner": self.loss_inner.state_dict() if self.loss_inner is not None else None,
+            "cost_inner": self.cost_inner.state_dict() if self.cost_inner is not None else None,
+            "cost_loss_inner": (
+                self.cost_loss_inner.state_dict() if self.cost_loss_inner is not None else None
+            ),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -538,11 +587,12 @@ class ConvergencePolicy:
             for name in ("loss", "metric", "grad", "dead"):
                 getattr(trial, name).extend(data[name])
             trial.epoch, trial.initial_loss = data["epoch"], data["initial_loss"]
+            trial.cost = float(data.get("cost", 0.0))  # absent in states saved before compute rungs
             trial.lowest_loss, trial.peak = data["lowest_loss"], data["peak"]
             trial.params, trial.finished = dict(data["params"]), bool(data["finished"])
             trial.seed_key = data["seed_key"]
             trial.lineage = [AttemptRecord(**r) for r in data["lineage"]]
-        for name in ("inner", "loss_inner"):
+        for name in ("inner", "loss_inner", "cost_inner", "cost_loss_inner"):
             rule = getattr(self, name)
             if rule is not None and state.get(name) is not None:
                 rule.load_state_dict(state[name])
@@ -552,7 +602,15 @@ class ConvergencePolicy:
 #: Keys of a scheduler config that are not the policy's (the scheduler's name, other rules').
 NOT_POLICY_SETTINGS = ("name", "min_samples_required")
 #: Keys that place the inner rank rule; the rest are :class:`PolicyConfig` fields.
-RULE_SETTINGS = ("inner", "grace_period", "reduction_factor", "loss_guard", "thresholds")
+RULE_SETTINGS = (
+    "inner",
+    "grace_period",
+    "reduction_factor",
+    "loss_guard",
+    "cost_rungs",
+    "cost_calibration",
+    "thresholds",
+)
 #: The inner rank rules by name.
 INNER_RULES = ("asha",)
 
@@ -576,7 +634,10 @@ def policy_from_settings(
     :class:`orchestrator.rungs.AshaRungs` (grace capped at ``budget``), used in sweeps of at
     least ``reduction_factor**2`` trials (``total_epochs / budget``; in smaller ones a rung's
     ranking is noise); ``loss_guard``: a second set of rungs over the loss that spares a trial
-    ranking in its top ``1 / reduction_factor**2``. A missing key takes the default of :class:`PolicyConfig`
+    ranking in its top ``1 / reduction_factor**2``; ``cost_rungs``: also the same rungs over
+    training time (:class:`orchestrator.rungs.CostRungs`, its unit the median second epoch of
+    the first ``cost_calibration`` trials), each with its loss guard when ``loss_guard``.
+    A missing key takes the default of :class:`PolicyConfig`
     (rules: no inner rule); ``name`` and other schedulers' keys are ignored; an unknown key is
     a ValueError naming it.
     """
@@ -590,19 +651,20 @@ def policy_from_settings(
     inner_name = settings.get("inner")
     if inner_name is not None and inner_name not in INNER_RULES:
         raise ValueError(f"inner: must be one of {', '.join(INNER_RULES)} or null, got {inner_name!r}")
-    inner = loss_inner = None
+    calibration = settings.get("cost_calibration", 4)
+    if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < 1:
+        raise ValueError(f"cost_calibration: must be a whole number >= 1, got {calibration!r}")
+    rules: dict[str, Any] = {}
     grace = min(int(settings.get("grace_period", 1)), budget)
     factor = float(settings.get("reduction_factor", 3.0))
     big_enough = total_epochs is None or total_epochs >= factor**2 * budget
+    guard = 1.0 / factor**2 if settings.get("loss_guard", False) else None
     if inner_name == "asha" and big_enough:
-        inner = AshaRungs(grace, factor, budget)
-        if settings.get("loss_guard", False):
-            loss_inner = AshaRungs(grace, factor, budget, keep=1.0 / factor**2)
-    return ConvergencePolicy(
-        config,
-        budget=budget,
-        total_epochs=total_epochs,
-        sweep_seed=sweep_seed,
-        inner=inner,
-        loss_inner=loss_inner,
-    )
+        rules["inner"] = AshaRungs(grace, factor, budget)
+        rules["loss_inner"] = AshaRungs(grace, factor, budget, keep=guard) if guard else None
+        if settings.get("cost_rungs", False):
+            rules["cost_inner"] = CostRungs(grace, factor, budget, calibration=calibration)
+            rules["cost_loss_inner"] = (
+                CostRungs(grace, factor, budget, keep=guard, calibration=calibration) if guard else None
+            )
+    return ConvergencePolicy(config, budget=budget, total_epochs=total_epochs, sweep_seed=sweep_seed, **rules)

@@ -78,3 +78,71 @@ class AshaRungs:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.recorded = {int(r): list(v) for r, v in state["recorded"].items()}
         self.seen = {(str(t), int(e)) for t, e in state["seen"]}
+
+
+class CostRungs:
+    """ASHA-style rungs over training time: trials are compared at equal compute, not equal epochs.
+
+    The caller measures a trial's training time in seconds, and may leave out start-up work
+    (the policy does not count a trial's first epoch, which also loads data, compiles and warms
+    up a fresh worker). Rungs sit at ``grace_period * reduction_factor**k`` time units below
+    ``max_t`` units, a unit being the median of the epoch durations passed to
+    :meth:`calibrate` for the first ``calibration`` trials (no cut before then). A trial is
+    judged when its training time first reaches a rung — the highest rung it has crossed and
+    not been judged at, as Ray's ``ASHAScheduler`` with ``time_attr="time_total_s"`` — against
+    the values recorded there before it, with the cutoff of :class:`AshaRungs`. A trial whose
+    epochs cost three times the usual is judged at the 3-unit rung after one epoch, against
+    what cheaper trials reached in the same time. NaN counts as the worst value; a missing,
+    non-positive or non-finite duration calibrates nothing.
+    """
+
+    def __init__(
+        self,
+        grace_period: int = 1,
+        reduction_factor: float = 3.0,
+        max_t: int = 100,
+        *,
+        keep: float | None = None,
+        calibration: int = 4,
+    ) -> None:
+        if calibration < 1:
+            raise ValueError(f"calibration must be >= 1, got {calibration=}")
+        self._epochs = AshaRungs(grace_period, reduction_factor, max_t, keep=keep)  # levels, cutoff
+        self.keep = self._epochs.keep
+        self.calibration = calibration
+        self.firsts: list[float] = []
+        self.unit: float | None = None
+
+    def calibrate(self, epoch_seconds: float | None) -> None:
+        """Take one trial's epoch duration until ``calibration`` of them fix the unit."""
+        if self.unit is not None or epoch_seconds is None:
+            return
+        if not (math.isfinite(epoch_seconds) and epoch_seconds > 0.0):
+            return
+        self.firsts.append(float(epoch_seconds))
+        if len(self.firsts) >= self.calibration:
+            ordered = sorted(self.firsts)
+            mid = len(ordered) // 2
+            self.unit = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+    def should_prune(self, trial_id: str, seconds: float, value: float) -> bool:
+        """Judge ``value`` at the highest rung ``seconds`` of training have crossed, once per rung."""
+        if self.unit is None or not math.isfinite(seconds):
+            return False
+        crossed = [r for r in self._epochs.rungs if seconds >= r * self.unit]
+        if not crossed or (trial_id, crossed[-1]) in self._epochs.seen:
+            return False
+        rung = crossed[-1]
+        self._epochs.seen.add((trial_id, rung))
+        value = value if math.isfinite(value) else -math.inf
+        cutoff = self._epochs.cutoff(rung)
+        bisect.insort(self._epochs.recorded[rung], value)
+        return cutoff is not None and value < cutoff
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rungs": self._epochs.state_dict(), "firsts": list(self.firsts), "unit": self.unit}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._epochs.load_state_dict(state["rungs"])
+        self.firsts = [float(v) for v in state["firsts"]]
+        self.unit = None if state["unit"] is None else float(state["unit"])

@@ -37,6 +37,12 @@ def _value(result: dict[str, Any], key: str) -> float:
     return float(value) if value is not None else math.nan
 
 
+def _seconds(result: dict[str, Any]) -> float | None:
+    """What the epoch took: Ray's ``time_this_iter_s`` (None when absent)."""
+    value = result.get("time_this_iter_s")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 class ConvergenceScheduler(FIFOScheduler):
     """Stops converged trials, prunes hopeless ones, restarts stuck ones with fresh weights."""
 
@@ -88,6 +94,7 @@ class ConvergenceScheduler(FIFOScheduler):
             _value(result, self._metric or "val_acc"),
             grad_norm=result.get("grad_norm"),
             dead_frac=result.get("dead_frac"),
+            seconds=_seconds(result),
         )
         self.decisions[tid] = decision
         if decision.action == CONTINUE:

@@ -203,6 +203,8 @@ def test_convergence_settings_are_overridable_from_the_command_line():
     assert policy.config.thresholds.window == 7 and policy.config.max_restarts == 3
     assert policy.inner is not None and policy.loss_inner is None
     assert build_policy(_compose(["scheduler.inner=null"]), num_trials=50).inner is None
+    costly = build_policy(_compose(["scheduler.cost_rungs=true", "scheduler.cost_calibration=6"]), 50)
+    assert costly.cost_inner is not None and costly.cost_inner.calibration == 6
 
 
 @pytest.mark.parametrize(
@@ -213,6 +215,7 @@ def test_convergence_settings_are_overridable_from_the_command_line():
         ("scheduler.stop_min_left=-0.1", "scheduler.stop_min_left: must be in [0, 1]"),
         ("scheduler.contender_margin=-1", "scheduler.contender_margin: must be >= 0"),
         ("scheduler.restart_record=0", "scheduler.restart_record: must be >= 1"),
+        ("scheduler.cost_calibration=0", "scheduler.cost_calibration: must be a whole number >= 1"),
         ("scheduler.inner=hyperband", "scheduler.inner: must be one of asha"),
         ("+scheduler.thresholds.windw=3", "scheduler.thresholds.windw: unknown threshold (known: "),
         ("scheduler.thresholds.window=1", "scheduler.thresholds.window: must be int in [2, inf), got 1"),

@@ -16,7 +16,7 @@ from orchestrator.policy import (
     policy_from_settings,
     thresholds_from,
 )
-from orchestrator.rungs import AshaRungs
+from orchestrator.rungs import AshaRungs, CostRungs
 from trainables.seeding import derive_seed
 
 
@@ -308,6 +308,46 @@ def test_a_restarted_attempt_meets_the_rungs_again():
     assert ("t#1", 9) in rule.seen and ("t", 9) not in rule.seen
 
 
+def test_compute_rungs_prune_a_slow_trial_that_the_epoch_rungs_keep():
+    def policy():
+        return ConvergencePolicy(
+            PolicyConfig(chance=0.1),
+            budget=30,
+            inner=AshaRungs(1, 3, 30),
+            cost_inner=CostRungs(1, 3, 30, calibration=2),
+        )
+
+    p = policy()
+    for epoch, (a, b) in enumerate(((0.5, 0.6), (0.6, 0.7), (0.7, 0.75), (0.8, 0.85)), start=1):
+        p.observe("a", epoch, 1.0, a, seconds=9.0 if epoch == 1 else 1.0)  # start-up, then 1 s/epoch
+        p.observe("b", epoch, 1.0, b, seconds=9.0 if epoch == 1 else 1.0)
+    assert p.cost_inner.unit == 1.0 and p.trials["a"].cost == 3.0, "the first epoch is not counted"
+    assert p.observe("slow", 1, 1.0, 0.65, seconds=9.0).action == CONTINUE
+    # Its second epoch takes 3 s: best of the epoch-3 rung later, but now below what a and b
+    # had after 3 s of training.
+    decision = p.observe("slow", 2, 1.0, 0.72, seconds=3.0)
+    assert decision.action == PRUNE and "3 s of training (epoch 2)" in decision.reason
+    p2 = policy()
+    for epoch in (1, 2):
+        for tid in ("a", "b"):
+            p2.observe(tid, epoch, 1.0, 0.5, seconds=1.0)
+    p2.observe("fast", 1, 1.0, 0.7, seconds=1.0)
+    assert p2.observe("fast", 2, 1.0, 0.7, seconds=0.5).action == CONTINUE  # not at a compute rung yet
+    copy = policy()
+    copy.load_state_dict(json.loads(json.dumps(p.state_dict())))
+    assert copy.trials["slow"].cost == 3.0 and copy.cost_inner.unit == 1.0
+    assert copy.cost_inner.state_dict() == p.cost_inner.state_dict()
+
+
+def test_a_restart_starts_its_training_time_over():
+    policy = make(max_restarts=1)
+    _, decision = feed(policy, "t", at_chance, 30, dead_frac=0.95, seconds=2.0)
+    assert decision.action == RESTART and policy.trials["t"].cost == 0.0
+    for epoch in (1, 2):
+        policy.observe("t", epoch, *good(epoch), seconds=2.0)
+    assert policy.trials["t"].cost == 2.0
+
+
 def test_memory_per_trial_is_bounded_by_the_history_window():
     policy = make(history=16, budget=500)
     for epoch in range(1, 400):
@@ -363,3 +403,10 @@ def test_policy_from_settings_builds_the_rules_and_names_unknown_keys():
         policy_from_settings({"max_restart": 1}, mode="max", chance=None, budget=10, total_epochs=None)
     with pytest.raises(ValueError, match="inner"):
         policy_from_settings({"inner": "hyperband"}, mode="max", chance=None, budget=10, total_epochs=None)
+    costly_settings = {**settings, "cost_rungs": True, "cost_calibration": 6}
+    costly = policy_from_settings(costly_settings, mode="max", chance=0.1, budget=40, total_epochs=4000)
+    assert costly.cost_inner.calibration == 6 and costly.cost_loss_inner.keep == pytest.approx(1 / 9)
+    assert policy.cost_inner is None, "compute rungs are off by default"
+    for bad in (0, 2.5, True, "4"):
+        with pytest.raises(ValueError, match="cost_calibration: must be a whole number >= 1"):
+            policy_from_settings({"cost_calibration": bad}, mode="max", chance=None, budget=9, total_epochs=9)

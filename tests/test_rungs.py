@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from orchestrator.rungs import AshaRungs
+from orchestrator.rungs import AshaRungs, CostRungs
 
 
 def test_rungs_sit_at_geometric_epochs():
@@ -66,3 +66,39 @@ def test_nan_counts_as_worst_and_state_round_trips():
 def test_bad_arguments(args, kw, message):
     with pytest.raises(ValueError, match=message):
         AshaRungs(*args, **kw)
+
+
+def test_compute_rungs_wait_for_their_unit_then_judge_at_equal_training_time():
+    rule = CostRungs(1, 3, 30, calibration=3)
+    for seconds in (2.0, 10.0, 4.0):  # the first epochs of three trials
+        assert rule.unit is None and not rule.should_prune("early", 100.0, 0.0), "no cut before the unit"
+        rule.calibrate(seconds)
+    rule.calibrate(99.0)  # later first epochs change nothing
+    assert rule.unit == 4.0 and rule.firsts == [2.0, 10.0, 4.0]
+    # Cheap trials: one epoch of 4 s reaches the rung at 1 unit, three reach the one at 3.
+    assert not rule.should_prune("a", 4.0, 0.5) and not rule.should_prune("b", 4.0, 0.7)
+    assert not rule.should_prune("a", 12.0, 0.8) and not rule.should_prune("b", 12.0, 0.9)
+    # A trial whose one epoch costs 12 s is judged at the 3-unit rung, against 0.8 and 0.9 there,
+    # not at the 1-unit rung, even though it has trained one epoch like a and b had there.
+    assert rule.should_prune("slow", 12.0, 0.75)
+    assert not rule.should_prune("slow", 13.0, 0.0), "judged once per rung"
+    assert not rule.should_prune("slow", 35.0, 0.1), "the first value at the 9-unit rung passes"
+
+
+def test_compute_rungs_ignore_bad_durations_and_round_trip():
+    rule = CostRungs(1, 2, 8, calibration=2)
+    for bad in (None, math.nan, -1.0, 0.0, math.inf):
+        rule.calibrate(bad)
+    assert rule.firsts == []
+    rule.calibrate(1.0)
+    rule.calibrate(3.0)
+    assert rule.unit == 2.0  # the median of an even count is the mean of the middle two
+    assert not rule.should_prune("a", 2.0, 0.4) and not rule.should_prune("b", 2.0, 0.6)
+    assert rule.should_prune("n", 2.5, math.nan), "NaN is the worst value"
+    assert not rule.should_prune("c", math.nan, 0.0)
+    copy = CostRungs(1, 2, 8, calibration=2)
+    copy.load_state_dict(json.loads(json.dumps(rule.state_dict())))
+    assert copy.unit == rule.unit and copy.firsts == rule.firsts
+    assert copy.should_prune("z", 2.0, 0.1) == CostRungs.should_prune(rule, "z", 2.0, 0.1) is True
+    with pytest.raises(ValueError, match="calibration"):
+        CostRungs(1, 2, 8, calibration=0)

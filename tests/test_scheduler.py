@@ -201,3 +201,23 @@ def test_paused_trials_run_first_then_pending_ones_in_the_order_they_were_added(
     controller.trials.insert(0, late)
     trials[4].set_status(Trial.PENDING)
     assert scheduler.choose_trial_to_run(controller) is late
+
+
+def test_the_epoch_seconds_ray_reports_feed_the_compute_rungs():
+    from orchestrator.rungs import CostRungs
+
+    searcher, controller, scheduler = setup()
+    scheduler.policy.cost_inner = CostRungs(1, 3, 30, calibration=2)
+    trials = [add_trial(searcher, controller, scheduler, tid) for tid in ("a", "b", "slow")]
+    for trial, acc in ((trials[0], 0.5), (trials[1], 0.6)):
+        for epoch in (1, 2, 3, 4):
+            answer = {**result(epoch, 1.0, acc + 0.1 * epoch), "time_this_iter_s": 1.0}
+            assert scheduler.on_trial_result(controller, trial, answer) == TrialScheduler.CONTINUE
+    assert scheduler.policy.cost_inner.unit == 1.0 and scheduler.policy.trials["a"].cost == 3.0
+    first = {**result(1, 1.0, 0.7), "time_this_iter_s": 1.0}
+    assert scheduler.on_trial_result(controller, trials[2], first) == TrialScheduler.CONTINUE
+    slow = {**result(2, 1.0, 0.75), "time_this_iter_s": 3.0}  # below a and b after 3 s (0.8, 0.9)
+    assert scheduler.on_trial_result(controller, trials[2], slow) == TrialScheduler.STOP
+    assert "s of training" in scheduler.decisions["slow"].reason
+    searcher.on_trial_complete("slow", result={"val_acc": 0.65})
+    assert {t.number: t.state for t in searcher._ot_study.trials}[2] == TrialState.PRUNED
