@@ -10,8 +10,7 @@
   (``thread_time_ns``: what the decision costs, not the time another process held the core on
   a shared machine; wall-clock percentiles are reported beside it): the policy, the
   curve diagnosis and any extrapolation (calls that ran one are counted and summarised apart),
-  plus the Ray adapter. ``choose_trial_to_run`` is timed too, beside :func:`choose_from_live`
-  (the same choice among live trials only; the run counts any call where they differ).
+  plus the Ray adapter. ``choose_trial_to_run`` is timed too.
 - **full budget**: the same scheduler fed every epoch of 500 trials (decisions not acted on),
   so that decisions on histories past the policy's 64-epoch window are measured too.
 - **memory**: ``tracemalloc`` bytes held by a scheduler per live trial after every trial
@@ -161,19 +160,12 @@ def decision_times(trials: int, epochs: int, *, workers: int = 16, seed: int = 0
         calls["extrapolate"] += 1
         return original_extrapolate(*args, **kwargs)
 
-    decide, choose, add = scheduler.on_trial_result, scheduler.choose_trial_to_run, scheduler.on_trial_add
+    decide, choose = scheduler.on_trial_result, scheduler.choose_trial_to_run
     all_ns: list[int] = []
     extrapolating_ns: list[int] = []
     choose_ns: list[int] = []
-    live_ns: list[int] = []
     wall_ns: list[int] = []
-    order: dict[str, int] = {}
-    mismatches = 0
     clock, wall = time.thread_time_ns, time.perf_counter_ns
-
-    def ordered_add(controller: Any, trial: Any) -> None:
-        order[trial.trial_id] = len(order)
-        add(controller, trial)
 
     def timed_result(controller: Any, trial: Any, result: dict) -> str:
         before = calls["extrapolate"]
@@ -187,18 +179,12 @@ def decision_times(trials: int, epochs: int, *, workers: int = 16, seed: int = 0
         return out
 
     def timed_choose(controller: Any) -> Any:
-        nonlocal mismatches
         start = clock()
         out = choose(controller)
         choose_ns.append(clock() - start)
-        start = clock()
-        proposed = choose_from_live(controller, order)
-        live_ns.append(clock() - start)
-        mismatches += proposed is not out
         return out
 
     scheduler.on_trial_result, scheduler.choose_trial_to_run = timed_result, timed_choose
-    scheduler.on_trial_add = ordered_add
     convergence.extrapolate = counted_extrapolate
     try:
         started = time.perf_counter()
@@ -214,8 +200,6 @@ def decision_times(trials: int, epochs: int, *, workers: int = 16, seed: int = 0
         "all_wall_clock": _percentiles(wall_ns),
         "with_extrapolation": _percentiles(extrapolating_ns),
         "choose_trial_to_run": _percentiles(choose_ns),
-        "choose_from_live": _percentiles(live_ns),
-        "choose_from_live_mismatches": mismatches,
         "extrapolations": calls["extrapolate"],
         "results": len(all_ns),
         "epochs_budgeted": trials * epochs,
@@ -286,21 +270,6 @@ def full_budget_times(trials: int, epochs: int, *, seed: int = 0) -> dict[str, A
         "all_wall_clock": _percentiles(wall_ns),
         "extrapolations": calls["extrapolate"],
     }
-
-
-def choose_from_live(controller: Any, order: dict[str, int]) -> Any:
-    """What ``ConvergenceScheduler.choose_trial_to_run`` picks (the first PAUSED trial in the order
-    trials were added, else the first PENDING one), found among the live trials only: its cost
-    grows with the trials running or waiting, not with every trial the sweep ever had. Measured
-    beside the scheduler's own scan as a proposal for ``orchestrator/scheduler.py``."""
-    from ray.tune.experiment import Trial
-
-    live = controller.get_live_trials()
-    for wanted in (Trial.PAUSED, Trial.PENDING):
-        candidates = [t for t in live if t.status == wanted]
-        if candidates:
-            return min(candidates, key=lambda t: order[t.trial_id])
-    return None
 
 
 # -- memory ------------------------------------------------------------------------------------
@@ -534,7 +503,6 @@ def render(doc: dict[str, Any]) -> str:
         ("all_wall_clock", "  ... in wall-clock time"),
         ("with_extrapolation", "  ... that extrapolated"),
         ("choose_trial_to_run", "choose_trial_to_run"),
-        ("choose_from_live", "  proposed: from live trials"),
     ):
         _row(lines, label, d[key])
     lines.append(
@@ -551,7 +519,6 @@ def render(doc: dict[str, Any]) -> str:
         ("all_wall_clock", "  ... in wall-clock time"),
     ):
         _row(lines, label, f[key])
-    lines.append(f"proposed choice differs from the scheduler's in {d['choose_from_live_mismatches']} calls")
     mem = doc["details"]["bytes_per_trial_by_epochs_reported"]
     lines.append(
         "scheduler bytes per live trial after L epochs: "

@@ -97,6 +97,15 @@ class MlflowTrialCallback(Callback):
         self.scheduler = scheduler
         self._logged: dict[str, tuple[int, int]] = {}  # trial id -> (attempt, last epoch)
 
+    def logged_up_to(self, trial_id: str) -> tuple[int, int] | None:
+        """The (attempt, epoch) of the last step of ``trial_id`` in MLflow, None before any."""
+        return self._logged.get(trial_id)
+
+    def mark_logged(self, steps: dict[str, tuple[int, int]]) -> None:
+        """Take steps already in MLflow (trial id -> last (attempt, epoch)): those and earlier
+        ones of the same attempt are not logged again when Ray replays them."""
+        self._logged.update(steps)
+
     def _ensure_run(self, trial: Any) -> None:
         self.tracker.start_trial(
             trial.trial_id,

@@ -205,7 +205,7 @@ def backfill(directory: str, tracker: Any, recorder: Any) -> int:
         if tid not in tracker.run_ids:
             params = trial_params(rows[0].get("config", {}))
             tracker.start_trial(tid, name, params, tags={"ray_trial_dir": os.path.dirname(path)})
-        last = recorder._logged.get(tid, (0, 0))
+        last = recorder.logged_up_to(tid) or (0, 0)
         seen: set[tuple[int, int]] = set()
         for row in rows:
             key = (int(row["attempt"]), int(row["epoch"]))
@@ -220,5 +220,5 @@ def backfill(directory: str, tracker: Any, recorder: Any) -> int:
             metrics = {k: row[k] for k in LOGGED_KEYS if k in row}
             tracker.log_metrics(tid, metrics, step=key[1], attempt=key[0])
             last, logged = key, logged + 1
-        recorder._logged[tid] = last
+        recorder.mark_logged({tid: last})
     return logged

@@ -299,7 +299,7 @@ def _run(
         if tracker is not None and record is not None and record.parent_run_id:
             logged = tracker.resume(record.parent_run_id)
             recorder = MlflowTrialCallback(tracker, cfg.trainable.epochs, convergence)
-            recorder._logged.update(logged)  # steps already in MLflow are not logged again
+            recorder.mark_logged(logged)  # steps already in MLflow are not logged again
             backfill(record.directory, tracker, recorder)  # results a killed driver never delivered
             callbacks.append(recorder)
         elif tracker is not None:
