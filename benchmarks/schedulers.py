@@ -15,6 +15,8 @@ Settings (time in epochs, Ray's ``time_attr="training_iteration"``; ``max_t`` = 
 - ``convergence``: the project's ``ConvergenceScheduler`` when ``orchestrator.scheduler`` provides
   it (built by ``make_convergence``, the one place that knows its constructor); skipped otherwise.
 - ``convergence_cost``: the same with ``cost_rungs=true`` (also judged at equal training time).
+- ``oracle``: not a method, a bound: ``benchmarks.oracle.OracleScheduler`` reads the bank and stops
+  every configuration that never reaches the target after one epoch.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ray.tune.schedulers import (
 )
 
 from benchmarks.bank import Bank
+from benchmarks.oracle import OracleScheduler, hitters
 from benchmarks.replay_sim import METRIC, MODE
 from benchmarks.topk import TopKScheduler
 
@@ -151,6 +154,7 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
         SchedulerSpec("topk", "ray", lambda bank, n: TopKScheduler(n_trials=n)),
         SchedulerSpec("convergence", "ray", _convergence),
         SchedulerSpec("convergence_cost", "ray", _convergence_cost),
+        SchedulerSpec("oracle", "ray", lambda bank, n: OracleScheduler(hitters(bank))),
     )
 }
 

@@ -242,3 +242,22 @@ def test_convergence_is_skipped_with_a_note_when_unavailable(monkeypatch: pytest
     monkeypatch.setattr(schedulers, "convergence_unavailable", lambda: "not written yet")
     specs, notes = schedulers.resolve(["asha", "convergence"])
     assert [s.name for s in specs] == ["asha"] and notes == ["convergence skipped: not written yet"]
+
+
+def test_the_oracle_stops_what_never_reaches_the_target_after_one_epoch(tmp_path: Path) -> None:
+    from benchmarks.oracle import OracleScheduler, hitters
+
+    records = [
+        record("late", [0.1, 0.2, 0.5, 0.9]),  # reaches 0.9 (the best final) only at the end
+        record("peaks", [0.3, 0.897, 0.6, 0.6]),  # within 0.005 of 0.9 at epoch 2: a hitter too
+        record("flat", [0.5, 0.6, 0.7, 0.8]),
+        record("low", [0.1, 0.1, 0.1, 0.1]),
+    ]
+    bank = load_bank(write_bank(tmp_path / "hand.jsonl.gz", records))
+    assert hitters(bank) == {"late", "peaks"}
+    stats = replay_ray(OracleScheduler(hitters(bank)), bank, [2, 3, 0, 1], workers=1, max_pending=1)
+    assert stats.epochs == 1 + 1 + 4 + 4 and stats.epochs_to_target == 6  # hitters run to the budget
+    two = replay_ray(OracleScheduler(hitters(bank), epochs=2), bank, [2, 3, 0, 1], workers=1, max_pending=1)
+    assert two.epochs_to_target == 2 + 2 + 4
+    with pytest.raises(ValueError, match="epochs"):
+        OracleScheduler(set(), epochs=0)
