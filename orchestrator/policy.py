@@ -472,11 +472,11 @@ class ConvergencePolicy:
             return None
         key = trial_id if trial.attempt == 0 else f"{trial_id}#{trial.attempt}"
         value = self.sign * trial.metric[-1]
-        loss = -(trial.loss[-1] if math.isfinite(trial.loss[-1]) else math.inf)
+        neg_loss = -(trial.loss[-1] if math.isfinite(trial.loss[-1]) else math.inf)
         where = None
-        if self._cut(self.inner, self.loss_inner, key, trial.epoch, value, loss):
+        if self._cut(self.inner, self.loss_inner, key, trial.epoch, value, neg_loss):
             where = f"epoch {trial.epoch}"
-        if self._cut(self.cost_inner, self.cost_loss_inner, key, trial.cost, value, loss):
+        if self._cut(self.cost_inner, self.cost_loss_inner, key, trial.cost, value, neg_loss):
             where = where or f"{trial.cost:.3g} s of training (epoch {trial.epoch})"
         if where is None or leader is None:
             return where
@@ -491,13 +491,13 @@ class ConvergencePolicy:
 
     @staticmethod
     def _cut(
-        rule: RankRule | None, guard: RankRule | None, key: str, at: float, value: float, loss: float
+        rule: RankRule | None, guard: RankRule | None, key: str, at: float, value: float, neg_loss: float
     ) -> bool:
-        """``rule`` cuts at ``at`` and ``guard`` (over ``-loss``) does not spare; both record."""
+        """``rule`` cuts at ``at`` and ``guard`` (over ``neg_loss``) does not spare; both record."""
         if rule is None:
             return False
         cut = rule.should_prune(key, at, value)
-        return guard.should_prune(key, at, loss) and cut if guard is not None else cut
+        return guard.should_prune(key, at, neg_loss) and cut if guard is not None else cut
 
     def _remedy(self, trial: _Trial, verdict: Verdict) -> dict[str, Any]:
         c = self.config

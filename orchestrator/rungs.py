@@ -63,10 +63,14 @@ class AshaRungs:
         """Record ``value`` when ``epoch`` is a rung (once per trial) and say whether it is cut."""
         if epoch not in self.recorded or (trial_id, epoch) in self.seen:
             return False
-        self.seen.add((trial_id, epoch))
+        return self.judge(trial_id, epoch, value)
+
+    def judge(self, trial_id: str, rung: int, value: float) -> bool:
+        """Compare ``value`` with the cutoff of ``rung``, then record it there for ``trial_id``."""
+        self.seen.add((trial_id, rung))
         value = value if math.isfinite(value) else -math.inf
-        cutoff = self.cutoff(epoch)
-        bisect.insort(self.recorded[epoch], value)
+        cutoff = self.cutoff(rung)
+        bisect.insort(self.recorded[rung], value)
         return cutoff is not None and value < cutoff
 
     def state_dict(self) -> dict[str, Any]:
@@ -107,7 +111,7 @@ class CostRungs:
     ) -> None:
         if calibration < 1:
             raise ValueError(f"calibration must be >= 1, got {calibration=}")
-        self._epochs = AshaRungs(grace_period, reduction_factor, max_t, keep=keep)  # levels, cutoff
+        self._epochs = AshaRungs(grace_period, reduction_factor, max_t, keep=keep)  # rungs in units
         self.keep = self._epochs.keep
         self.calibration = calibration
         self.firsts: list[float] = []
@@ -132,12 +136,7 @@ class CostRungs:
         crossed = [r for r in self._epochs.rungs if seconds >= r * self.unit]
         if not crossed or (trial_id, crossed[-1]) in self._epochs.seen:
             return False
-        rung = crossed[-1]
-        self._epochs.seen.add((trial_id, rung))
-        value = value if math.isfinite(value) else -math.inf
-        cutoff = self._epochs.cutoff(rung)
-        bisect.insort(self._epochs.recorded[rung], value)
-        return cutoff is not None and value < cutoff
+        return self._epochs.judge(trial_id, crossed[-1], value)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rungs": self._epochs.state_dict(), "firsts": list(self.firsts), "unit": self.unit}
