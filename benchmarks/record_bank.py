@@ -28,6 +28,7 @@ import gzip
 import hashlib
 import json
 import math
+import multiprocessing
 import sys
 import time
 from collections.abc import Sequence
@@ -83,22 +84,16 @@ def _dataset(name: str) -> Any:
     return load_dataset(name, None)
 
 
-def train_run(job: tuple[str, str, dict[str, Any], int, int, int]) -> dict[str, Any]:
-    """Train one (configuration, seed index) for its epochs and return its bank record."""
+def _train(model: str, dataset: str, config: dict[str, Any], seed: int) -> tuple[dict[str, list], bool]:
+    """Train one run; return its per-epoch series and whether it stopped on a non-finite loss."""
     import torch
 
     from trainables.hparams import TrialParams
-    from trainables.seeding import derive_seed
     from trainables.trainer import Trainer
 
-    model, dataset, config, index, seed_index, bank_seed = job
-    torch.set_num_threads(1)
     params = TrialParams.from_config(config)
-    data = _dataset(dataset)
-    seed = derive_seed(bank_seed, f"bank-{index}", seed_index)
-    trainer = Trainer(model, data, params, seed, torch.device("cpu"))
+    trainer = Trainer(model, _dataset(dataset), params, seed, torch.device("cpu"))
     series: dict[str, list[float | None]] = {name: [] for name in SERIES}
-    stopped = False
     while trainer.epoch < params.epochs:
         started = time.perf_counter()
         m = trainer.train_epoch()
@@ -107,14 +102,30 @@ def train_run(job: tuple[str, str, dict[str, Any], int, int, int]) -> dict[str, 
         for name, value in zip(SERIES, values, strict=True):
             series[name].append(_finite_or_none(value))
         if not math.isfinite(m.val_loss):
-            stopped = True
-            break
+            return series, True
+    return series, False
+
+
+def train_run(job: tuple[str, str, dict[str, Any], int, int, int]) -> dict[str, Any]:
+    """Train one (configuration, seed index) for its epochs and return its bank record."""
+    import torch
+
+    from trainables.seeding import derive_seed
+
+    model, dataset, config, index, seed_index, bank_seed = job
+    seed = derive_seed(bank_seed, f"bank-{index}", seed_index)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # every run timed alike; restored for a caller that trains in-process
+    try:
+        series, stopped = _train(model, dataset, config, seed)
+    finally:
+        torch.set_num_threads(threads)
     return {
         "dataset": f"{dataset} ({model})",
         "config_id": config_id(config),
         "config": config,
         "seed": seed_index,
-        "epochs": params.epochs,
+        "epochs": int(config["epochs"]),
         **series,
         "stopped_on_nonfinite": stopped,
     }
@@ -131,7 +142,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per configuration (restarts replay them)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0, help="seeds the configurations and the weight seeds")
-    parser.add_argument("--jobs", type=int, default=1, help="processes training at once")
+    parser.add_argument("--jobs", type=int, default=1, help="processes training at once (1: this one)")
     parser.add_argument("--out", required=True, help="the bank file to write (.jsonl.gz)")
     args = parser.parse_args(argv)
     for name in ("configs", "seeds", "epochs", "jobs"):
@@ -162,11 +173,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    with ProcessPoolExecutor(args.jobs) as pool, gzip.open(partial, "wt", encoding="utf-8") as f:
-        for done, record in enumerate(pool.map(train_run, jobs, chunksize=1), start=1):
-            f.write(json.dumps(record) + "\n")
-            if done % max(1, len(jobs) // 20) == 0 or done == len(jobs):
-                print(f"{done}/{len(jobs)} runs, {time.perf_counter() - started:.0f} s", flush=True)
+    # Worker processes are spawned: a forked child of a process that already ran autograd fails.
+    pool = (
+        ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"))
+        if args.jobs > 1
+        else None
+    )
+    try:
+        records = pool.map(train_run, jobs, chunksize=1) if pool else map(train_run, jobs)
+        with gzip.open(partial, "wt", encoding="utf-8") as f:
+            for done, record in enumerate(records, start=1):
+                f.write(json.dumps(record) + "\n")
+                if done % max(1, len(jobs) // 20) == 0 or done == len(jobs):
+                    print(f"{done}/{len(jobs)} runs, {time.perf_counter() - started:.0f} s", flush=True)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     partial.replace(out)
     print(f"wrote {out}: {args.configs} configurations x {args.seeds} seeds x {args.epochs} epochs")
     return 0
