@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import statistics
 from typing import Any
 
 
@@ -114,7 +115,7 @@ class CostRungs:
         self._epochs = AshaRungs(grace_period, reduction_factor, max_t, keep=keep)  # rungs in units
         self.keep = self._epochs.keep
         self.calibration = calibration
-        self.firsts: list[float] = []
+        self.durations: list[float] = []  # epoch seconds taken for the unit
         self.unit: float | None = None
 
     def calibrate(self, epoch_seconds: float | None) -> None:
@@ -123,11 +124,9 @@ class CostRungs:
             return
         if not (math.isfinite(epoch_seconds) and epoch_seconds > 0.0):
             return
-        self.firsts.append(float(epoch_seconds))
-        if len(self.firsts) >= self.calibration:
-            ordered = sorted(self.firsts)
-            mid = len(ordered) // 2
-            self.unit = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+        self.durations.append(float(epoch_seconds))
+        if len(self.durations) >= self.calibration:
+            self.unit = statistics.median(self.durations)
 
     def should_prune(self, trial_id: str, seconds: float, value: float) -> bool:
         """Judge ``value`` at the highest rung ``seconds`` of training have crossed, once per rung."""
@@ -139,9 +138,9 @@ class CostRungs:
         return self._epochs.judge(trial_id, crossed[-1], value)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rungs": self._epochs.state_dict(), "firsts": list(self.firsts), "unit": self.unit}
+        return {"rungs": self._epochs.state_dict(), "durations": list(self.durations), "unit": self.unit}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._epochs.load_state_dict(state["rungs"])
-        self.firsts = [float(v) for v in state["firsts"]]
+        self.durations = [float(v) for v in state["durations"]]
         self.unit = None if state["unit"] is None else float(state["unit"])

@@ -74,7 +74,7 @@ def test_compute_rungs_wait_for_their_unit_then_judge_at_equal_training_time():
         assert rule.unit is None and not rule.should_prune("early", 100.0, 0.0), "no cut before the unit"
         rule.calibrate(seconds)
     rule.calibrate(99.0)  # later first epochs change nothing
-    assert rule.unit == 4.0 and rule.firsts == [2.0, 10.0, 4.0]
+    assert rule.unit == 4.0 and rule.durations == [2.0, 10.0, 4.0]
     # Cheap trials: one epoch of 4 s reaches the rung at 1 unit, three reach the one at 3.
     assert not rule.should_prune("a", 4.0, 0.5) and not rule.should_prune("b", 4.0, 0.7)
     assert not rule.should_prune("a", 12.0, 0.8) and not rule.should_prune("b", 12.0, 0.9)
@@ -89,7 +89,7 @@ def test_compute_rungs_ignore_bad_durations_and_round_trip():
     rule = CostRungs(1, 2, 8, calibration=2)
     for bad in (None, math.nan, -1.0, 0.0, math.inf):
         rule.calibrate(bad)
-    assert rule.firsts == []
+    assert rule.durations == []
     rule.calibrate(1.0)
     rule.calibrate(3.0)
     assert rule.unit == 2.0  # the median of an even count is the mean of the middle two
@@ -98,7 +98,7 @@ def test_compute_rungs_ignore_bad_durations_and_round_trip():
     assert not rule.should_prune("c", math.nan, 0.0)
     copy = CostRungs(1, 2, 8, calibration=2)
     copy.load_state_dict(json.loads(json.dumps(rule.state_dict())))
-    assert copy.unit == rule.unit and copy.firsts == rule.firsts
+    assert copy.unit == rule.unit and copy.durations == rule.durations
     assert copy.should_prune("z", 2.0, 0.1) == CostRungs.should_prune(rule, "z", 2.0, 0.1) is True
     with pytest.raises(ValueError, match="calibration"):
         CostRungs(1, 2, 8, calibration=0)
