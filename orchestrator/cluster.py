@@ -60,6 +60,23 @@ def reachable(address: str, timeout_s: float, where: str = "cluster.address") ->
             time.sleep(1.0)
 
 
+def join_failure(exc: BaseException, address: str) -> str:
+    """Why ``ray.init(address)`` failed, in one line, with what to do where we know it.
+
+    Ray Client's "Initialization failure from server:" carries the head's traceback on the
+    lines after it: its last line is the reason.
+    """
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    reason = f"{lines[0]} {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    if "uthentication" in reason:  # token auth is on there: say how to give the token
+        reason += "; export RAY_AUTH_MODE=token with the cluster's token in ~/.ray/auth_token"
+    elif address.startswith("ray://") and "timeout" in reason:  # something else answers there
+        reason += "; is that the head's Ray Client port (`ray start --ray-client-server-port`, 10001)?"
+    return reason
+
+
 def check_resources(cfg: SweepConfig, have: dict[str, float] | list[dict[str, float]]) -> int:
     """Refuse per-trial resources no node has; return how many trials fit at once.
 

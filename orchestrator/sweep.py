@@ -34,7 +34,7 @@ from orchestrator.callbacks import (
     trial_name,
     trial_params,
 )
-from orchestrator.cluster import alive_nodes, check_resources, cluster_address, reachable
+from orchestrator.cluster import alive_nodes, check_resources, cluster_address, join_failure, reachable
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.exporting import ExportError, ModelExporter, WarmExporter
@@ -174,7 +174,8 @@ def _start_ray(cfg: SweepConfig) -> bool:
     already initialised; True when this call connected.
 
     An unreachable cluster is a ConfigError naming ``cluster.address``, raised within
-    ``cluster.connect_timeout_s`` and before anything is created.
+    ``cluster.connect_timeout_s`` and before anything is created. A Ray Client session the head
+    failed to start (it can, when busy) is asked for once more.
     """
     if ray.is_initialized():
         return False
@@ -183,18 +184,24 @@ def _start_ray(cfg: SweepConfig) -> bool:
         from_env = cfg.cluster.address is None and "RAY_ADDRESS" in os.environ
         where = "cluster.address (from $RAY_ADDRESS)" if from_env else "cluster.address"
         address = reachable(address, cfg.cluster.connect_timeout_s, where)
-        try:
-            with warnings.catch_warnings():  # Ray Client warns before it raises: the error says it once
-                warnings.filterwarnings("ignore", "Ray Client connection timed out")
-                ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
-        except Exception as exc:  # noqa: BLE001 - Ray raises many kinds here; all mean "cannot join"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if "uthentication" in first:  # token auth is on there: say how to give the token
-                first += "; export RAY_AUTH_MODE=token with the cluster's token in ~/.ray/auth_token"
-            elif address.startswith("ray://") and "timeout" in first:  # something else answers there
-                first += "; is that the head's Ray Client port (`ray start --ray-client-server-port`, 10001)?"
-            raise ConfigError(f"{where}: cannot join the Ray cluster at {address!r} ({first})") from None
-        return True
+        retries = 1  # Ray Client: a busy head can fail to start this client's session once
+        while True:
+            try:
+                with warnings.catch_warnings():  # Ray Client warns before it raises: the error says it once
+                    warnings.filterwarnings("ignore", "Ray Client connection timed out")
+                    ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+                return True
+            except Exception as exc:  # noqa: BLE001 - Ray raises many kinds here; all mean "cannot join"
+                reason = join_failure(exc, address)
+                if not (isinstance(exc, ConnectionAbortedError) and retries):
+                    raise ConfigError(
+                        f"{where}: cannot join the Ray cluster at {address!r} ({reason})"
+                    ) from None
+                retries -= 1
+                logger.warning(
+                    "%s: Ray Client could not start a session (%s); trying once more", address, reason
+                )
+                ray.shutdown()
     ray.init(
         address="local",  # a new embedded Ray, never a `ray start` cluster found on this machine
         num_cpus=cfg.cluster.num_cpus,

@@ -336,3 +336,22 @@ def test_a_malformed_cluster_address_is_refused(tmp_path):
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("error: cluster.address: expected auto, <host>:<port> or ray://<host>:<port>")
+
+
+def test_why_joining_failed_is_one_line_with_the_heads_reason():
+    from orchestrator.cluster import join_failure
+
+    traceback_text = (
+        "Initialization failure from server:\nTraceback (most recent call last):\n"
+        '  File "proxier.py", line 765, in Datapath\n'
+        "RuntimeError: Proxy failed to Connect to backend! Check `ray_client_server.err`\n"
+    )
+    reason = join_failure(ConnectionAbortedError(traceback_text), "ray://10.0.0.1:10001")
+    assert reason == (
+        "Initialization failure from server: "
+        "RuntimeError: Proxy failed to Connect to backend! Check `ray_client_server.err`"
+    )
+    timeout = join_failure(ConnectionError("ray client connection timeout"), "ray://10.0.0.1:80")
+    assert timeout.endswith("Ray Client port (`ray start --ray-client-server-port`, 10001)?")
+    assert "RAY_AUTH_MODE=token" in join_failure(RuntimeError("Authentication failed\nmore"), "10.0.0.1:6379")
+    assert join_failure(RuntimeError(""), "10.0.0.1:6379") == "RuntimeError"
