@@ -19,12 +19,12 @@ from typing import Any
 
 from analysis.curves import AttemptCurve
 from analysis.records import SweepRecord, TrialRecord, final_status, parse_value
+from orchestrator.contract import hyperparameters
 
 #: Per-epoch series a report reads, besides the sweep's metric.
 SERIES = ("val_loss", "train_loss", "time_this_iter_s")
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 _STAMP = re.compile(r"_\d{8}-\d{6}$")  # the launch time a sweep appends to its name
-_BOOKKEEPING = ("run", "attempt", "trial_index")
 _RAY_LIVE = ("PENDING", "RUNNING", "PAUSED")
 
 
@@ -135,7 +135,7 @@ def _ray_trial(
     return TrialRecord(
         trial_id=str(last.get("trial_id", name)),
         name=name,
-        params={k: v for k, v in config.items() if k not in _BOOKKEEPING},
+        params=hyperparameters(config),
         status=status,
         budget=budget,
         attempts=[curves[a] for a in sorted(curves)],

@@ -4,7 +4,7 @@
 ``mlflow server --backend-store-uri sqlite:///<tmp>/mlflow.db --host 127.0.0.1 --port <free>``
 (one worker), writes ``N`` results (default 20,000; ``--quick`` 2,000) spread round-robin over
 ``T`` trial runs (default 32) of one sweep, then stops the server. A result is the 9 values the
-MLflow callback logs per epoch (``orchestrator.callbacks.LOGGED_KEYS``). Two writers:
+MLflow callback logs per epoch (``orchestrator.contract.LOGGED_KEYS``). Two writers:
 
 - ``batched``: what ``SweepTracker`` does, with a plain ``MlflowClient``: each run buffers its
   metric values and sends one ``log_batch`` per ``--flush-every`` values (default 200, as
@@ -35,9 +35,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import METRIC_KEYS
+from orchestrator.contract import LOGGED_KEYS
 
-KEYS = tuple(k for k in METRIC_KEYS if k != "epoch") + ("time_this_iter_s",)  # what a sweep logs
+KEYS = LOGGED_KEYS  # what a sweep logs
 FLUSH_EVERY = 200
 TARGET_RESULTS_PER_S = 1000.0
 

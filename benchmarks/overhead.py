@@ -60,10 +60,10 @@ PLAIN_TIMED = "ray.air.integrations.mlflow:MLflowLoggerCallback"
 #: Driver phases timed in every variant (where they run): start-up, the Tuner, the end of a sweep.
 PHASES = ";".join(
     [
-        "orchestrator.sweep:_start_ray",
-        "orchestrator.sweep:_export_best",
-        "orchestrator.sweep:_summarize",
-        "orchestrator.sweep:finish_report",
+        "orchestrator.cluster:start_ray",
+        "orchestrator.exporting:export_best",
+        "orchestrator.summary:summarize",
+        "orchestrator.reporting:finish_report",
         "orchestrator.tracking:SweepTracker.start_sweep",
         "orchestrator.tracking:SweepTracker.end_sweep",
         "ray.tune.tuner:Tuner.fit",

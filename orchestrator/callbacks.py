@@ -16,23 +16,11 @@ from typing import Any
 
 from ray.tune import Callback
 
-from analysis.records import final_status
-from orchestrator.config import METRIC_KEYS, check_result
+from orchestrator.contract import LOGGED_KEYS, hyperparameters
+from orchestrator.outcomes import Outcomes
 from orchestrator.tracking import SweepTracker
 
 logger = logging.getLogger(__name__)
-
-#: Metrics logged per epoch: the contract, minus the step itself, plus the epoch's wall time.
-LOGGED_KEYS = tuple(k for k in METRIC_KEYS if k != "epoch") + ("time_this_iter_s",)
-
-
-#: Trial config keys that are bookkeeping, not hyperparameters.
-NOT_PARAMS = ("run", "attempt", "trial_index")
-
-
-def trial_params(config: dict[str, Any]) -> dict[str, Any]:
-    """The trial's hyperparameters: its config without the bookkeeping keys."""
-    return {k: v for k, v in config.items() if k not in NOT_PARAMS}
 
 
 def name_of(trial_id: str, config: dict[str, Any]) -> str:
@@ -46,23 +34,6 @@ def trial_name(trial: Any) -> str:
     return name_of(trial.trial_id, trial.config)
 
 
-class FinishedTrials(Callback):
-    """Remembers which trials ended on their own (completed, stopped or errored).
-
-    Ray marks the trials it stops on Ctrl+C TERMINATED too but calls no completion hook for
-    them, so a trial missing here after ``fit`` returned was interrupted.
-    """
-
-    def __init__(self) -> None:
-        self.ids: set[str] = set()
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.ids.add(trial.trial_id)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.ids.add(trial.trial_id)
-
-
 class VerdictCallback(Callback):
     """Writes the convergence scheduler's verdict and action into each result.
 
@@ -74,7 +45,7 @@ class VerdictCallback(Callback):
         self.scheduler = scheduler
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        decision = self.scheduler.decisions.get(trial.trial_id)
+        decision = self.scheduler.decision(trial.trial_id)
         if decision is not None and decision.verdict is not None and decision.attempt >= result["attempt"]:
             result["verdict"] = decision.verdict.status
             result["verdict_reason"] = decision.verdict.reason
@@ -91,9 +62,9 @@ class MlflowTrialCallback(Callback):
     plots are drawn by the sweep's report (``python -m analysis``), outside the driver.
     """
 
-    def __init__(self, tracker: SweepTracker, budget: int, scheduler: Any = None) -> None:
+    def __init__(self, tracker: SweepTracker, outcomes: Outcomes, scheduler: Any = None) -> None:
         self.tracker = tracker
-        self.budget = budget
+        self.outcomes = outcomes  # decides each trial's final status; runs before this callback
         self.scheduler = scheduler
         self._logged: dict[str, tuple[int, int]] = {}  # trial id -> (attempt, last epoch)
 
@@ -110,21 +81,20 @@ class MlflowTrialCallback(Callback):
         self.tracker.start_trial(
             trial.trial_id,
             trial_name(trial),
-            trial_params(trial.config),
+            hyperparameters(trial.config),
             tags={"ray_trial_dir": trial.path or ""},
         )
 
     def _decision(self, trial_id: str) -> Any:
-        return self.scheduler.decisions.get(trial_id) if self.scheduler is not None else None
+        return self.scheduler.decision(trial_id) if self.scheduler is not None else None
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_run(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        check_result(result)
         self._ensure_run(trial)
         tid = trial.trial_id
-        attempt, epoch = int(result["attempt"]), int(result["epoch"])
+        attempt, epoch = int(result.get("attempt", 0)), int(result.get("epoch", result["training_iteration"]))
         decision = self._decision(tid)
         last = self._logged.get(tid)
         if last is not None and last[0] == attempt and epoch <= last[1]:
@@ -133,7 +103,7 @@ class MlflowTrialCallback(Callback):
         if last is not None and attempt < last[0]:
             return  # a late result of an attempt that was restarted
         if attempt > 0 and (last is None or attempt > last[0]):
-            self._start_attempt(trial, attempt, int(result["seed"]))
+            self._start_attempt(trial, attempt, result.get("seed"))
         self._logged[tid] = (attempt, epoch)
         metrics = {k: result[k] for k in LOGGED_KEYS if k in result}
         self.tracker.log_metrics(tid, metrics, step=epoch, attempt=attempt)
@@ -142,10 +112,10 @@ class MlflowTrialCallback(Callback):
                 tid, {"outcome": f"restarted: {decision.reason}", "epochs_run": str(epoch)}, attempt=attempt
             )
 
-    def _start_attempt(self, trial: Any, attempt: int, seed: int) -> None:
+    def _start_attempt(self, trial: Any, attempt: int, seed: Any) -> None:
         reason = ""
         if self.scheduler is not None:
-            lineage = self.scheduler.policy.lineage(trial.trial_id)
+            lineage = self.scheduler.lineage(trial.trial_id)
             reason = lineage[attempt].reason if attempt < len(lineage) else ""
         self.tracker.start_attempt(
             trial.trial_id,
@@ -157,10 +127,8 @@ class MlflowTrialCallback(Callback):
     def _final_tags(self, trial: Any, errored: bool) -> dict[str, str]:
         last = trial.last_result or {}
         decision = self._decision(trial.trial_id)
-        budget = trial.config.get("epochs", self.budget)
-        action = decision.action if decision is not None else None
         tags = {
-            "final_status": final_status(last, budget, errored=errored, action=action),
+            "final_status": self.outcomes.decide(trial, errored),
             "epochs_run": str(int(last.get("epoch", 0))),
             "attempts": str(int(last.get("attempt", 0)) + 1),
         }
@@ -172,8 +140,10 @@ class MlflowTrialCallback(Callback):
             tags["decision_reason"] = decision.reason
             if verdict.status in ("converged", "plateau_bad") and verdict.step is not None:
                 tags["convergence_epoch"] = str(verdict.step)
+        if self.scheduler is not None and (problem := self.scheduler.problem(trial.trial_id)) is not None:
+            tags["error"] = problem
         if self.scheduler is not None:
-            lineage = self.scheduler.policy.lineage(trial.trial_id)
+            lineage = self.scheduler.lineage(trial.trial_id)
             tags["lineage"] = json.dumps([asdict(r) for r in lineage], default=str)
         return tags
 

@@ -7,14 +7,18 @@ or a trial no node can hold is a one-line ConfigError before anything starts.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
+import warnings
 
 import ray
 
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 def cluster_address(cfg: SweepConfig) -> str:
@@ -116,3 +120,48 @@ def alive_nodes() -> list[dict[str, float]]:
     """Each live node's resource totals (CPU and GPU, 0 when it has none)."""
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     return [{"CPU": float(n.get("CPU", 0.0)), "GPU": float(n.get("GPU", 0.0))} for n in nodes]
+
+
+def start_ray(cfg: SweepConfig) -> bool:
+    """Start the embedded Ray (cluster=local) or join the cluster (cluster=ray) unless Ray is
+    already initialised; True when this call connected.
+
+    An unreachable cluster is a ConfigError naming ``cluster.address``, raised within
+    ``cluster.connect_timeout_s`` and before anything is created.
+    """
+    if ray.is_initialized():
+        return False
+    if cfg.cluster.mode == "ray":
+        _join(cfg)
+        return True
+    ray.init(
+        address="local",  # a new embedded Ray, never a `ray start` cluster found on this machine
+        num_cpus=cfg.cluster.num_cpus,
+        num_gpus=cfg.cluster.num_gpus,
+        include_dashboard=False,
+        log_to_driver=True,
+        logging_level=logging.WARNING,
+    )
+    return True
+
+
+def _join(cfg: SweepConfig) -> None:
+    """Join the cluster at :func:`cluster_address`; a Ray Client session the head failed to start
+    (it can, when busy) is asked for once more."""
+    from_env = cfg.cluster.address is None and "RAY_ADDRESS" in os.environ
+    where = "cluster.address (from $RAY_ADDRESS)" if from_env else "cluster.address"
+    address = reachable(cluster_address(cfg), cfg.cluster.connect_timeout_s, where)
+    retries = 1
+    while True:
+        try:
+            with warnings.catch_warnings():  # Ray Client warns before it raises: the error says it once
+                warnings.filterwarnings("ignore", "Ray Client connection timed out")
+                ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray raises many kinds here; all mean "cannot join"
+            reason = join_failure(exc, address)
+            if not (isinstance(exc, ConnectionAbortedError) and retries):
+                raise ConfigError(f"{where}: cannot join the Ray cluster at {address!r} ({reason})") from None
+            retries -= 1
+            logger.warning("%s: Ray Client could not start a session (%s); trying once more", address, reason)
+            ray.shutdown()

@@ -1,4 +1,4 @@
-"""Config schemas (dataclasses), their validation, and the metric contract.
+"""Config schemas (dataclasses) and their validation (the metric contract is orchestrator/contract.py).
 
 Hydra composes YAML from ``conf/``; :func:`load_config` turns the composed mapping into a
 frozen :class:`SweepConfig`, checking every key and value before anything starts. Each
@@ -15,34 +15,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from orchestrator.contract import OBJECTIVES
 from orchestrator.errors import ConfigError
 from orchestrator.policy import PolicyConfig
 from orchestrator.redact import is_secret_key
 from orchestrator.space import SearchSpace, parse_space
 from trainables.data import DATASETS
-
-#: Keys every trainable reports once per epoch (DESIGN.md, metric contract).
-METRIC_KEYS: tuple[str, ...] = (
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "val_acc",
-    "grad_norm",
-    "dead_frac",
-    "lr",
-    "attempt",
-    "seed",
-)
-#: Metrics a sweep may optimise, with the direction that is better.
-OBJECTIVES: dict[str, str] = {"val_acc": "max", "val_loss": "min", "train_loss": "min"}
-
-
-def check_result(result: dict[str, Any]) -> None:
-    """Raise KeyError naming the first metric-contract key missing from ``result``."""
-    for key in METRIC_KEYS:
-        if key not in result:
-            raise KeyError(f"result is missing the metric-contract key {key!r}")
-
 
 @dataclass(frozen=True)
 class DataConfig:

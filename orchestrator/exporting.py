@@ -129,3 +129,33 @@ class WarmExporter(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._slot_freed(trials)
+
+
+def export_best(cfg: Any, grid: Any, tracker: Any, summary: Any, exporter: ModelExporter) -> None:
+    """Log the best trial's model on the sweep's run, in a subprocess (the driver stays torch-free),
+    warmed up while the last trials trained when :class:`WarmExporter` could start it.
+
+    A failure is a warning: the sweep's record matters more than the exported model.
+    """
+    try:
+        best = grid.get_best_result(cfg.metric, cfg.mode, scope="last")
+    except RuntimeError:
+        return
+    if best.checkpoint is None or not os.path.isdir(best.checkpoint.path) or tracker.parent_run_id is None:
+        logger.warning("no local checkpoint of the best trial to log as a model")
+        return
+    if tracker.parent_run_id.startswith("pending-"):
+        logger.warning("MLflow at %s is unreachable: the best model is not logged", tracker.uri)
+        return
+    spec = {
+        "checkpoint": best.checkpoint.path,
+        "config": best.config,
+        "tracking_uri": tracker.uri,
+        "run_id": tracker.parent_run_id,
+        "register_as": cfg.tracking.register_model,
+        "trial": summary.best_trial or "",
+    }
+    try:
+        summary.model_uri = exporter.export(spec)
+    except ExportError as exc:
+        logger.warning("could not log the best model: %s", exc)

@@ -119,13 +119,18 @@ def check_answers(url: str, key: str, timeout_s: float = 5.0) -> None:
         raise ConfigError(f"{key}: nothing answers at {host}:{port} ({exc.strerror or exc})") from None
 
 
-def preflight(cfg: SweepConfig, launch_dir: str) -> None:
-    """Every check of storage, data, tracking and (cluster=local) resources; raises ConfigError."""
-    storage_dir(cfg.storage.path, launch_dir)
+def check_data(cfg: SweepConfig) -> None:
+    """Refuse data files that are missing or malformed (ConfigError naming ``trainable.data.*``)."""
     try:
         check_data_root(cfg.trainable.dataset, cfg.trainable.data.root)
     except DataError as exc:
         raise ConfigError(f"trainable.{exc}") from None
+
+
+def preflight(cfg: SweepConfig, launch_dir: str) -> None:
+    """Every check of storage, data, tracking and (cluster=local) resources; raises ConfigError."""
+    storage_dir(cfg.storage.path, launch_dir)
+    check_data(cfg)
     check_tracking(cfg, launch_dir)
     if cfg.cluster.mode == "local":
         check_local_resources(cfg)

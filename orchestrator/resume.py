@@ -23,13 +23,12 @@ import pyarrow.fs
 from ray.tune import Callback
 
 from analysis.load import read_results
-from orchestrator.callbacks import LOGGED_KEYS, trial_params
 from orchestrator.config import SweepConfig, load_config
+from orchestrator.contract import CHECKPOINT_FILE, LOGGED_KEYS, hyperparameters
 from orchestrator.errors import ConfigError
 
 RECORD_FILE = "orchestrator.json"
 RECORD_VERSION = 1
-CHECKPOINT_FILE = "checkpoint.pt"  # trainables.train.CHECKPOINT_FILE (not imported: it imports torch)
 _SECRET_PATHS = (("tracking", "token"),)  # never written to disk: given again through the environment
 
 
@@ -168,23 +167,23 @@ def _check_checkpoints(directory: str) -> None:
 
 
 class SweepState(Callback):
-    """Saves the convergence scheduler's state and the finished trials in Ray's experiment
+    """Saves the convergence scheduler's state and the trials' outcomes in Ray's experiment
     snapshots (``get_state``) and puts them back when Ray restores the experiment."""
 
-    def __init__(self, scheduler: Any, finished: Any) -> None:
+    def __init__(self, scheduler: Any, outcomes: Any) -> None:
         self.scheduler = scheduler  # a ConvergenceScheduler, or None
-        self.finished = finished  # callbacks.FinishedTrials
+        self.outcomes = outcomes  # orchestrator.outcomes.Outcomes
 
     def get_state(self) -> dict | None:
         return {
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "finished": sorted(self.finished.ids),
+            "outcomes": dict(self.outcomes.status),
         }
 
     def set_state(self, state: dict) -> None:
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        self.finished.ids.update(state.get("finished", ()))
+        self.outcomes.status.update(state.get("outcomes", {}))
 
 
 def backfill(directory: str, tracker: Any, recorder: Any) -> int:
@@ -203,7 +202,7 @@ def backfill(directory: str, tracker: Any, recorder: Any) -> int:
             continue
         tid, name = rows[0]["trial_id"], os.path.basename(os.path.dirname(path))
         if tid not in tracker.run_ids:
-            params = trial_params(rows[0].get("config", {}))
+            params = hyperparameters(rows[0].get("config", {}))
             tracker.start_trial(tid, name, params, tags={"ray_trial_dir": os.path.dirname(path)})
         last = recorder.logged_up_to(tid) or (0, 0)
         seen: set[tuple[int, int]] = set()

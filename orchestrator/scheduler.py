@@ -23,12 +23,11 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from analysis.convergence import Verdict
-from orchestrator.policy import CONTINUE, PRUNE, RESTART, STOP, ConvergencePolicy, Decision
+from orchestrator.contract import contract_problem, hyperparameters
+from orchestrator.policy import CONTINUE, PRUNE, RESTART, STOP, AttemptRecord, ConvergencePolicy, Decision
 
 logger = logging.getLogger(__name__)
 
-#: Trial config keys that are not hyperparameters.
-BOOKKEEPING = ("run", "attempt", "trial_index", "epochs")
 STATE_FILE = "convergence_scheduler.json"
 
 
@@ -44,7 +43,15 @@ def _seconds(result: dict[str, Any]) -> float | None:
 
 
 class ConvergenceScheduler(FIFOScheduler):
-    """Stops converged trials, prunes hopeless ones, restarts stuck ones with fresh weights."""
+    """Stops converged trials, prunes hopeless ones, restarts stuck ones with fresh weights.
+
+    The first hop of every result: a result that breaks the metric contract
+    (:func:`orchestrator.contract.contract_problem`: no objective, no loss, not a number) stops
+    its trial as failed, with the problem in :meth:`problem`, before the policy sees it; the
+    mode is the policy's, and a searcher or Tuner asking for the other one is refused.
+    Callbacks and the summary read decisions through :meth:`decision`, :meth:`lineage`,
+    :meth:`problem` and :attr:`restarts`.
+    """
 
     def __init__(
         self,
@@ -55,25 +62,51 @@ class ConvergenceScheduler(FIFOScheduler):
         loss_key: str = "val_loss",
     ) -> None:
         super().__init__()
+        if mode is not None and mode != policy.config.mode:
+            raise ValueError(f"mode: the policy ranks with mode={policy.config.mode!r}, got {mode=}")
         self.policy = policy
         self._metric = metric
-        self._mode = mode
+        self._mode = policy.config.mode
         self.loss_key = loss_key
         self.decisions: dict[str, Decision] = {}  # trial id -> its latest decision
-        self.restarts = 0
+        self.broken: dict[str, str] = {}  # trial id -> how its result broke the metric contract
         self._order: dict[str, int] = {}  # trial id -> when it was added
+
+    # -- what callbacks and the summary read ---------------------------------------------
+    @property
+    def restarts(self) -> int:
+        """Restarts so far, over all trials (from the policy's lineage of each trial)."""
+        return sum(len(self.policy.lineage(tid)) - 1 for tid in self.policy.trials)
+
+    def decision(self, trial_id: str) -> Decision | None:
+        """The latest decision on ``trial_id`` (None before its first result)."""
+        return self.decisions.get(trial_id)
+
+    def lineage(self, trial_id: str) -> list[AttemptRecord]:
+        """The attempts of ``trial_id`` so far, first one first."""
+        return self.policy.lineage(trial_id)
+
+    def problem(self, trial_id: str) -> str | None:
+        """How ``trial_id``'s result broke the metric contract (``<key>: <problem>``), or None."""
+        return self.broken.get(trial_id)
+
+    def all_broken(self) -> bool:
+        """True once some trial broke the contract and no trial has reported a valid result."""
+        return bool(self.broken) and not self.decisions
 
     # -- Ray's TrialScheduler hooks ------------------------------------------------------
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        """Refuse another metric than the one set, or a mode the policy does not rank with."""
         if metric and self._metric and metric != self._metric:
             return False
+        if mode and mode != self._mode:
+            return False
         self._metric = self._metric or metric
-        self._mode = self._mode or mode
         return True
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         self._order.setdefault(trial.trial_id, len(self._order))
-        params = {k: v for k, v in trial.config.items() if k not in BOOKKEEPING}
+        params = hyperparameters(trial.config)
         self.policy.add(trial.trial_id, params, seed_key=trial.config.get("trial_index"))
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
@@ -83,7 +116,9 @@ class ConvergenceScheduler(FIFOScheduler):
         if attempt != current:  # a late result of an attempt that was already restarted
             logger.debug("trial %s: ignoring a result of attempt %d (now %d)", tid, attempt, current)
             return TrialScheduler.NOOP
-        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        if (problem := contract_problem(result, self._metric or "val_acc", self.loss_key)) is not None:
+            return self._break(tune_controller, tid, problem)
+        epoch = int(result["epoch"])
         if epoch <= self.policy.lineage(tid)[-1].epochs:  # replayed after a restore: decided already
             logger.debug("trial %s: epoch %d of attempt %d already observed", tid, epoch, attempt)
             return TrialScheduler.CONTINUE
@@ -152,7 +187,6 @@ class ConvergenceScheduler(FIFOScheduler):
         trial.set_config(new_config)
         # Forget the latest checkpoint (as PBT sets it): the next start trains from scratch.
         trial.run_metadata.checkpoint_manager._latest_checkpoint_result = None
-        self.restarts += 1
         logger.info(
             "trial %s: restart as attempt %d with seed %s (%s)%s",
             trial,
@@ -166,31 +200,50 @@ class ConvergenceScheduler(FIFOScheduler):
             if searcher is not None and hasattr(searcher, "supersede"):
                 searcher.supersede(trial.trial_id, decision.changes, decision.reason)
 
+    def _break(self, tune_controller: Any, trial_id: str, problem: str) -> str:
+        """Stop a trial whose result broke the metric contract; Optuna is told FAIL."""
+        if trial_id not in self.broken:
+            self.broken[trial_id] = problem
+            logger.error("trial %s: %s", trial_id, problem)
+            self.policy.complete(trial_id, None, "error")
+            attrs = {"verdict": "error", "reason": problem}
+            self._tell_searcher(tune_controller, trial_id, "FAIL", None, attrs)
+        return TrialScheduler.STOP
+
     def _tell_searcher(
-        self, tune_controller: Any, trial_id: str, state: str, value: float | None, decision: Decision
+        self,
+        tune_controller: Any,
+        trial_id: str,
+        state: str,
+        value: float | None,
+        decision: Decision | dict[str, Any],
     ) -> None:
         searcher = _searcher(tune_controller)
-        if searcher is not None and hasattr(searcher, "record_outcome"):
+        if searcher is None or not hasattr(searcher, "record_outcome"):
+            return
+        if isinstance(decision, Decision):
             attrs = {
                 "verdict": decision.verdict.status if decision.verdict else decision.action,
                 "reason": decision.reason,
                 "attempt": decision.attempt,
             }
-            searcher.record_outcome(trial_id, state, value, attrs)
+        else:
+            attrs = decision
+        searcher.record_outcome(trial_id, state, value, attrs)
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Plain data: the policy's state, the restart count and each trial's latest decision."""
+        """Plain data: the policy's state, each trial's latest decision and broken contracts."""
         return {
             "policy": self.policy.state_dict(),
-            "restarts": self.restarts,
             "decisions": {tid: _decision_data(d) for tid, d in self.decisions.items()},
+            "broken": dict(self.broken),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
-        self.restarts = int(state["restarts"])
         self.decisions = {tid: _decision(d) for tid, d in state.get("decisions", {}).items()}
+        self.broken = dict(state.get("broken", {}))
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "w") as f:

@@ -154,8 +154,20 @@ def make_sampler(cfg: SweepConfig) -> optuna.samplers.BaseSampler:
         )
     if s.algorithm == "grid":
         grid = {name: d.grid(s.grid_points) for name, d in cfg.space.searched.items()}
-        return optuna.samplers.GridSampler(grid, seed=cfg.seed)
+        return _RayGridSampler(grid, seed=cfg.seed)
     raise ValueError(f"search.algorithm: unknown {s.algorithm!r}")  # validated in config
+
+
+class _RayGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its stop of ``Study.optimize`` once the grid is covered.
+
+    Ray Tune drives the study and :func:`num_trials` caps the trials at the grid's size; since
+    Optuna 5.1 ``Study.stop`` raises outside ``optimize``, so telling the last trial's outcome
+    failed with a warning.
+    """
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        return None
 
 
 def num_trials(cfg: SweepConfig) -> int:

@@ -11,7 +11,8 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from orchestrator.__main__ import main
-from orchestrator.config import SweepConfig, check_result, load_config
+from orchestrator.config import SweepConfig, load_config
+from orchestrator.contract import contract_problem
 from orchestrator.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -79,20 +80,19 @@ def test_a_hyperparameter_can_be_fixed_from_the_command_line():
     assert cfg.space.fixed["lr"] == 0.01 and "lr" not in cfg.space.searched
 
 
-def test_check_result_names_the_missing_key():
-    result = {
-        "epoch": 1,
-        "train_loss": 1.0,
-        "val_loss": 1.0,
-        "val_acc": 0.5,
-        "grad_norm": 1.0,
-        "dead_frac": 0.0,
-        "lr": 0.1,
-        "attempt": 0,
-    }
-    with pytest.raises(KeyError, match="'seed'"):
-        check_result(result)
-    check_result({**result, "seed": 3})
+def test_contract_problem_names_the_key_and_what_was_reported():
+    result = {"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_acc": 0.5, "time_total_s": 3.0}
+    assert contract_problem(result, "val_acc") is None
+    assert contract_problem({**result, "val_acc": float("nan")}, "val_acc") is None  # evidence, not a break
+    missing = contract_problem(result, "val_mae")
+    assert missing == "val_mae: the trial did not report it (reported: epoch, train_loss, val_acc, val_loss)"
+    no_loss = {k: v for k, v in result.items() if k != "val_loss"}
+    assert contract_problem(no_loss, "val_acc").startswith("val_loss: the trial did not report it")
+    assert contract_problem({**result, "val_acc": "0.5"}, "val_acc") == (
+        "val_acc: the trial reported '0.5', not a number"
+    )
+    assert contract_problem({**result, "epoch": 0}, "val_acc").startswith("epoch: must be a whole number >= 1")
+    assert contract_problem({**result, "val_acc": True}, "val_acc").endswith("not a number")
 
 
 BAD = [

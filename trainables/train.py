@@ -16,6 +16,7 @@ import ray
 import torch
 from ray import tune
 
+from orchestrator.contract import CHECKPOINT_FILE
 from trainables.data import Dataset, load_dataset
 from trainables.hparams import TrialParams
 from trainables.seeding import derive_seed
@@ -23,7 +24,6 @@ from trainables.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "checkpoint.pt"
 _DATA_CACHE: dict[tuple, Dataset] = {}
 
 

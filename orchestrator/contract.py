@@ -1,0 +1,98 @@
+"""The metric contract between a trial and the sweep, in one place (stdlib only).
+
+A trial reports once per epoch (DESIGN.md, metric contract): ``epoch`` (1-based within the
+current attempt), the objective (``metric``), the loss series the diagnosis reads
+(``val_loss``), and what the framework fills in when it can measure it: ``attempt``,
+``seed``, ``lr``, ``grad_norm``, ``dead_frac``. The scheduler adapter checks the first result
+of every attempt with :func:`contract_problem` (the first hop: before any decision or record);
+optional keys that are missing turn off the rules that need them and are never filled in.
+
+The trial's config carries bookkeeping next to its hyperparameters (:data:`BOOKKEEPING`);
+:func:`hyperparameters` strips it everywhere a config is shown, logged or compared.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+#: Keys every built-in trainable reports once per epoch.
+METRIC_KEYS: tuple[str, ...] = (
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_acc",
+    "grad_norm",
+    "dead_frac",
+    "lr",
+    "attempt",
+    "seed",
+)
+#: Keys a result must hold besides the objective: the step and the loss the diagnosis reads.
+REQUIRED_KEYS: tuple[str, ...] = ("epoch", "val_loss")
+#: Metrics logged per epoch: the contract minus the step itself, plus the epoch's wall time.
+LOGGED_KEYS: tuple[str, ...] = tuple(k for k in METRIC_KEYS if k != "epoch") + ("time_this_iter_s",)
+#: Metrics a sweep may optimise, with the direction that is better.
+OBJECTIVES: dict[str, str] = {"val_acc": "max", "val_loss": "min", "train_loss": "min"}
+#: Trial config keys that are bookkeeping, not hyperparameters.
+BOOKKEEPING: tuple[str, ...] = ("run", "attempt", "trial_index", "epochs")
+#: The file a trial's checkpoint directory holds (trainables.train writes it).
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's hyperparameters: its config without the :data:`BOOKKEEPING` keys."""
+    return {k: v for k, v in config.items() if k not in BOOKKEEPING}
+
+
+def contract_problem(result: Mapping[str, Any], metric: str, loss: str = "val_loss") -> str | None:
+    """The first way ``result`` breaks the contract, as ``<key>: <problem>``; None when it holds.
+
+    The objective ``metric``, the ``loss`` and ``epoch`` must be present and numbers (a
+    non-finite number is allowed: it is evidence of divergence, not a broken contract). The
+    message names the key and the keys the trial did report.
+    """
+    for key in dict.fromkeys((metric, loss, "epoch")):
+        if key not in result:
+            return f"{key}: the trial did not report it (reported: {_reported(result)})"
+        value = result[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{key}: the trial reported {value!r}, not a number"
+    epoch = result["epoch"]
+    if not (math.isfinite(epoch) and epoch >= 1 and float(epoch).is_integer()):
+        return f"epoch: must be a whole number >= 1 (1-based within the attempt), got {epoch!r}"
+    return None
+
+
+def _reported(result: Mapping[str, Any]) -> str:
+    """The trial's own keys (Ray's bookkeeping such as ``time_total_s`` left out), sorted."""
+    own = sorted(k for k in result if k not in _RAY_KEYS and not k.startswith("config/"))
+    return ", ".join(own) if own else "nothing"
+
+
+#: Keys Ray adds to every result (ray.tune.result); not the trial's own.
+_RAY_KEYS = frozenset(
+    {
+        "done",
+        "training_iteration",
+        "trial_id",
+        "date",
+        "timestamp",
+        "time_this_iter_s",
+        "time_total_s",
+        "pid",
+        "hostname",
+        "node_ip",
+        "time_since_restore",
+        "iterations_since_restore",
+        "checkpoint_dir_name",
+        "config",
+        "should_checkpoint",
+        "experiment_tag",
+        "verdict",
+        "verdict_reason",
+        "action",
+        "decision_reason",
+    }
+)

@@ -1,0 +1,177 @@
+"""What a finished sweep found and where its records are: the terminal summary and its metrics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray import tune
+
+from orchestrator.callbacks import name_of
+from orchestrator.contract import hyperparameters
+from orchestrator.outcomes import INTERRUPTED, Outcomes
+from orchestrator.tracking import SweepTracker, ui_hint
+
+
+@dataclass
+class SweepSummary:
+    """What a finished sweep found and where its records are."""
+
+    name: str
+    metric: str
+    mode: str
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_trial: str | None
+    statuses: dict[str, int]
+    epochs_run: int
+    epochs_budget: int
+    restarts: int
+    wall_s: float
+    results_dir: str
+    tracking_uri: str | None = None
+    parent_run_id: str | None = None
+    best_run_id: str | None = None
+    ui: str | None = None
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+    model_uri: str | None = None
+    report: str | None = None
+
+    def render(self) -> str:
+        """A short plain-text report for the terminal."""
+        ended = "was INTERRUPTED after" if self.interrupted else "finished in"
+        lines = [
+            f"sweep '{self.name}' {ended} {self.wall_s:.0f}s: "
+            f"{sum(self.statuses.values())} trials, {self.epochs_run} epochs trained of "
+            f"{self.epochs_budget} budgeted, {self.restarts} restarts"
+        ]
+        if self.best_value is None:
+            lines.append(f"  no trial reported a finite {self.metric}")
+        else:
+            lines.append(f"  best {self.metric} ({self.mode}): {self.best_value:.4f}  [{self.best_trial}]")
+            lines.append(
+                "  best configuration: "
+                + ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(self.best_params.items()))
+            )
+        lines.append(
+            "  trials by final status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
+        )
+        lines.append(f"  Ray results: {self.results_dir}")
+        if self.tracking_uri:
+            lines.append(
+                f"  MLflow: {self.tracking_uri} (parent run {self.parent_run_id}, "
+                f"best trial run {self.best_run_id})"
+            )
+            lines.append(f"  view it: {self.ui}")
+        if self.model_uri:
+            lines.append(f"  best model: {self.model_uri}")
+        if self.report:
+            lines.append(f"  convergence report: {self.report}   (python -m analysis {self.results_dir})")
+        return "\n".join(lines)
+
+    def metrics(self) -> dict[str, float]:
+        """The summary as the parent run's metrics."""
+        metrics: dict[str, float] = {
+            "trials": float(sum(self.statuses.values())),
+            "epochs_run": float(self.epochs_run),
+            "epochs_saved": float(self.epochs_budget - self.epochs_run),
+            "restarts": float(self.restarts),
+            "wall_s": self.wall_s,
+        }
+        if self.best_value is not None:
+            metrics[f"best_{self.metric}"] = self.best_value
+        metrics.update({f"trials_{k.lower()}": float(v) for k, v in self.statuses.items()})
+        return metrics
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def summarize(
+    cfg: Any,
+    grid: tune.ResultGrid,
+    results_dir: str,
+    started: float,
+    tracker: SweepTracker | None,
+    scheduler: Any,
+    outcomes: Outcomes,
+) -> SweepSummary:
+    """The summary of a fitted sweep; each trial's status is the one :class:`Outcomes` decided.
+
+    ``scheduler`` is the convergence scheduler (its lineage counts restarts and their epochs)
+    or None; a trial that never ended on its own makes the sweep interrupted.
+    """
+    statuses: dict[str, int] = {}
+    rows, epochs_run, restarts = [], 0, 0
+    for result in grid:
+        last = result.metrics or {}
+        if result.config is None:  # never started (the sweep was interrupted)
+            continue
+        tid = last.get("trial_id") or _trial_id(result)
+        status = outcomes.of(tid) if tid else INTERRUPTED
+        statuses[status] = statuses.get(status, 0) + 1
+        if scheduler is not None and tid:
+            lineage = scheduler.lineage(tid)
+            epochs_run += sum(r.epochs for r in lineage)
+            restarts += len(lineage) - 1
+        else:
+            epochs_run += int(last.get("epoch", 0))
+        decision = scheduler.decision(tid) if scheduler is not None and tid else None
+        rows.append(
+            {
+                **hyperparameters(result.config),
+                "trial_id": tid,
+                "status": status,
+                "value": last.get(cfg.metric),
+                "epochs": last.get("epoch"),
+                "attempts": int(last.get("attempt", 0)) + 1,
+                "verdict": decision.verdict.status if decision is not None and decision.verdict else None,
+            }
+        )
+    summary = SweepSummary(
+        name=cfg.name,
+        metric=cfg.metric,
+        mode=cfg.mode,
+        best_value=None,
+        best_params={},
+        best_trial=None,
+        statuses=statuses,
+        epochs_run=epochs_run,
+        epochs_budget=len(rows) * cfg.trainable.epochs,
+        restarts=restarts,
+        wall_s=time.time() - started,
+        results_dir=results_dir,
+        trials=rows,
+        interrupted=INTERRUPTED in statuses,
+    )
+    _best(summary, grid, tracker)
+    return summary
+
+
+def _trial_id(result: Any) -> str | None:
+    """The trial id of a result without metrics (it failed before its first report), from its
+    directory's name (``trial_0007_<id>``, :func:`orchestrator.callbacks.name_of`)."""
+    path = getattr(result, "path", None)
+    return path.rstrip("/").rsplit("_", 1)[-1] if path else None
+
+
+def _best(summary: SweepSummary, grid: tune.ResultGrid, tracker: SweepTracker | None) -> None:
+    """Fill in the best trial (Ray's best last result) and where the sweep's records are."""
+    if tracker is not None:
+        summary.tracking_uri, summary.parent_run_id = tracker.uri, tracker.parent_run_id
+        summary.ui = ui_hint(tracker.uri, tracker.experiment_id)
+    try:
+        best = grid.get_best_result(summary.metric, summary.mode, scope="last")
+    except RuntimeError:
+        return
+    if not best.metrics or summary.metric not in best.metrics:
+        return
+    summary.best_value = float(best.metrics[summary.metric])
+    summary.best_params = hyperparameters(best.config)
+    trial_id = best.metrics.get("trial_id")
+    summary.best_trial = name_of(trial_id, best.config)
+    if tracker is not None and trial_id:
+        summary.best_run_id = tracker.run_ids.get(trial_id)
