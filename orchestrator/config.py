@@ -22,6 +22,7 @@ from orchestrator.redact import is_secret_key
 from orchestrator.space import SearchSpace, parse_space
 from trainables.data import DATASETS
 
+
 @dataclass(frozen=True)
 class DataConfig:
     root: str | None = None

@@ -35,9 +35,41 @@ def test_default_config_validates():
     assert cfg.space.searched, "the default sweep searches something"
 
 
+def _leaves(data: dict, prefix: str) -> list[tuple[str, object]]:
+    """``{"a": {"b": 1}}`` -> ``[("prefix.a.b", 1)]``; a hyperparameter's distribution is one value."""
+    out = []
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and ".hparams." not in path:
+            out += _leaves(value, path)
+        else:
+            out.append((path, value))
+    return out
+
+
+def _at(data: dict, path: str) -> object:
+    for part in path.split("."):
+        data = data[part]
+    return data
+
+
 @pytest.mark.parametrize("override", [f"{g}={o}" for g in GROUPS for o in _options(g)])
 def test_every_option_of_every_group_composes_and_validates(override):
-    assert isinstance(_compose([override]), SweepConfig)
+    """Each option file's values reach the validated config (under its group, or at the top for
+    ``# @package _global_`` files), e.g. ``trainable=cnn`` gives ``trainable.model == 'cnn'``."""
+    group, option = override.split("=")
+    text = (CONF / group / f"{option}.yaml").read_text()
+    data = {k: v for k, v in (yaml.safe_load(text) or {}).items() if k not in ("defaults", "hydra")}
+    composed = dataclasses.asdict(_compose([override]))
+    leaves = _leaves(data, "" if text.startswith("# @package _global_") else group)
+    assert leaves, f"{override} sets nothing"
+    for path, value in leaves:
+        if isinstance(value, str) and "${" in value:
+            continue  # an interpolation: resolved against other keys
+        got = _at(composed, path)
+        if isinstance(value, str) and isinstance(got, float):
+            value = float(value)  # YAML 1.1 reads 1e-3 as text; OmegaConf as a number
+        assert got == value, f"{override}: {path} is {got!r}, the file says {value!r}"
 
 
 def test_required_groups_and_options_exist():
@@ -91,7 +123,8 @@ def test_contract_problem_names_the_key_and_what_was_reported():
     assert contract_problem({**result, "val_acc": "0.5"}, "val_acc") == (
         "val_acc: the trial reported '0.5', not a number"
     )
-    assert contract_problem({**result, "epoch": 0}, "val_acc").startswith("epoch: must be a whole number >= 1")
+    zeroth = contract_problem({**result, "epoch": 0}, "val_acc")
+    assert zeroth.startswith("epoch: must be a whole number >= 1")
     assert contract_problem({**result, "val_acc": True}, "val_acc").endswith("not a number")
 
 

@@ -221,3 +221,45 @@ def test_the_epoch_seconds_ray_reports_feed_the_compute_rungs():
     assert "s of training" in scheduler.decisions["slow"].reason
     searcher.on_trial_complete("slow", result={"val_acc": 0.65})
     assert {t.number: t.state for t in searcher._ot_study.trials}[2] == TrialState.PRUNED
+
+
+def test_a_result_that_breaks_the_contract_stops_its_trial_before_the_policy_sees_it():
+    """The first hop: no objective (or not a number) -> the trial stops as failed, Optuna is told
+    FAIL, the policy records nothing for it, and the problem names the key and what was reported."""
+    from orchestrator.outcomes import Outcomes
+
+    searcher, controller, scheduler = setup()
+    outcomes = Outcomes(30, scheduler)
+    bad = add_trial(searcher, controller, scheduler, "bad")
+    broken = {k: v for k, v in result(1, 2.3, 0.1).items() if k != "val_acc"}
+    assert scheduler.on_trial_result(controller, bad, broken) == TrialScheduler.STOP
+    problem = scheduler.problem("bad")
+    assert problem.startswith("val_acc: the trial did not report it (reported: attempt, dead_frac, epoch")
+    assert scheduler.decision("bad") is None and scheduler.policy.epochs == 0
+    assert scheduler.all_broken()
+    bad.update_last_result(broken)
+    searcher.on_trial_complete("bad", broken)
+    assert searcher._ot_study.trials[0].state == TrialState.FAIL
+    assert outcomes.decide(bad, errored=False) == "ERROR"
+
+    good = add_trial(searcher, controller, scheduler, "good")
+    assert scheduler.on_trial_result(controller, good, result(1, 2.0, 0.4)) == TrialScheduler.CONTINUE
+    assert not scheduler.all_broken()  # one trial kept the contract: the sweep goes on
+    text = add_trial(searcher, controller, scheduler, "text")
+    stringly = {**result(1, 2.0, 0.4), "val_loss": "2.0"}
+    assert scheduler.on_trial_result(controller, text, stringly) == TrialScheduler.STOP
+    assert scheduler.problem("text") == "val_loss: the trial reported '2.0', not a number"
+
+
+def test_the_scheduler_refuses_a_mode_its_policy_does_not_rank_with():
+    policy = ConvergencePolicy(PolicyConfig(mode="max"), budget=10)
+    try:
+        ConvergenceScheduler(policy, metric="val_acc", mode="min")
+    except ValueError as exc:
+        assert "mode" in str(exc) and "'max'" in str(exc)
+    else:
+        raise AssertionError("a disagreeing mode was accepted")
+    scheduler = ConvergenceScheduler(policy, metric="val_acc")
+    assert scheduler.set_search_properties("val_acc", "min") is False
+    assert scheduler.set_search_properties("val_loss", "max") is False
+    assert scheduler.set_search_properties("val_acc", "max") is True
