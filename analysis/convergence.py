@@ -26,14 +26,12 @@ from analysis.verdict import (
     CONVERGED,
     DEFAULT_THRESHOLDS,
     DIVERGED,
-    DIVERGED_KINDS,
     OSCILLATING,
     PLATEAU_BAD,
     PREDICTED_WORSE,
     PROGRESSING,
     STATUSES,
     STUCK,
-    STUCK_KINDS,
     Thresholds,
     Verdict,
     mode_sign,
@@ -41,7 +39,7 @@ from analysis.verdict import (
 
 __all__ = [
     "CONVERGED", "DIVERGED", "STUCK", "OSCILLATING", "PLATEAU_BAD", "PREDICTED_WORSE", "PROGRESSING",
-    "STATUSES", "STUCK_KINDS", "DIVERGED_KINDS", "DEFAULT_THRESHOLDS", "Prediction", "Thresholds", "Verdict",
+    "STATUSES", "DEFAULT_THRESHOLDS", "Prediction", "Thresholds", "Verdict",
     "convergence_epoch", "diagnose", "extrapolate", "optimistic_final",
 ]  # fmt: skip
 _INF, _NAN = math.inf, math.nan

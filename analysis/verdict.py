@@ -16,8 +16,6 @@ CONVERGED, DIVERGED, STUCK, OSCILLATING, PLATEAU_BAD, PREDICTED_WORSE, PROGRESSI
 )  # fmt: skip
 STATUSES: tuple[str, ...] = (
     CONVERGED, DIVERGED, STUCK, OSCILLATING, PLATEAU_BAD, PREDICTED_WORSE, PROGRESSING)  # fmt: skip
-STUCK_KINDS: tuple[str, ...] = ("chance", "vanishing_grad", "dead_relu", "no_progress")
-DIVERGED_KINDS: tuple[str, ...] = ("nonfinite", "blowup")
 _INF = math.inf
 
 
