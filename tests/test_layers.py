@@ -25,6 +25,7 @@ HEAVY = ("ray", "torch", "mlflow", "hydra", "omegaconf")
         "orchestrator.policy",
         "orchestrator.rungs",
         "trainables.hparams",
+        "trainables.formats",
     ],
 )
 def test_pure_modules_import_nothing_heavy(module):
