@@ -147,14 +147,14 @@ def decision_times(trials: int, epochs: int, *, workers: int = 16, seed: int = 0
     Returns percentiles (µs) of all ``on_trial_result`` calls (``all``), of those that ran an
     extrapolation (``with_extrapolation``), of ``choose_trial_to_run``, and the simulation's totals.
     """
-    import analysis.convergence as convergence
+    import analysis.extrapolation as extrapolation
     from benchmarks.replay_sim import SimController
     from benchmarks.schedulers import make_convergence
 
     bank = synthetic_bank(trials, epochs, seed=seed)
     scheduler = make_convergence(epochs, trials, chance=CHANCE)
     calls = {"extrapolate": 0}
-    original_extrapolate = convergence.extrapolate
+    original_extrapolate = extrapolation.extrapolate
 
     def counted_extrapolate(*args: Any, **kwargs: Any) -> Any:
         calls["extrapolate"] += 1
@@ -185,13 +185,13 @@ def decision_times(trials: int, epochs: int, *, workers: int = 16, seed: int = 0
         return out
 
     scheduler.on_trial_result, scheduler.choose_trial_to_run = timed_result, timed_choose
-    convergence.extrapolate = counted_extrapolate
+    extrapolation.extrapolate = counted_extrapolate
     try:
         started = time.perf_counter()
         stats = SimController(scheduler, bank, range(trials), workers, workers).run()
         elapsed = time.perf_counter() - started
     finally:
-        convergence.extrapolate = original_extrapolate
+        extrapolation.extrapolate = original_extrapolate
     actions: dict[str, int] = {}
     for decision in scheduler.decisions.values():
         actions[decision.action] = actions.get(decision.action, 0) + 1
@@ -220,7 +220,7 @@ def full_budget_times(trials: int, epochs: int, *, seed: int = 0) -> dict[str, A
     """
     from ray.tune.experiment import Trial
 
-    import analysis.convergence as convergence
+    import analysis.extrapolation as extrapolation
     from benchmarks.schedulers import make_convergence
 
     bank = synthetic_bank(trials, epochs, seed=seed)
@@ -230,7 +230,7 @@ def full_budget_times(trials: int, epochs: int, *, seed: int = 0) -> dict[str, A
     for trial in stubs:
         scheduler.on_trial_add(controller, trial)
     calls = {"extrapolate": 0}
-    original_extrapolate = convergence.extrapolate
+    original_extrapolate = extrapolation.extrapolate
 
     def counted_extrapolate(*args: Any, **kwargs: Any) -> Any:
         calls["extrapolate"] += 1
@@ -238,7 +238,7 @@ def full_budget_times(trials: int, epochs: int, *, seed: int = 0) -> dict[str, A
 
     all_ns, extrapolating_ns, late_ns, wall_ns = [], [], [], []
     clock, wall = time.thread_time_ns, time.perf_counter_ns
-    convergence.extrapolate = counted_extrapolate
+    extrapolation.extrapolate = counted_extrapolate
     try:
         for e in range(epochs):
             for trial, config in zip(stubs, bank.configs, strict=True):
@@ -262,7 +262,7 @@ def full_budget_times(trials: int, epochs: int, *, seed: int = 0) -> dict[str, A
                 if e >= 64:
                     late_ns.append(elapsed)
     finally:
-        convergence.extrapolate = original_extrapolate
+        extrapolation.extrapolate = original_extrapolate
     return {
         "all": _percentiles(all_ns),
         "with_extrapolation": _percentiles(extrapolating_ns),
@@ -276,10 +276,13 @@ def full_budget_times(trials: int, epochs: int, *, seed: int = 0) -> dict[str, A
 def clear_caches() -> None:
     """Empty the process-wide, size-bounded caches of the curve analysis."""
     import analysis.convergence as convergence
+    import analysis.extrapolation as extrapolation
+    import analysis.plateau as plateau
 
-    for fn in vars(convergence).values():
-        if hasattr(fn, "cache_clear"):
-            fn.cache_clear()
+    for module in (convergence, extrapolation, plateau):
+        for fn in vars(module).values():
+            if hasattr(fn, "cache_clear"):
+                fn.cache_clear()
 
 
 class _Controller:

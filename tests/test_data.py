@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainables.data import DATASETS, DataError, Dataset, check_data_root, load_dataset
+from trainables.data import DATASETS, INPUT_SHAPES, DataError, Dataset, check_data_root, load_dataset
 
 FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 
@@ -131,7 +131,7 @@ def test_mnist1d_shapes_and_global_rng_untouched() -> None:
 )
 def test_idx_files_load(tmp_path: Path, name: str, subdir: str, gz: bool) -> None:
     labels = _write_mnist(tmp_path / subdir, gz=gz)
-    check_data_root(name, str(tmp_path))
+    assert check_data_root(name, str(tmp_path)) is None
     ds = load_dataset(name, str(tmp_path))
     _assert_standardised(ds)
     assert ds.input_shape == (1, 28, 28)
@@ -159,6 +159,8 @@ def test_malformed_idx_names_the_file(tmp_path: Path, which: str, kwargs: dict, 
     bad = _write_idx(tmp_path / f"train-{which}-idx{array.ndim}-ubyte", array, **kwargs)
     with pytest.raises(DataError, match=f"train-{which}-idx"):
         load_dataset("mnist", str(tmp_path))
+    with pytest.raises(DataError, match=f"train-{which}-idx"):  # the header alone shows it
+        check_data_root("mnist", str(tmp_path))
     assert bad.exists()
 
 
@@ -168,8 +170,11 @@ def test_truncated_idx_and_bad_labels(tmp_path: Path) -> None:
     images.write_bytes(images.read_bytes()[:-5])
     with pytest.raises(DataError, match="malformed IDX file .*train-images-idx3-ubyte"):
         load_dataset("mnist", str(tmp_path))
+    with pytest.raises(DataError, match="header says .* but 47035 data bytes follow"):
+        check_data_root("mnist", str(tmp_path))
     _write_mnist(tmp_path)
     _write_idx(tmp_path / "train-labels-idx1-ubyte", _labels(60) + 5)
+    assert check_data_root("mnist", str(tmp_path)) is None  # headers only: the values pass
     with pytest.raises(DataError, match="train-labels-idx1-ubyte' has labels 5..14"):
         load_dataset("mnist", str(tmp_path))
 
@@ -178,13 +183,17 @@ def test_truncated_idx_and_bad_labels(tmp_path: Path) -> None:
 @pytest.mark.parametrize("str_keys", [False, True])
 def test_cifar_batches_load(tmp_path: Path, layout: str, str_keys: bool) -> None:
     _write_cifar(tmp_path / layout, batches=2, str_keys=str_keys)
-    check_data_root("cifar10", str(tmp_path))
+    assert check_data_root("cifar10", str(tmp_path)) is None
     ds = load_dataset("cifar10", str(tmp_path), val_fraction=0.5)
     _assert_standardised(ds)
     assert ds.input_shape == (3, 32, 32)
     assert (len(ds.y_train), len(ds.y_val)) == (30, 30)
+    both = np.concatenate([ds.y_train, ds.y_val])
+    assert sorted(both) == sorted(np.tile(_labels(30), 2).tolist())  # both batches, every label
     planes = ds.x_train.reshape(30, 3, -1)
     assert np.all(planes == planes[:, :, :1])  # channel-major reshape keeps planes constant
+    order = np.argsort(ds.y_train, kind="stable")  # each plane was brighter with the label
+    assert np.all(np.diff(planes[order, :, 0], axis=0) >= 0)
 
 
 class _Payload:
@@ -211,9 +220,12 @@ def test_cifar_pickle_with_foreign_global_is_refused_unexecuted(tmp_path: Path, 
 
 def test_cifar_non_batch_pickle(tmp_path: Path) -> None:
     (tmp_path / "data_batch_3").write_bytes(pickle.dumps([1, 2, 3]))
+    assert check_data_root("cifar10", str(tmp_path)) is None  # a pickle: only unpickling tells
     with pytest.raises(DataError, match="data_batch_3' is not a CIFAR-10 batch"):
         load_dataset("cifar10", str(tmp_path))
     (tmp_path / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="cannot unpickle .*data_batch_3.*does not start like a pickle"):
+        check_data_root("cifar10", str(tmp_path))
     with pytest.raises(DataError, match="cannot unpickle .*data_batch_3"):
         load_dataset("cifar10", str(tmp_path))
 
@@ -240,9 +252,35 @@ def test_check_data_root_needs_labels_next_to_images(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["digits", "mnist1d"])
-def test_check_data_root_passes_without_files(name: str) -> None:
-    check_data_root(name, None)
-    check_data_root(name, "/does/not/matter")
+def test_check_data_root_passes_without_files(tmp_path: Path, name: str) -> None:
+    missing, a_file = tmp_path / "does" / "not" / "matter", tmp_path / "a_file"
+    a_file.write_bytes(b"")
+    for root in (None, "", str(missing), str(a_file)):
+        assert check_data_root(name, root) is None
+    assert not missing.exists()
+    # the root is not read: loading with one gives the very dataset loading without one does
+    ds, plain = load_dataset(name, str(missing), max_samples=50), load_dataset(name, None, max_samples=50)
+    _assert_standardised(ds)
+    assert ds.name == name and ds.input_shape == INPUT_SHAPES[name]
+    assert (len(ds.y_train), len(ds.y_val)) == (50, 50)
+    assert set(ds.y_train) <= set(range(10))
+    np.testing.assert_array_equal(ds.x_train, plain.x_train)
+    np.testing.assert_array_equal(ds.y_val, plain.y_val)
+    assert not missing.exists() and sorted(tmp_path.iterdir()) == [a_file]
+
+
+def test_data_root_lookup_order_is_the_documented_one(tmp_path: Path) -> None:
+    """IDX files: root before root/MNIST/raw; CIFAR batches: root/cifar-10-batches-py before root."""
+    _write_mnist(tmp_path, n=60)
+    _write_mnist(tmp_path / "MNIST" / "raw", n=40)
+    assert check_data_root("mnist", str(tmp_path)) is None
+    ds = load_dataset("mnist", str(tmp_path))
+    assert len(ds.y_train) + len(ds.y_val) == 60  # root's files, not MNIST/raw's
+    _write_cifar(tmp_path / "cifar-10-batches-py", batches=2, n=30)
+    _write_cifar(tmp_path, batches=1, n=20)
+    assert check_data_root("cifar10", str(tmp_path)) is None
+    ds = load_dataset("cifar10", str(tmp_path))
+    assert len(ds.y_train) + len(ds.y_val) == 60  # cifar-10-batches-py's two batches, not root's one
 
 
 def test_unknown_dataset() -> None:

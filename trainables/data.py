@@ -2,22 +2,23 @@
 
 Every loader returns raw train/val arrays; :func:`load_dataset` then subsamples, standardises
 per channel with train-split statistics and packs the result into a :class:`Dataset`.
+
+The file formats (IDX, CIFAR-10 pickles) are parsed in :mod:`trainables.formats`; its
+:class:`DataError` stays importable from here.
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
-import pickle
 import random
-import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
+
+from trainables.formats import DataError, check_pickle_start, idx_dims, read_cifar_batch, read_idx
 
 logger = logging.getLogger(__name__)
 
@@ -34,27 +35,10 @@ _TORCHVISION_DIRS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 _CIFAR_DIR = "cifar-10-batches-py"
 _CIFAR_BATCHES = tuple(f"data_batch_{k}" for k in range(1, 6))
-_PICKLE_GLOBALS = frozenset(
-    {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),
-    }
-)
-#: First byte of a pickled dict: PROTO (protocol 2+), EMPTY_DICT (1) or MARK (0).
-_PICKLED_DICT_STARTS = (b"\x80", b"}", b"(")
 _MNIST1D_CACHE: dict[str, np.ndarray] = {}
 _MNIST1D_LOCK = threading.Lock()
 
 Arrays = tuple[np.ndarray, np.ndarray]
-
-
-class DataError(ValueError):
-    """A dataset cannot be loaded; the message is one line naming the key/path and the problem."""
 
 
 @dataclass(frozen=True)
@@ -122,8 +106,8 @@ def check_data_root(name: str, root: str | None) -> None:
         raise DataError(f"trainable.dataset: unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
     if name in _TORCHVISION_DIRS:
         images, labels = _idx_paths(name, root)
-        n_images, *shape = _idx_dims(images, 3)
-        (n_labels,) = _idx_dims(labels, 1)
+        n_images, *shape = idx_dims(images, 3)
+        (n_labels,) = idx_dims(labels, 1)
         if tuple(shape) != (28, 28) or n_images != n_labels:
             raise DataError(
                 f"data.root: '{images}' holds {(n_images, *shape)} images but '{labels}' "
@@ -131,40 +115,7 @@ def check_data_root(name: str, root: str | None) -> None:
             )
     elif name == "cifar10":
         for path in _cifar_paths(root):
-            with path.open("rb") as fh:
-                if fh.read(1) not in _PICKLED_DICT_STARTS:
-                    raise DataError(f"data.root: cannot unpickle '{path}': it does not start like a pickle")
-
-
-def _idx_dims(path: Path, ndim: int) -> tuple[int, ...]:
-    """The dimensions in the header of an unsigned-byte IDX file (reading only the header)."""
-    header_len = 4 + 4 * ndim
-    try:
-        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as fh:
-            head = fh.read(header_len)
-    except (OSError, EOFError) as exc:
-        raise DataError(f"data.root: cannot read '{path}': {exc}") from exc
-    dims = _idx_header(head, path, ndim)
-    if path.suffix != ".gz" and path.stat().st_size - header_len != int(np.prod(dims)):
-        raise DataError(
-            f"data.root: malformed IDX file '{path}': header says {dims} but "
-            f"{path.stat().st_size - header_len} data bytes follow"
-        )
-    return dims
-
-
-def _idx_header(raw: bytes, path: Path, ndim: int) -> tuple[int, ...]:
-    """Check the magic number of an IDX file's first bytes and return its dimensions."""
-    header_len = 4 + 4 * ndim
-    if len(raw) < header_len:
-        raise DataError(f"data.root: malformed IDX file '{path}': only {len(raw)} bytes")
-    (magic,) = struct.unpack(">I", raw[:4])
-    if magic != 0x0800 + ndim:
-        raise DataError(
-            f"data.root: malformed IDX file '{path}': magic 0x{magic:08x}, "
-            f"expected 0x{0x0800 + ndim:08x} (unsigned bytes, {ndim} dims)"
-        )
-    return struct.unpack(f">{ndim}I", raw[4:header_len])
+            check_pickle_start(path)
 
 
 def _check_options(val_fraction: float, max_samples: int | None) -> None:
@@ -248,7 +199,7 @@ def _mnist1d_splits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def _load_idx_dataset(name: str, root: str | None) -> Arrays:
     """Read the MNIST-style train images (N, 28, 28) and labels (N,) from IDX files."""
     images_path, labels_path = _idx_paths(name, root)
-    images, labels = _read_idx(images_path, 3), _read_idx(labels_path, 1)
+    images, labels = read_idx(images_path, 3), read_idx(labels_path, 1)
     if images.shape[1:] != (28, 28) or len(images) != len(labels):
         raise DataError(
             f"data.root: '{images_path}' holds {images.shape} images but '{labels_path}' "
@@ -257,68 +208,14 @@ def _load_idx_dataset(name: str, root: str | None) -> Arrays:
     return images, _labels(labels, labels_path)
 
 
-def _read_idx(path: Path, ndim: int) -> np.ndarray:
-    """Parse an unsigned-byte IDX file: magic 0x0000 08 ndim, big-endian dims, then data."""
-    raw = _read_bytes(path)
-    header_len = 4 + 4 * ndim
-    dims = _idx_header(raw, path, ndim)
-    if len(raw) - header_len != int(np.prod(dims)):
-        raise DataError(
-            f"data.root: malformed IDX file '{path}': header says {dims} but "
-            f"{len(raw) - header_len} data bytes follow"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(dims)
-
-
-def _read_bytes(path: Path) -> bytes:
-    """Return the content of `path`, gunzipped when its name ends with .gz."""
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
-    except (OSError, EOFError) as exc:
-        raise DataError(f"data.root: cannot read '{path}': {exc}") from exc
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the numpy globals needed to rebuild plain arrays."""
-
-    def __init__(self, fh: BinaryIO, path: Path) -> None:
-        super().__init__(fh, encoding="bytes")
-        self._path = path
-
-    def find_class(self, module: str, name: str) -> object:
-        """Refuse every global outside the numpy array allow-list with a DataError."""
-        if (module, name) not in _PICKLE_GLOBALS:
-            raise DataError(f"data.root: refusing to load '{self._path}': it references {module}.{name}")
-        return super().find_class(module, name)
-
-
 def _load_cifar(name: str, root: str | None) -> Arrays:
     """Read and concatenate every data_batch_k: images (N, 3, 32, 32) and labels (N,)."""
-    parts = [_read_cifar_batch(path) for path in _cifar_paths(root)]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-def _read_cifar_batch(path: Path) -> Arrays:
-    """Unpickle one CIFAR-10 batch dict (bytes or str keys) safely and validate its arrays."""
-    try:
-        with path.open("rb") as fh:
-            batch = _NumpyOnlyUnpickler(fh, path).load()
-    except DataError:
-        raise
-    except Exception as exc:  # a corrupt pickle can raise almost anything
-        raise DataError(f"data.root: cannot unpickle '{path}': {exc}") from exc
-    if not isinstance(batch, dict):
-        raise DataError(f"data.root: '{path}' is not a CIFAR-10 batch dict")
-    data = batch.get(b"data", batch.get("data"))
-    labels = batch.get(b"labels", batch.get("labels"))
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
-        raise DataError(f"data.root: '{path}' has no uint8 'data' array of shape (N, 3072)")
-    if data.shape[1] != 3072 or labels is None or len(labels) != len(data):
-        raise DataError(f"data.root: '{path}': data {data.shape} does not match the labels")
-    return data.reshape(-1, 3, 32, 32), _labels(labels, path)
+    images, labels = [], []
+    for path in _cifar_paths(root):  # each batch's labels checked before the next batch is read
+        data, raw = read_cifar_batch(path)
+        images.append(data)
+        labels.append(_labels(raw, path))
+    return np.concatenate(images), np.concatenate(labels)
 
 
 _LOADERS: dict[str, Callable[[str, str | None], Arrays]] = {
