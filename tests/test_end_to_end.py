@@ -36,6 +36,12 @@ def _config(overrides):
     return load_config(OmegaConf.to_container(cfg, resolve=True))
 
 
+def _index(summary, trial_id):
+    """The searcher's index of a trial (the ``trial_<index>_<id>`` name of its directory)."""
+    (path,) = glob.glob(os.path.join(summary.results_dir, f"trial_*_{trial_id}"))
+    return int(os.path.basename(path).split("_")[1])
+
+
 def _children(client, parent_id):
     exp = client.get_run(parent_id).info.experiment_id
     return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
@@ -163,11 +169,12 @@ def test_the_driver_does_not_import_torch():
 
 
 def test_convergence_scheduler_restarts_stuck_prunes_diverging_stops_converged(tmp_path, monkeypatch):
-    """Three real trials on digits, one seed for all first attempts (seed 1):
-    lr 0.1 is stuck at chance with that seed, lr 20 blows up, lr 0.03 trains well. All three at
-    once: a converged trial runs on as a contender when it is at least as good as a trial that
-    finished before it, so lr 0.03 must converge (epoch ~12) before the restarted lr 0.1 trial
-    finishes (~35 epochs in all) whatever the machine's speed."""
+    """Three real trials on digits, one seed for all first attempts (seed 1), one at a time so
+    every decision sees the same finished trials whatever the machine's speed: sweep seed 5
+    orders the grid lr 0.03, 0.1, 20. lr 0.03 trains well and converges (nothing finished before
+    it, so it is no contender and stops); lr 0.1 learns, then collapses back to chance with that
+    seed (it is held while its window decides, though the leader would prune it as predicted
+    worse) and restarts with a new seed; lr 20 blows up."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     fixed = {
@@ -183,10 +190,10 @@ def test_convergence_scheduler_restarts_stuck_prunes_diverging_stops_converged(t
     cfg = _config(
         [
             "name=three",
+            "seed=5",
             "search=grid",
             "num_samples=3",
-            "max_concurrent_trials=3",
-            "cluster.num_cpus=3",
+            "max_concurrent_trials=1",
             "trainable.epochs=30",
             "scheduler=convergence",
             "scheduler.max_restarts=1",
@@ -198,6 +205,8 @@ def test_convergence_scheduler_restarts_stuck_prunes_diverging_stops_converged(t
     )
     summary = run(cfg, resolved_yaml="name: three", overrides=())
     by_lr = {row["lr"]: row for row in summary.trials}
+    order = sorted(summary.trials, key=lambda row: _index(summary, row["trial_id"]))
+    assert [row["lr"] for row in order] == [0.03, 0.1, 20.0], "the premise: the grid's order for seed 5"
     assert by_lr[0.03]["status"] == "CONVERGED" and by_lr[0.03]["epochs"] < 30
     assert by_lr[20.0]["status"] == "PRUNED" and by_lr[20.0]["verdict"] == "diverged"
     stuck = by_lr[0.1]
