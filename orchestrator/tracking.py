@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import base64
-import io
 import json
 import logging
 import math
@@ -423,8 +422,6 @@ class _Writer:
         self.units: deque[_Op] = deque()  # grouped, in delivery order; writer-owned
         self.seq = 0
         self.delivered = 0
-        self.skipped = 0
-        self.cpu_seconds = 0.0  # the writer thread's CPU time (it shares the driver's process)
         self.outage_since: float | None = None
         self.spooled = False
         self.wake = threading.Event()
@@ -464,13 +461,11 @@ class _Writer:
                 with self.changed:
                     self.changed.notify_all()
                 return
-            cpu = time.thread_time()
             try:
                 ok = self._pass()
             except Exception:  # noqa: BLE001 - the writer must outlive any bug in one pass
                 logger.exception("MLflow writer: unexpected error; will retry")
                 ok = False
-            self.cpu_seconds += time.thread_time() - cpu
             delay = 0.5 if ok else min(delay * 2, 5.0)
             with self.changed:
                 self.changed.notify_all()
@@ -507,7 +502,6 @@ class _Writer:
                         op.uncertain = True
                         self._down(exc)
                         return False
-                    self.skipped += 1
                     logger.warning("MLflow refused %s on run %s (%s); skipped", op.kind, op.run, _short(exc))
                 self.units.popleft()
                 self.delivered += 1
@@ -628,8 +622,8 @@ class SweepTracker:
     ``end_trial``, then ``end_sweep``.
 
     Calls only enqueue; a background writer delivers (see the module doc). ``driver_seconds``
-    is the time the driver spent in these calls (waits in :meth:`flush` counted apart, in
-    ``flush_seconds``), ``results_logged`` the number of :meth:`log_metrics` calls.
+    is the time the driver spent in these calls (waits in :meth:`flush` not counted),
+    ``results_logged`` the number of :meth:`log_metrics` calls.
     """
 
     def __init__(
@@ -657,7 +651,6 @@ class SweepTracker:
             outage_grace_s = float(os.environ.get(GRACE_ENV, "10"))
         self.outage_grace_s = outage_grace_s
         self.driver_seconds = 0.0
-        self.flush_seconds = 0.0
         self.results_logged = 0
         self.spool_path = os.path.join(spool_dir or _default_spool_dir(uri), _spool_name())
         self._resolved: dict[str, str] = {}
@@ -880,19 +873,6 @@ class SweepTracker:
             self._writer.put(_Op("batch", run_id, {"tags": {k: str(v) for k, v in tags.items()}}))
         self._writer.put(_Op("end", run_id, {"status": status, "end": now}))
 
-    @_timed
-    def log_figure(self, trial_id: str, figure: Any, path: str) -> None:
-        """A matplotlib figure as an artifact of the trial's run (open or ended); rendered now."""
-        buf = io.BytesIO()
-        figure.savefig(buf, format=posixpath.splitext(path)[1].lstrip(".") or "png")
-        self._artifact(self.run_ids._handles[trial_id], path, buf.getvalue())
-
-    @_timed
-    def log_artifact_text(self, text: str, path: str) -> None:
-        """A text artifact on the parent run."""
-        if self.parent is not None:
-            self._artifact(self.parent.run_id, path, text.encode("utf-8"))
-
     def end_sweep(
         self, status: str, tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None
     ) -> None:
@@ -918,11 +898,6 @@ class SweepTracker:
         for trial_id in list(self.trials):
             self.end_trial(trial_id, status, {"final_status": "INTERRUPTED"})
 
-    @property
-    def writer_cpu_seconds(self) -> float:
-        """CPU time the background writer has used in this process so far."""
-        return self._writer.cpu_seconds
-
     def ms_per_result(self) -> float:
         """Driver milliseconds spent in tracking calls per logged result so far."""
         return 1000.0 * self.driver_seconds / max(1, self.results_logged)
@@ -932,34 +907,31 @@ class SweepTracker:
         for ``outage_grace_s`` or ``timeout`` passes, written to the spool file (False)."""
         started = time.monotonic()
         writer = self._writer
-        try:
-            if not writer.thread.is_alive():  # stopped (or died): nothing left to wait for
-                return writer.pending() == 0 or writer.spool() == 0
-            deadline = None if timeout is None else started + timeout
-            writer.wake.set()
-            with writer.changed:
-                while not writer.idle() and not writer.spooled:
-                    now = time.monotonic()
-                    down_for = now - max(started, writer.outage_since or now) if writer.outage_since else 0.0
-                    if (deadline is not None and now >= deadline) or down_for >= self.outage_grace_s:
-                        break
-                    writer.changed.wait(0.2)
-                    writer.wake.set()
-            if writer.idle() and not writer.spooled:
-                return True
-            n = writer.spool()
-            if n:
-                logger.warning(
-                    "MLflow at %s still unreachable: %d operations written to %s; deliver them later with: "
-                    "python -m orchestrator.tracking replay %s",
-                    self.uri,
-                    n,
-                    self.spool_path,
-                    self.spool_path,
-                )
-            return False
-        finally:
-            self.flush_seconds += time.monotonic() - started
+        if not writer.thread.is_alive():  # stopped (or died): nothing left to wait for
+            return writer.pending() == 0 or writer.spool() == 0
+        deadline = None if timeout is None else started + timeout
+        writer.wake.set()
+        with writer.changed:
+            while not writer.idle() and not writer.spooled:
+                now = time.monotonic()
+                down_for = now - max(started, writer.outage_since or now) if writer.outage_since else 0.0
+                if (deadline is not None and now >= deadline) or down_for >= self.outage_grace_s:
+                    break
+                writer.changed.wait(0.2)
+                writer.wake.set()
+        if writer.idle() and not writer.spooled:
+            return True
+        n = writer.spool()
+        if n:
+            logger.warning(
+                "MLflow at %s still unreachable: %d operations written to %s; deliver them later with: "
+                "python -m orchestrator.tracking replay %s",
+                self.uri,
+                n,
+                self.spool_path,
+                self.spool_path,
+            )
+        return False
 
     def _at_exit(self) -> None:
         """At interpreter exit: end what is still open (KILLED) and deliver or spool everything."""
