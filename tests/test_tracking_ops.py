@@ -18,12 +18,12 @@ from orchestrator.tracking import (
     KEY_TAG,
     PARENT_TAG,
     SweepTracker,
-    _Op,
     group_ops,
     main,
     replay,
     resolve_tracking_uri,
 )
+from orchestrator.tracking.ops import _Op
 
 # ---------------------------------------------------------------------------------------------
 # _Op: the spool's line format
