@@ -1,29 +1,28 @@
-"""The tracking package's pure parts, and spool replay and sweep reopening on a local SQLite store.
+"""The tracking package's pure parts: ops and their JSON lines, grouping and batching, URIs, the spool file.
 
-No server and no Ray: ops and their grouping are plain data; the URI parser is string work; replay and
-reopening run against ``sqlite:///{tmp_path}/mlflow.db`` and are read back with ``MlflowClient``.
+No store, no server, no Ray: plain data in, plain data out (replay and reopening on a local
+SQLite store are in test_tracking_replay.py).
 """
 
-import atexit
+import importlib
 import json
 import logging
 import math
-import os
 
 import pytest
-from mlflow.tracking import MlflowClient
 
+import orchestrator.tracking as tracking
 from orchestrator.errors import ConfigError
-from orchestrator.tracking import (
-    KEY_TAG,
-    PARENT_TAG,
-    SweepTracker,
-    group_ops,
-    main,
-    replay,
-    resolve_tracking_uri,
+from orchestrator.tracking import group_ops, resolve_tracking_uri, ui_hint
+from orchestrator.tracking.ops import _Op, end_ops, param_batches
+from orchestrator.tracking.spool import (
+    _default_spool_dir,
+    append_ops,
+    read_progress,
+    read_spool,
+    write_header,
 )
-from orchestrator.tracking.ops import _Op
+from orchestrator.tracking.uri import is_http, sqlite_path
 
 # ---------------------------------------------------------------------------------------------
 # _Op: the spool's line format
@@ -137,6 +136,43 @@ def test_nothing_to_group_gives_nothing():
     assert group_ops([_m("A", 1, note="x")]) == []  # no number left: no empty batch
 
 
+def test_params_go_out_100_at_a_time_as_text_cut_to_6000_characters():
+    params = {f"p{i:03d}": i for i in range(250)} | {"long": "x" * 7000, "exact": "y" * 6000}
+    batches = param_batches("R", params)
+    assert [(op.kind, op.run, len(op.data["params"])) for op in batches] == [
+        ("batch", "R", 100),
+        ("batch", "R", 100),
+        ("batch", "R", 52),
+    ]
+    sent = {k: v for op in batches for k, v in op.data["params"].items()}
+    assert list(sent) == list(params) and sent["p007"] == "7"
+    assert sent["long"] == "x" * 5997 + "..." and sent["exact"] == "y" * 6000
+
+
+def test_a_run_ends_after_its_finite_final_metrics_and_its_tags():
+    metrics = {"best": 0.5, "none": None, "nan": float("nan"), "inf": float("inf"), "n": 3}
+    ops = end_ops("R", "FINISHED", {"final_status": "COMPLETED", "epochs": 4}, metrics, now=1234)
+    assert [(op.kind, op.data) for op in ops] == [
+        ("batch", {"metrics": [["best", 0.5, 1234, 0], ["n", 3.0, 1234, 0]]}),
+        ("batch", {"tags": {"final_status": "COMPLETED", "epochs": "4"}}),
+        ("end", {"status": "FINISHED", "end": 1234}),
+    ]
+    assert [op.kind for op in end_ops("R", "KILLED", None, None, now=1)] == ["end"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The package's names
+
+
+def test_every_public_name_comes_from_its_module():
+    for name in tracking.__all__:
+        home = importlib.import_module(f"orchestrator.tracking.{tracking._HOMES[name]}")
+        assert getattr(tracking, name) is getattr(home, name), name
+    assert sorted(tracking._HOMES) == tracking.__all__
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        tracking.nothing  # noqa: B018 - the attribute access is the test
+
+
 # ---------------------------------------------------------------------------------------------
 # Tracking URIs
 
@@ -175,168 +211,47 @@ def test_a_uri_that_does_not_parse_is_a_config_error_naming_tracking_uri(tmp_pat
     assert str(caught.value).startswith(message)
 
 
-# ---------------------------------------------------------------------------------------------
-# Spool replay on a local SQLite store
+def test_one_parser_says_where_a_sqlite_file_is_and_what_is_a_server():
+    assert sqlite_path("sqlite:////data/m.db") == "/data/m.db"
+    assert sqlite_path("sqlite:///runs/m.db") == "runs/m.db"
+    assert sqlite_path("sqlite:///") == ""
+    for other in ("sqlite://m.db", "sqlite+pysqlite:///m.db", "http://h/sqlite:///x", "file:///m.db"):
+        assert sqlite_path(other) is None, other
+    assert is_http("http://127.0.0.1:5000") and is_http("https://mlflow.example.org")
+    assert not is_http("sqlite:///m.db") and not is_http("file:///tmp") and not is_http("httpx://h")
 
 
-def _store(tmp_path) -> tuple[str, MlflowClient, str]:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(uri)
-    return uri, client, client.create_experiment("replayed")
-
-
-def _spool(tmp_path, uri: str, experiment_id: str) -> tuple[str, int]:
-    """A spool file as a writer leaves it: a parent and a child created while the store was down."""
-    ops = [
-        _Op("create", "pending-p", {"name": "sweep", "tags": {"sweep": "s"}, "parent": None, "start": 10}),
-        _Op("batch", "pending-p", {"params": {"num_samples": "1"}}),
-        _Op("artifact", "pending-p", {"path": "config.yaml", "data": b"a: 1\n"}),
-        _Op("create", "pending-c", {"name": "trial_t0", "tags": {"trial_id": "t0"}, "parent": "pending-p"}),
-        _Op("batch", "pending-c", {"params": {"lr": "0.1"}}),
-        *[_Op("batch", "pending-c", {"metrics": [["val_loss", 1.0 / s, 1000 + s, s]]}) for s in range(1, 6)],
-        _Op("batch", "pending-c", {"metrics": [["val_acc", 0.1 * s, 1000 + s, s] for s in range(1, 6)]}),
-        _Op("batch", "pending-c", {"tags": {"final_status": "COMPLETED"}}),
-        _Op("end", "pending-c", {"status": "FINISHED", "end": 2000}),
-        _Op("end", "pending-p", {"status": "FINISHED", "end": 2001}),
-    ]
-    path = str(tmp_path / "mlflow-spool-test.jsonl")
-    with open(path, "w") as f:
-        f.write(json.dumps({"spool": 1, "uri": uri, "experiment_id": experiment_id, "resolved": {}}) + "\n")
-        for seq, op in enumerate(ops, 1):
-            op.seq = seq
-            f.write(json.dumps(op.to_json()) + "\n")
-    return path, len(ops)
-
-
-def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float, int]]:
-    return sorted((m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key))
-
-
-def _record(client: MlflowClient, experiment_id: str) -> dict:
-    """What the store holds, in a form two replays can be compared by."""
-    runs = client.search_runs([experiment_id], max_results=100)
-    by_name = {r.info.run_name: r for r in runs}
-    child = by_name["trial_t0"]
-    return {
-        "runs": sorted((r.info.run_name, r.info.status) for r in runs),
-        "n_runs": len(runs),
-        "ids": {name: r.info.run_id for name, r in by_name.items()},
-        "parent_of_child": child.data.tags.get(PARENT_TAG),
-        "keys": {name: r.data.tags.get(KEY_TAG) for name, r in by_name.items()},
-        "steps": {key: _history(client, child.info.run_id, key) for key in ("val_loss", "val_acc")},
-        "params": {name: dict(r.data.params) for name, r in by_name.items()},
-        "artifacts": [a.path for a in client.list_artifacts(by_name["sweep"].info.run_id)],
-    }
-
-
-def test_replaying_a_spool_twice_duplicates_nothing(tmp_path):
-    uri, client, exp = _store(tmp_path)
-    spool, n = _spool(tmp_path, uri, exp)
-
-    assert replay(spool) == (n, 0)
-    first = _record(client, exp)
-    assert first["runs"] == [("sweep", "FINISHED"), ("trial_t0", "FINISHED")]
-    assert first["parent_of_child"] == first["ids"]["sweep"]
-    assert first["keys"] == {"sweep": "pending-p", "trial_t0": "pending-c"}
-    assert [s for s, _, _ in first["steps"]["val_loss"]] == [1, 2, 3, 4, 5]
-    assert [s for s, _, _ in first["steps"]["val_acc"]] == [1, 2, 3, 4, 5]
-    assert first["params"] == {"sweep": {"num_samples": "1"}, "trial_t0": {"lr": "0.1"}}
-    assert first["artifacts"] == ["config.yaml"]
-
-    assert replay(spool) == (0, 0)  # its progress file says everything was delivered
-    assert _record(client, exp) == first
-
-    os.remove(spool + ".done")  # as if a replay died after delivering, before recording it
-    assert replay(spool) == (n, 0)  # every op again, each one idempotent
-    assert _record(client, exp) == first
-    with open(spool + ".done") as f:
-        done = [json.loads(line) for line in f]
-    assert sorted(e["seq"] for e in done if "seq" in e) == list(range(1, n + 1))
-    assert {e["run"]: e["run_id"] for e in done if "run" in e} == {
-        "pending-p": first["ids"]["sweep"],
-        "pending-c": first["ids"]["trial_t0"],
-    }
-
-
-def test_the_replay_command_says_what_it_did(tmp_path, capsys):
-    uri, client, exp = _store(tmp_path)
-    spool, n = _spool(tmp_path, uri, exp)
-
-    assert main(["replay", spool, "--uri", "http://127.0.0.1:1"]) == 1  # nothing listens there
-    assert capsys.readouterr().out == (
-        f"delivered 0 operations; {n} left: run this again when the store is reachable\n"
+def test_the_ui_hint_and_the_spool_dir_follow_the_store(tmp_path, monkeypatch):
+    view = "#/experiments/7?workflowType=machine_learning"
+    assert ui_hint("http://h:5000/", "7") == f"http://h:5000/{view}"
+    assert ui_hint("sqlite:////d/m.db", "7") == (
+        f"mlflow ui --backend-store-uri sqlite:////d/m.db   then open http://127.0.0.1:5000/{view}"
     )
-    assert main(["replay", spool]) == 0
-    assert capsys.readouterr().out == f"delivered {n} operations from {spool}; the record is complete\n"
-    assert _record(client, exp)["n_runs"] == 2
-
-    other = tmp_path / "not-a-spool.jsonl"
-    other.write_text('{"hello": 1}\n')
-    assert main(["replay", str(other)]) == 2
-    assert capsys.readouterr().err == f"error: {other}: {other}: not an MLflow spool file\n"
-    assert main(["replay", str(tmp_path / "missing.jsonl")]) == 2
-    assert "No such file or directory" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert _default_spool_dir("sqlite:////data/x/m.db") == "/data/x"  # beside the database
+    assert _default_spool_dir("sqlite:///m.db") == str(tmp_path)
+    assert _default_spool_dir("http://h:5000") == str(tmp_path)  # else the launch directory
 
 
 # ---------------------------------------------------------------------------------------------
-# Reopening a sweep whose driver died
+# The spool file
 
 
-def _dead_driver(uri: str) -> SweepTracker:
-    """A sweep recorded up to a point, then left as a killed driver leaves it: runs RUNNING."""
-    tracker = SweepTracker(uri, "reopened", interval_s=0.05)
-    tracker.start_sweep("sweep", {"num_samples": 3}, {}, {})
-    for tid in ("t0", "t1", "t2"):
-        tracker.start_trial(tid, f"trial_{tid}", {"lr": 0.1})
-    for step in (1, 2, 3):
-        tracker.log_metrics("t0", {"val_loss": 1.0 / step}, step)
-    for step in (1, 2, 3, 4):
-        tracker.log_metrics("t1", {"val_loss": 1.0 / step}, step)
-    tracker.start_attempt("t1", 1, "trial_t1 attempt 1", {"seed": "7"})
-    for step in (1, 2):
-        tracker.log_metrics("t1", {"val_loss": 2.0 / step}, step, attempt=1)
-    tracker.end_trial("t2", "FINISHED", {"final_status": "COMPLETED"})
-    assert tracker.flush()
-    tracker._writer.stop()
-    atexit.unregister(tracker._at_exit)  # the driver is gone: nobody ends its runs
-    return tracker
-
-
-def test_resume_reopens_the_unfinished_runs_and_says_what_was_logged(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    dead = _dead_driver(uri)
-    parent_id = dead.parent_run_id
-
-    tracker = SweepTracker(uri, "reopened", interval_s=0.05)
-    logged = tracker.resume(dead.parent.run_id)  # the handle: looked up by its tag
-    assert logged == {"t0": (0, 3), "t1": (1, 2), "t2": (0, 0)}
-    assert tracker.parent_run_id == parent_id
-    assert set(tracker.trials) == {"t0", "t1"} and set(tracker.trials["t1"].attempts) == {1}
-    assert dict(tracker.run_ids) == dict(dead.run_ids)
-    tracker.log_metrics("t0", {"val_loss": 0.2}, 4)
-    tracker.end_trial("t0", "FINISHED", {"final_status": "COMPLETED"})
-    tracker.end_sweep("FINISHED", {"final_status": "FINISHED"})
-
-    client = MlflowClient(uri)
-    runs = {r.info.run_name: r for r in client.search_runs([tracker.experiment_id])}
-    assert {name: r.info.status for name, r in runs.items()} == {
-        "sweep": "FINISHED",
-        "trial_t0": "FINISHED",
-        "trial_t1": "KILLED",
-        "trial_t1 attempt 1": "KILLED",
-        "trial_t2": "FINISHED",
+def test_a_spool_file_reads_back_as_it_was_written(tmp_path):
+    path = str(tmp_path / "deeper" / "spool.jsonl")
+    ops = [
+        _Op("create", "pending-a", {"name": "a", "tags": {}, "parent": None, "start": 1}, 1),
+        _Op("artifact", "pending-a", {"path": "x.bin", "data": bytes(range(256))}, 2, uncertain=True),
+    ]
+    write_header(path, "http://h:1", "3", {"pending-z": "abc"})
+    append_ops(path, ops[:1])
+    append_ops(path, ops[1:])
+    header, back = read_spool(path)
+    assert {k: header[k] for k in ("spool", "uri", "experiment_id", "resolved")} == {
+        "spool": 1,
+        "uri": "http://h:1",
+        "experiment_id": "3",
+        "resolved": {"pending-z": "abc"},
     }
-    t0 = runs["trial_t0"].info.run_id
-    assert [m.step for m in client.get_metric_history(t0, "val_loss")] == [1, 2, 3, 4]
-
-
-def test_resume_by_real_id_and_of_a_run_that_never_reached_the_store(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    dead = _dead_driver(uri)
-    tracker = SweepTracker(uri, "reopened", interval_s=0.05)
-    assert tracker.resume(dead.parent_run_id) == {"t0": (0, 3), "t1": (1, 2), "t2": (0, 0)}
-    tracker.end_sweep("KILLED")
-    fresh = SweepTracker(uri, "reopened")
-    with pytest.raises(ConfigError, match="resume: the sweep's MLflow run pending-nothing never reached"):
-        fresh.resume("pending-nothing")
-    fresh.end_sweep("KILLED")
+    assert back == ops
+    assert read_progress(path + ".done") == (set(), {})  # no replay yet
