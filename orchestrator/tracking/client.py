@@ -45,6 +45,7 @@ class _BoundedRestStore(RestStore):
     def _call_endpoint(
         self, api, json_body=None, endpoint=None, retry_timeout_seconds=None, response_proto=None
     ):  # type: ignore[no-untyped-def]  # noqa: E501
+        """Send the request once (no retries) with this store's timeout; parse the reply as MLflow does."""
         info = self._V3_METHOD_TO_INFO if api in self._V3_APIS else self._METHOD_TO_INFO
         self._validate_workspace_support_if_specified()
         default_endpoint, method = info[api]
@@ -77,6 +78,7 @@ class _BoundedTrackingClient(TrackingServiceClient):
 
     @property
     def store(self) -> RestStore:  # type: ignore[override]
+        """The bounded store, in place of the one MLflow would build from the URI."""
         return self._bounded
 
 
