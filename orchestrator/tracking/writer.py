@@ -24,10 +24,11 @@ logger = logging.getLogger(__name__)
 class _Writer:
     """Delivers the driver's ops in the background, in order; spools what it cannot deliver.
 
-    The driver only appends to a deque. Every ``interval_s`` (or at once on :meth:`flush`)
-    the writer groups what arrived and delivers it op by op. On a transient failure it keeps
-    the op at the head, warns once, and retries with backoff (0.5 s doubling to 5 s). Once
-    :meth:`spool` has run, everything (queued then and later) goes to the spool file instead.
+    The driver only appends to a deque. Every ``interval_s`` (at once when woken: a flush, an
+    ended trial) the writer groups what arrived and delivers it op by op. On a transient
+    failure it keeps the op at the head, warns once, and retries with backoff (0.5 s doubling
+    to 5 s). Once :meth:`spool` has run, everything (queued then and later) goes to the spool
+    file instead.
     """
 
     def __init__(self, deliverer: _Deliverer, uri: str, spool_path: str, interval_s: float) -> None:
