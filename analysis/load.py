@@ -18,8 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from analysis.curves import AttemptCurve
-from analysis.records import SweepRecord, TrialRecord, final_status, parse_value
-from orchestrator.contract import hyperparameters
+from analysis.records import SweepRecord, TrialRecord, final_status, hyperparameters, parse_value
 
 #: Per-epoch series a report reads, besides the sweep's metric.
 SERIES = ("val_loss", "train_loss", "time_this_iter_s")

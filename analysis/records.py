@@ -8,10 +8,19 @@ whichever source it came from.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.curves import AttemptCurve
+
+#: Trial config keys that are bookkeeping, not hyperparameters (the sweep and its records agree).
+BOOKKEEPING: tuple[str, ...] = ("run", "attempt", "trial_index", "epochs")
+
+
+def hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's hyperparameters: its config without the :data:`BOOKKEEPING` keys."""
+    return {k: v for k, v in config.items() if k not in BOOKKEEPING}
 
 #: Final statuses, in the order reports list them.
 STATUSES = ("CONVERGED", "COMPLETED", "PRUNED", "STOPPED_EARLY", "ERROR", "INTERRUPTED")

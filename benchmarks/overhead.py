@@ -53,8 +53,8 @@ TARGETS = {
     "mlflow_ms_per_result": 2.0,
 }
 OURS_TIMED = (
-    "orchestrator.callbacks:MlflowTrialCallback;orchestrator.tracking:SweepTracker;"
-    "orchestrator.tracking:StoreOpening"  # the wait for a store opened while Ray starts
+    "orchestrator.callbacks:MlflowTrialCallback;orchestrator.tracking.tracker:SweepTracker;"
+    "orchestrator.tracking.opening:StoreOpening"  # the wait for a store opened while Ray starts
 )
 PLAIN_TIMED = "ray.air.integrations.mlflow:MLflowLoggerCallback"
 #: Driver phases timed in every variant (where they run): start-up, the Tuner, the end of a sweep.
@@ -64,8 +64,8 @@ PHASES = ";".join(
         "orchestrator.exporting:export_best",
         "orchestrator.summary:summarize",
         "orchestrator.reporting:finish_report",
-        "orchestrator.tracking:SweepTracker.start_sweep",
-        "orchestrator.tracking:SweepTracker.end_sweep",
+        "orchestrator.tracking.tracker:SweepTracker.start_sweep",
+        "orchestrator.tracking.tracker:SweepTracker.end_sweep",
         "ray.tune.tuner:Tuner.fit",
         "ray._private.worker:shutdown",
         "ray._private.worker:init",

@@ -7,8 +7,9 @@ current attempt), the objective (``metric``), the loss series the diagnosis read
 of every attempt with :func:`contract_problem` (the first hop: before any decision or record);
 optional keys that are missing turn off the rules that need them and are never filled in.
 
-The trial's config carries bookkeeping next to its hyperparameters (:data:`BOOKKEEPING`);
-:func:`hyperparameters` strips it everywhere a config is shown, logged or compared.
+The trial's config carries bookkeeping next to its hyperparameters
+(:data:`analysis.records.BOOKKEEPING`, re-exported here); :func:`hyperparameters` strips it
+everywhere a config is shown, logged or compared, online and in the offline records.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from typing import Any
+
+from analysis.records import BOOKKEEPING, hyperparameters
 
 #: Keys every built-in trainable reports once per epoch.
 METRIC_KEYS: tuple[str, ...] = (
@@ -29,21 +32,22 @@ METRIC_KEYS: tuple[str, ...] = (
     "attempt",
     "seed",
 )
-#: Keys a result must hold besides the objective: the step and the loss the diagnosis reads.
-REQUIRED_KEYS: tuple[str, ...] = ("epoch", "val_loss")
 #: Metrics logged per epoch: the contract minus the step itself, plus the epoch's wall time.
 LOGGED_KEYS: tuple[str, ...] = tuple(k for k in METRIC_KEYS if k != "epoch") + ("time_this_iter_s",)
 #: Metrics a sweep may optimise, with the direction that is better.
 OBJECTIVES: dict[str, str] = {"val_acc": "max", "val_loss": "min", "train_loss": "min"}
-#: Trial config keys that are bookkeeping, not hyperparameters.
-BOOKKEEPING: tuple[str, ...] = ("run", "attempt", "trial_index", "epochs")
 #: The file a trial's checkpoint directory holds (trainables.train writes it).
 CHECKPOINT_FILE = "checkpoint.pt"
 
-
-def hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A trial's hyperparameters: its config without the :data:`BOOKKEEPING` keys."""
-    return {k: v for k, v in config.items() if k not in BOOKKEEPING}
+__all__ = [
+    "BOOKKEEPING",
+    "CHECKPOINT_FILE",
+    "LOGGED_KEYS",
+    "METRIC_KEYS",
+    "OBJECTIVES",
+    "contract_problem",
+    "hyperparameters",
+]
 
 
 def contract_problem(result: Mapping[str, Any], metric: str, loss: str = "val_loss") -> str | None:

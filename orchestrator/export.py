@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from orchestrator.tracking import log_pytorch_model
+from orchestrator.tracking import log_pytorch_model, prepare_model_logging
 from trainables.hparams import TrialParams
 from trainables.models import build_model
 from trainables.train import CHECKPOINT_FILE, cached_dataset
@@ -49,17 +49,14 @@ def export(spec: dict[str, Any]) -> str:
 
 
 def warm_up(warm: dict[str, Any]) -> None:
-    """Do now what an export would do first: import MLflow's torch flavour, load the data, open the store.
+    """Do now what an export would do first: import MLflow's torch flavour, open the store, load the data.
 
     Only a speed-up: whatever fails here fails again, with its message, in :func:`export`.
     """
-    import mlflow
-    import mlflow.pytorch  # noqa: F401 - the import is the warm-up
-
     torch.set_num_threads(1)  # the sweep's last trials still train beside this process
+    prepare_model_logging(warm["tracking_uri"])
     try:
         cached_dataset(warm["run"])
-        mlflow.MlflowClient(warm["tracking_uri"]).search_experiments(max_results=1)
     except Exception:  # noqa: BLE001, S110 - see the docstring
         pass
 

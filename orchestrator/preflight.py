@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
+from orchestrator.tracking.uri import is_http, resolve_tracking_uri, sqlite_path
 from trainables.data import DataError, check_data_root
 
 
@@ -94,12 +95,11 @@ def check_tracking(cfg: SweepConfig, launch_dir: str) -> None:
     if cfg.tracking.uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
         writable_dir(os.path.abspath(launch_dir), "tracking.uri")  # default: sqlite:///<launch dir>/mlflow.db
         return
-    from orchestrator.tracking import resolve_tracking_uri  # imports mlflow: only for a configured URI
-
     uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir)
-    if uri.startswith("sqlite:///"):
-        writable_dir(os.path.dirname(uri[len("sqlite:///") :]), "tracking.uri")
-    elif uri.startswith(("http://", "https://")):
+    db_path = sqlite_path(uri)
+    if db_path is not None:
+        writable_dir(os.path.dirname(db_path), "tracking.uri")
+    elif is_http(uri):
         check_answers(uri, "tracking.uri")
 
 

@@ -1,7 +1,9 @@
 """The pure layers import no Ray, torch, MLflow or Hydra (DESIGN.md, layers)."""
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +51,26 @@ def test_the_curve_analysis_imports_only_numpy_and_the_stdlib(module):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['analysis']", out.stdout
+
+
+@pytest.mark.parametrize("module", ["orchestrator.tracking", "orchestrator.tracking.uri"])
+def test_the_tracking_package_and_its_uri_parser_import_nothing_heavy(module):
+    """The package imports its names on first use: the preflight parses a URI without loading MLflow."""
+    test_pure_modules_import_nothing_heavy(module)
+
+
+def test_only_the_tracking_package_imports_mlflow():
+    """Under orchestrator/ and trainables/, every ``import mlflow...`` is in orchestrator/tracking/."""
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for path in sorted([*root.glob("orchestrator/**/*.py"), *root.glob("trainables/**/*.py")]):
+        if path.is_relative_to(root / "orchestrator" / "tracking"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            if any(n == "mlflow" or n.startswith("mlflow.") for n in names):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert found == []
+    assert (root / "orchestrator" / "tracking" / "tracker.py").is_file()  # the scan looked at the right tree

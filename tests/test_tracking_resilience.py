@@ -20,7 +20,9 @@ from conftest import cli_env
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from orchestrator.tracking import GRACE_ENV, SweepTracker, _Deliverer, _Op
+from orchestrator.tracking import GRACE_ENV, SweepTracker
+from orchestrator.tracking.deliver import _Deliverer
+from orchestrator.tracking.ops import _Op
 
 KEYS = ("val_acc", "val_loss")
 

@@ -1,0 +1,61 @@
+"""Logging a trained PyTorch model to a run of the record (and the Model Registry), from a subprocess.
+
+Both functions import ``mlflow.pytorch`` and so torch: they run in the export subprocess
+(:mod:`orchestrator.export`) or a worker, never in the driver.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def log_pytorch_model(
+    uri: str,
+    run_id: str,
+    model: Any,
+    input_example: Any,
+    *,
+    registered_name: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Log a PyTorch model (with an input example, hence a signature) to ``run_id``; return its URI.
+
+    With ``registered_name`` the model is also registered in the Model Registry. The model's
+    code (the ``trainables`` package) travels with it, so it loads where the project is not
+    installed; its requirements are MLflow's defaults for the flavour (torch, cloudpickle at
+    the installed versions; inferring them costs ~10 s). Imports ``mlflow.pytorch`` (and so
+    torch): call it from a worker or an export subprocess.
+    """
+    import mlflow
+    import mlflow.pytorch
+
+    import trainables
+
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            input_example=input_example,
+            registered_model_name=registered_name,
+            tags=tags or None,
+            pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
+            code_paths=[os.path.dirname(trainables.__file__)],
+        )
+    return info.model_uri
+
+
+def prepare_model_logging(uri: str) -> None:
+    """Do now what :func:`log_pytorch_model` does first: import MLflow's torch flavour, open the store.
+
+    Only a speed-up: a store that cannot be opened here fails again, with its message, when the
+    model is logged.
+    """
+    import mlflow
+    import mlflow.pytorch  # noqa: F401 - the import is the warm-up
+
+    try:
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Exception:  # noqa: BLE001, S110 - see the docstring
+        pass

@@ -1,0 +1,62 @@
+"""The runs of a sweep as the driver knows them: client-side handles, open runs, a trial's runs.
+
+Every run gets a handle (``pending-<hex>``) the moment it is asked for; the writer maps it to
+the store's run id once the run exists. Open runs are kept by handle, so the driver never
+waits for the store to go on logging.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.tracking.tracker import SweepTracker
+
+_HANDLE_PREFIX = "pending-"
+
+
+def _new_handle() -> str:
+    """A new run's client-side handle: ``pending-`` and 32 random hex digits."""
+    return _HANDLE_PREFIX + uuid.uuid4().hex
+
+
+@dataclass
+class _OpenRun:
+    """A run this tracker opened and has not ended yet."""
+
+    run_id: str  # the run's handle; SweepTracker resolves it to the store's id
+
+
+@dataclass
+class _TrialRuns:
+    """A trial's run (attempt 0 logs there) and the nested runs of its restarts."""
+
+    main: _OpenRun
+    attempts: dict[int, _OpenRun] = field(default_factory=dict)
+
+    def current(self, attempt: int) -> _OpenRun:
+        """The run an attempt logs to: its nested run for a restart, else the trial's own run."""
+        return self.attempts.get(attempt, self.main) if attempt > 0 else self.main
+
+
+class _RunIds(Mapping[str, str]):
+    """trial id -> the trial's run id (the real one once the store has it, else its handle)."""
+
+    def __init__(self, tracker: SweepTracker) -> None:
+        self._tracker = tracker
+        self._handles: dict[str, str] = {}
+
+    def __getitem__(self, trial_id: str) -> str:
+        return self._tracker._resolve(self._handles[trial_id])
+
+    def __contains__(self, trial_id: object) -> bool:
+        return trial_id in self._handles
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._handles)
+
+    def __len__(self) -> int:
+        return len(self._handles)
