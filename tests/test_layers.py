@@ -74,3 +74,55 @@ def test_only_the_tracking_package_imports_mlflow():
                 found.append(f"{path.relative_to(root)}:{node.lineno}")
     assert found == []
     assert (root / "orchestrator" / "tracking" / "tracker.py").is_file()  # the scan looked at the right tree
+
+
+DESIGN = Path(__file__).resolve().parents[1] / "docs" / "DESIGN.md"
+PACKAGES = ("orchestrator", "analysis", "trainables")
+
+
+def _module_map() -> dict[str, set[str]]:
+    """docs/DESIGN.md's module map: module path -> the imports it may make besides the stdlib."""
+    rows = {}
+    for line in DESIGN.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[0].strip("`").endswith(".py"):
+            allowed = {name.strip("` ") for name in cells[2].split(",") if name.strip("` ") != "stdlib"}
+            rows[cells[0].strip("`")] = allowed
+    return rows
+
+
+def _imports(path: Path, root: Path) -> set[str]:
+    """Every module ``path`` imports (at any depth, relative ones resolved), stdlib left out."""
+    package = ".".join(path.relative_to(root).with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, *([base] if base else [])])
+            found |= {f"{base}.{a.name}" for a in node.names} if base in _packages(root) else {base}
+    return {name for name in found if name.split(".")[0] not in sys.stdlib_module_names}
+
+
+def _packages(root: Path) -> set[str]:
+    """Dotted names of the project's packages (a ``from pkg import module`` names a module)."""
+    return {".".join(p.relative_to(root).parent.parts) for p in root.glob("*/**/__init__.py")}
+
+
+def test_the_module_map_lists_every_module_and_its_imports_hold():
+    """docs/DESIGN.md has one line per module of orchestrator/, analysis/, trainables/, and every
+    import a module makes is allowed by its line: a name allows itself and what lies under it."""
+    root = DESIGN.parents[1]
+    table = _module_map()
+    files = sorted(str(p.relative_to(root)) for pkg in PACKAGES for p in (root / pkg).rglob("*.py"))
+    assert sorted(table) == files, "docs/DESIGN.md must list exactly the modules there are"
+    wrong = []
+    for name in files:
+        allowed = table[name]
+        for imported in sorted(_imports(root / name, root)):
+            if not any(imported == a or imported.startswith(a + ".") for a in allowed):
+                wrong.append(f"{name} imports {imported}")
+    assert wrong == [], "imports the module map does not allow"
