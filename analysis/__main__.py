@@ -23,7 +23,6 @@ from analysis.records import SweepRecord
 from analysis.report import Report, TrialStats, build, decision_label
 
 EXIT_BAD_INPUT = 2
-PLOTS = ("anytime.png", "curves.png", "timeline.png")
 
 
 def write(report: Report, out: str, *, plots: bool = True) -> list[str]:

@@ -26,8 +26,6 @@ CONVERGED, DIVERGED, STUCK, OSCILLATING, PLATEAU_BAD, PREDICTED_WORSE, PROGRESSI
 )  # fmt: skip
 STATUSES: tuple[str, ...] = (
     CONVERGED, DIVERGED, STUCK, OSCILLATING, PLATEAU_BAD, PREDICTED_WORSE, PROGRESSING)  # fmt: skip
-STUCK_KINDS: tuple[str, ...] = ("chance", "vanishing_grad", "dead_relu", "no_progress")
-DIVERGED_KINDS: tuple[str, ...] = ("nonfinite", "blowup")
 _POW_B = np.geomspace(0.05, 4.0, 24)  # pow3: y = c - a * t**-b
 _EXP_B = np.geomspace(0.1, 30.0, 24)  # exp3: y = c - a * exp(-b * t / t_last)
 _FAMILIES: tuple[tuple[str, slice], ...] = (("pow3", slice(0, 24)), ("exp3", slice(24, 48)))
