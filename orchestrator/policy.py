@@ -72,7 +72,7 @@ from analysis.convergence import (
     optimistic_final,
 )
 from orchestrator.rungs import AshaRungs, CostRungs
-from trainables.seeding import derive_seed
+from orchestrator.seeding import derive_seed
 
 CONTINUE, STOP, PRUNE, RESTART = "continue", "stop", "prune", "restart"
 STATE_VERSION = 2
