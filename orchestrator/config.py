@@ -76,7 +76,7 @@ _POLICY = PolicyConfig()  # the convergence scheduler's defaults live there, onc
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """``scheduler.*``. The convergence scheduler's keys (see orchestrator/policy.py and
+    """``scheduler.*``. The convergence scheduler's keys (see orchestrator/policy/ and
     conf/scheduler/convergence.yaml) take their defaults from :class:`PolicyConfig`."""
 
     name: str = "convergence"

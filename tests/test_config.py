@@ -187,10 +187,11 @@ def test_the_product_and_the_replay_build_the_same_default_policy():
     direct = policy_from_settings(
         settings, mode="max", chance=0.1, budget=epochs, total_epochs=cfg.num_samples * epochs
     )
-    assert product.config == direct.config and product.inner.rungs == direct.inner.rungs
-    assert product.loss_inner.keep == direct.loss_inner.keep
+    (rule,) = product.rules
+    assert product.config == direct.config and rule.rule.rungs == direct.rules[0].rule.rungs
+    assert rule.guard.keep == direct.rules[0].guard.keep
     replay = make_convergence(epochs, cfg.num_samples, chance=0.1).policy
-    assert replay.config == product.config and replay.inner.rungs == product.inner.rungs
+    assert replay.config == product.config and replay.rules[0].rule.rungs == rule.rule.rungs
 
 
 def test_convergence_settings_are_overridable_from_the_command_line():
@@ -201,10 +202,10 @@ def test_convergence_settings_are_overridable_from_the_command_line():
     )
     policy = build_policy(cfg, num_trials=50)
     assert policy.config.thresholds.window == 7 and policy.config.max_restarts == 3
-    assert policy.inner is not None and policy.loss_inner is None
-    assert build_policy(_compose(["scheduler.inner=null"]), num_trials=50).inner is None
+    assert [type(r).__name__ for r in policy.rules] == ["AshaRungs"]  # no loss guard
+    assert build_policy(_compose(["scheduler.inner=null"]), num_trials=50).rules == []
     costly = build_policy(_compose(["scheduler.cost_rungs=true", "scheduler.cost_calibration=6"]), 50)
-    assert costly.cost_inner is not None and costly.cost_inner.calibration == 6
+    assert costly.rules[1].clock == "seconds" and costly.rules[1].rule.calibration == 6
 
 
 @pytest.mark.parametrize(
