@@ -22,10 +22,13 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def _compose(overrides: list[str]) -> SweepConfig:
+def _composed(overrides: list[str]):
     with initialize_config_module(config_module="conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    return load_config(OmegaConf.to_container(cfg, resolve=True))
+        return compose(config_name="config", overrides=overrides)
+
+
+def _compose(overrides: list[str]) -> SweepConfig:
+    return load_config(OmegaConf.to_container(_composed(overrides), resolve=True))
 
 
 def test_default_config_validates():
@@ -154,38 +157,41 @@ def test_config_yaml_is_a_defaults_list():
     assert {"trainable", "search", "scheduler", "cluster", "tracking", "experiment", "debug"} <= groups
 
 
-def test_the_convergence_yaml_lists_every_threshold_with_its_default():
+def test_each_scheduler_yaml_takes_every_key_and_default_from_its_schema():
+    from orchestrator.scheduler_schemas import SCHEDULER_SCHEMAS
+
+    for name, schema in SCHEDULER_SCHEMAS.items():
+        listed = yaml.safe_load((CONF / "scheduler" / f"{name}.yaml").read_text())
+        assert listed == {"defaults": [{"/schema/scheduler@_here_": name}, "_self_"], "name": name}
+        composed = OmegaConf.to_container(_composed([f"scheduler={name}"]).scheduler)
+        assert composed == dataclasses.asdict(schema()), name
+
+
+def test_the_convergence_defaults_are_the_settings_and_policy_defaults():
     from analysis.convergence import Thresholds
+    from orchestrator.policy import ConvergenceSettings, PolicyConfig
 
-    listed = yaml.safe_load((CONF / "scheduler" / "convergence.yaml").read_text())["thresholds"]
-    defaults = dataclasses.asdict(Thresholds())
-    assert list(listed) == list(defaults), "every threshold, in the dataclass order"
-    for name, value in defaults.items():
-        assert listed[name] == value and type(listed[name]) is type(value), name
-
-
-def test_the_convergence_yaml_is_the_schedulers_default_config():
-    from orchestrator.config import SchedulerConfig
-
-    listed = yaml.safe_load((CONF / "scheduler" / "convergence.yaml").read_text())
-    defaults = dataclasses.asdict(SchedulerConfig())
-    policy_keys = [k for k in listed if k not in ("name", "thresholds", "grace_period")]
-    assert listed["name"] == defaults["name"] == "convergence"
-    for key in policy_keys:
-        assert listed[key] == defaults[key], key
+    scheduler = _compose([]).scheduler
+    assert isinstance(scheduler, ConvergenceSettings) and scheduler.name == "convergence"
+    assert scheduler.thresholds == dataclasses.asdict(Thresholds()), "every threshold, its default"
+    assert ConvergenceSettings().policy_config(mode="max", chance=None) == PolicyConfig()
+    assert scheduler.grace_period == 1 and _compose(["scheduler=asha"]).scheduler.grace_period == 3
+    median = _compose(["scheduler=median"]).scheduler
+    assert (median.grace_period, median.min_samples_required) == (3, 3)
+    fifo = _compose(["debug=default", "scheduler=fifo"]).scheduler  # debug's grace_period: accepted
+    assert fifo.name == "fifo" and fifo.grace_period == 1
 
 
 def test_the_product_and_the_replay_build_the_same_default_policy():
     from benchmarks.schedulers import make_convergence
-    from orchestrator.policy import policy_from_settings
+    from orchestrator.policy import ConvergenceSettings, policy_from_settings
     from orchestrator.scheduling import build_policy
 
     cfg = _compose([])
     product = build_policy(cfg, num_trials=cfg.num_samples)
-    settings = yaml.safe_load((CONF / "scheduler" / "convergence.yaml").read_text())
     epochs = cfg.trainable.epochs
     direct = policy_from_settings(
-        settings, mode="max", chance=0.1, budget=epochs, total_epochs=cfg.num_samples * epochs
+        ConvergenceSettings(), mode="max", chance=0.1, budget=epochs, total_epochs=cfg.num_samples * epochs
     )
     (rule,) = product.rules
     assert product.config == direct.config and rule.rule.rungs == direct.rules[0].rule.rungs

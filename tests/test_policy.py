@@ -15,10 +15,12 @@ from orchestrator.policy import (
     STOP,
     AshaRungs,
     ConvergencePolicy,
+    ConvergenceSettings,
     CostRungs,
     GuardedRule,
     PolicyConfig,
     Reading,
+    SettingError,
     policy_from_settings,
     thresholds_from,
 )
@@ -450,14 +452,37 @@ def test_bad_policy_settings(kw, message):
 
 
 def test_unknown_threshold_is_named():
-    with pytest.raises(ValueError, match="unknown threshold 'windw'"):
+    with pytest.raises(SettingError, match="thresholds.windw: unknown threshold") as unknown:
         thresholds_from({"windw": 3})
+    assert unknown.value.key == "thresholds.windw"
+    with pytest.raises(SettingError) as bad:
+        thresholds_from({"window": 1})
+    assert (bad.value.key, bad.value.problem, bad.value.value) == (
+        "thresholds.window",
+        "must be int in [2, inf)",
+        1,
+    )
+    assert str(bad.value) == "thresholds.window: must be int in [2, inf), got 1"
     assert thresholds_from({"window": 7}).window == 7
+
+
+def test_the_settings_are_one_source_of_defaults_and_name_what_is_wrong():
+    assert ConvergenceSettings().policy_config(mode="max", chance=None) == PolicyConfig()
+    for kw, line in (
+        ({"grace_period": 0}, "grace_period: must be >= 1, got 0"),
+        ({"reduction_factor": 1.0}, "reduction_factor: must be > 1, got 1.0"),
+        ({"inner": "hyperband"}, "inner: must be one of asha or null, got 'hyperband'"),
+        ({"restart_budget": 2.0}, "restart_budget: must be in [0, 1], got 2.0"),
+        ({"thresholds": {"dead_frac": 1.5}}, "thresholds.dead_frac: must be float in (0, 1], got 1.5"),
+    ):
+        with pytest.raises(SettingError) as error:
+            ConvergenceSettings(**kw)
+        assert str(error.value) == line
+        assert line == f"{error.value.key}: {error.value.problem}, got {error.value.value!r}"
 
 
 def test_policy_from_settings_builds_the_rules_and_names_unknown_keys():
     settings = {
-        "name": "convergence",
         "max_restarts": 2,
         "inner": "asha",
         "grace_period": 1,
@@ -472,9 +497,14 @@ def test_policy_from_settings_builds_the_rules_and_names_unknown_keys():
     small = policy_from_settings(settings, mode="max", chance=0.1, budget=40, total_epochs=40 * 3)
     assert small.rules == []  # 3 trials: no ranking worth the name
     bare = policy_from_settings({}, mode="min", chance=None, budget=10, total_epochs=None)
-    assert bare.rules == [] and bare.config == PolicyConfig(mode="min")
-    assert bare.config.thresholds == Thresholds()
-    with pytest.raises(ValueError, match="unknown scheduler setting 'max_restart'"):
+    assert bare.config == PolicyConfig(mode="min") and bare.config.thresholds == Thresholds()
+    (default,) = bare.rules  # a missing key takes ConvergenceSettings' default: guarded ASHA rungs
+    assert default.rule.rungs == [1, 3, 9] and default.guard.keep == pytest.approx(1 / 9)
+    assert (
+        policy_from_settings({"inner": None}, mode="min", chance=None, budget=10, total_epochs=None).rules
+        == []
+    )
+    with pytest.raises(SettingError, match="max_restart: unknown scheduler setting"):
         policy_from_settings({"max_restart": 1}, mode="max", chance=None, budget=10, total_epochs=None)
     with pytest.raises(ValueError, match="inner"):
         policy_from_settings({"inner": "hyperband"}, mode="max", chance=None, budget=10, total_epochs=None)

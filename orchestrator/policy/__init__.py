@@ -52,7 +52,7 @@ Modules: ``decision`` (:class:`Decision`, the actions), ``config`` (:class:`Poli
 :class:`SettingError`), ``trial`` (what is kept per trial, :class:`AttemptRecord`), ``engine``
 (:class:`ConvergencePolicy`), ``rules`` (:class:`RankRule`, :class:`GuardedRule`), ``rungs``
 (:class:`AshaRungs`, :class:`CostRungs`), ``state`` (save and restore as versioned data),
-``settings`` (:func:`policy_from_settings`).
+``settings`` (:class:`ConvergenceSettings`, :func:`policy_from_settings`).
 """
 
 from orchestrator.policy.config import PolicyConfig, PolicySettings, SettingError, thresholds_from
@@ -60,7 +60,7 @@ from orchestrator.policy.decision import CONTINUE, PRUNE, RESTART, STOP, Decisio
 from orchestrator.policy.engine import INIT_KINDS, ConvergencePolicy
 from orchestrator.policy.rules import EPOCHS, SECONDS, GuardedRule, RankRule, Reading
 from orchestrator.policy.rungs import AshaRungs, CostRungs
-from orchestrator.policy.settings import INNER_RULES, policy_from_settings
+from orchestrator.policy.settings import INNER_RULES, ConvergenceSettings, policy_from_settings
 from orchestrator.policy.state import STATE_VERSION
 from orchestrator.policy.trial import AttemptRecord
 
@@ -77,6 +77,7 @@ __all__ = [
     "AshaRungs",
     "AttemptRecord",
     "ConvergencePolicy",
+    "ConvergenceSettings",
     "CostRungs",
     "Decision",
     "GuardedRule",

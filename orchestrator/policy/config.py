@@ -8,10 +8,10 @@ says what is wrong once, as ``<key>: <problem>, got <value>`` (the config loader
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from analysis.convergence import Thresholds
+from analysis.convergence import Thresholds, threshold_problem
 
 _NO_VALUE = object()
 
@@ -110,9 +110,15 @@ class PolicyConfig(PolicySettings):
 
 
 def thresholds_from(values: Mapping[str, Any]) -> Thresholds:
-    """Thresholds with ``values`` overriding the defaults; an unknown name is a ValueError."""
-    known = set(Thresholds.__dataclass_fields__)
-    for name in values:
+    """Thresholds with ``values`` overriding the defaults; an unknown or bad one is a SettingError.
+
+    The error's key is ``thresholds.<name>``; its problem is the one
+    :func:`analysis.convergence.threshold_problem` states.
+    """
+    known = [f.name for f in fields(Thresholds)]
+    for name, value in values.items():
         if name not in known:
-            raise ValueError(f"unknown threshold {name!r} (known: {', '.join(sorted(known))})")
+            raise SettingError(f"thresholds.{name}", f"unknown threshold (known: {', '.join(sorted(known))})")
+        if (problem := threshold_problem(name, value)) is not None:
+            raise SettingError(f"thresholds.{name}", problem, value)
     return Thresholds(**values)
