@@ -35,12 +35,13 @@ from analysis.verdict import (
     Thresholds,
     Verdict,
     mode_sign,
+    threshold_problem,
 )
 
 __all__ = [
     "CONVERGED", "DIVERGED", "STUCK", "OSCILLATING", "PLATEAU_BAD", "PREDICTED_WORSE", "PROGRESSING",
     "STATUSES", "DEFAULT_THRESHOLDS", "Prediction", "Thresholds", "Verdict",
-    "convergence_epoch", "diagnose", "extrapolate", "optimistic_final",
+    "convergence_epoch", "diagnose", "extrapolate", "optimistic_final", "threshold_problem",
 ]  # fmt: skip
 _INF, _NAN = math.inf, math.nan
 

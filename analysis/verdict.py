@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 CONVERGED, DIVERGED, STUCK, OSCILLATING, PLATEAU_BAD, PREDICTED_WORSE, PROGRESSING = (
     "converged", "diverged", "stuck", "oscillating", "plateau_bad", "predicted_worse", "progressing",
@@ -76,11 +77,23 @@ class Thresholds:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value, (low, high, open_low) = getattr(self, f.name), _LIMITS[f.name]
-            ok = isinstance(value, int if f.type == "int" else (int, float)) and not isinstance(value, bool)
-            if not ok or not (low < value if open_low else low <= value) or not value <= high:
-                bounds = f"{'(' if open_low else '['}{low}, {high}{')' if high == _INF else ']'}"
-                raise ValueError(f"Thresholds.{f.name} must be {f.type} in {bounds}: got {f.name}={value!r}")
+            value = getattr(self, f.name)
+            if (problem := threshold_problem(f.name, value)) is not None:
+                raise ValueError(f"Thresholds.{f.name} {problem}: got {f.name}={value!r}")
+
+
+def threshold_problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for the threshold ``name`` ("must be int in [2, inf)"), or None.
+
+    A threshold is a number of its field's type (an int where the field is one; never a bool)
+    within its limits; NaN never is.
+    """
+    kind = next(f.type for f in fields(Thresholds) if f.name == name)
+    low, high, open_low = _LIMITS[name]
+    ok = isinstance(value, int if kind == "int" else (int, float)) and not isinstance(value, bool)
+    if ok and (low < value if open_low else low <= value) and value <= high:
+        return None
+    return f"must be {kind} in {'(' if open_low else '['}{low}, {high}{')' if high == _INF else ']'}"
 
 
 DEFAULT_THRESHOLDS = Thresholds()

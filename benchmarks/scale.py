@@ -3,7 +3,7 @@
 ``python -m benchmarks.scale [--quick] [--json PATH] [--trials N --epochs E --workers W]``:
 
 - **decisions**: the product's ``ConvergenceScheduler`` (built by ``benchmarks.schedulers.
-  make_convergence`` from ``conf/scheduler/convergence.yaml``) driven by the replay benchmark's
+  make_convergence`` with the product defaults, ``ConvergenceSettings``) driven by the replay benchmark's
   simulated controller (``benchmarks.replay_sim.SimController``, real ``Trial`` objects, no Ray
   cluster) over ``--trials`` synthetic configurations (default 10,000) of ``--epochs`` epochs
   (default 100). Every ``on_trial_result`` call is timed in CPU time of the calling thread
@@ -347,7 +347,9 @@ def default_config(overrides: list[str] | None = None) -> Any:
     from omegaconf import OmegaConf
 
     from orchestrator.config import load_config
+    from orchestrator.scheduler_schemas import register_schemas
 
+    register_schemas()
     with initialize_config_module(config_module="conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides or [])
     return load_config(OmegaConf.to_container(cfg, resolve=True))

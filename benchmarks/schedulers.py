@@ -80,24 +80,18 @@ def make_convergence(
 ) -> TrialScheduler:
     """Build the project's ``ConvergenceScheduler`` with the product defaults, maximizing ``val_acc``.
 
-    The settings are read from ``conf/scheduler/convergence.yaml`` (the product's default
-    scheduler config) and turned into a policy by ``orchestrator.policy.policy_from_settings``,
-    the function ``orchestrator.scheduling.build_policy`` uses: ``budget=epochs``, a sweep
-    budget of ``n_trials * epochs`` epochs for the restart budget, ``chance`` as the
-    chance-level hint, sweep seed 0; ``overrides`` replace settings as command-line overrides
-    of ``scheduler.*`` would.
+    The settings are the product's defaults, ``orchestrator.policy.ConvergenceSettings`` (which
+    ``conf/scheduler/convergence.yaml`` takes its keys from), turned into a policy by
+    ``orchestrator.policy.policy_from_settings``, the function
+    ``orchestrator.scheduling.build_policy`` uses: ``budget=epochs``, a sweep budget of
+    ``n_trials * epochs`` epochs for the restart budget, ``chance`` as the chance-level hint,
+    sweep seed 0; ``overrides`` replace settings as command-line overrides of ``scheduler.*`` would.
     """
-    from pathlib import Path
-
-    import yaml
-
     from orchestrator.policy import policy_from_settings
     from orchestrator.scheduler import ConvergenceScheduler
 
-    product_yaml = Path(__file__).resolve().parents[1] / "conf" / "scheduler" / "convergence.yaml"
-    settings = {**yaml.safe_load(product_yaml.read_text(encoding="utf-8")), **(overrides or {})}
     policy = policy_from_settings(
-        settings, mode=MODE, chance=chance, budget=epochs, total_epochs=n_trials * epochs, sweep_seed=0
+        overrides or {}, mode=MODE, chance=chance, budget=epochs, total_epochs=n_trials * epochs, sweep_seed=0
     )
     return ConvergenceScheduler(policy, metric=METRIC, mode=MODE)
 

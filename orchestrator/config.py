@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,8 +16,9 @@ from typing import Any, Union
 
 from orchestrator.contract import OBJECTIVES
 from orchestrator.errors import ConfigError
-from orchestrator.policy import PolicyConfig
+from orchestrator.policy import SettingError
 from orchestrator.redact import is_secret_key
+from orchestrator.scheduler_schemas import SCHEDULER_SCHEMAS, ConvergenceSchedulerConfig, SchedulerConfig
 from orchestrator.space import SearchSpace, parse_space
 from trainables.data import DATASETS
 
@@ -48,37 +48,6 @@ class SearchConfig:
     multivariate: bool = True
     grid_points: int = 3
     cmaes_popsize: int | None = None
-
-
-_POLICY = PolicyConfig()  # the convergence scheduler's defaults live there, once
-
-
-@dataclass(frozen=True)
-class SchedulerConfig:
-    """``scheduler.*``. The convergence scheduler's keys (see orchestrator/policy.py and
-    conf/scheduler/convergence.yaml) take their defaults from :class:`PolicyConfig`."""
-
-    name: str = "convergence"
-    grace_period: int = 3
-    reduction_factor: float = 3.0
-    min_samples_required: int = 3
-    max_restarts: int = _POLICY.max_restarts
-    restart_budget: float = _POLICY.restart_budget
-    collapse_margin: float = _POLICY.collapse_margin
-    restart_success: float = _POLICY.restart_success
-    restart_record: int = _POLICY.restart_record
-    restart_on_plateau_bad: bool = _POLICY.restart_on_plateau_bad
-    stop_converged: bool = _POLICY.stop_converged
-    stop_min_left: float = _POLICY.stop_min_left
-    contender_margin: float = _POLICY.contender_margin
-    prune_predicted_worse: bool = _POLICY.prune_predicted_worse
-    remedy_lr_factor: float | None = _POLICY.remedy_lr_factor
-    remedy_leaky_relu: bool = _POLICY.remedy_leaky_relu
-    inner: str | None = "asha"
-    loss_guard: bool = True
-    cost_rungs: bool = False
-    cost_calibration: int = 4
-    thresholds: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -135,7 +104,7 @@ class SweepConfig:
     report: bool = True
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    scheduler: SchedulerConfig = field(default_factory=ConvergenceSchedulerConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
@@ -149,8 +118,7 @@ class SweepConfig:
 
 
 SEARCH_ALGORITHMS = ("tpe", "random", "cmaes", "grid")
-SCHEDULERS = ("convergence", "fifo", "asha", "median")
-INNER_RULES = ("asha",)
+SCHEDULERS = tuple(SCHEDULER_SCHEMAS)
 CLUSTER_MODES = ("local", "ray")
 MODELS = ("mlp", "cnn")
 
@@ -162,6 +130,8 @@ def shown(key: str, value: Any) -> str:
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and return it converted."""
+    if tp == SchedulerConfig:
+        return _build_scheduler(value, key)
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
@@ -215,6 +185,17 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def _build_scheduler(data: Any, key: str) -> SchedulerConfig:
+    """``scheduler.*`` built with the schema its ``name`` chooses (default: convergence); a value
+    the schema refuses is one ConfigError naming its key."""
+    name = data.get("name", "convergence") if isinstance(data, dict) else "convergence"
+    _choose(f"{key}.name", name, SCHEDULERS)
+    try:
+        return _build(SCHEDULER_SCHEMAS[name], data, key)
+    except SettingError as exc:
+        raise ConfigError(f"{key}.{exc}") from None
+
+
 def _choose(key: str, value: str, options: tuple[str, ...]) -> None:
     if value not in options:
         raise ConfigError(f"{key}: must be one of {', '.join(options)}, got {shown(key, value)}")
@@ -226,6 +207,9 @@ def known_keys(path: str) -> list[str] | None:
         from trainables.hparams import DOMAINS
 
         return list(DOMAINS)
+    if path == "scheduler":  # one schema per scheduler name: the keys of any
+        names = [f.name for schema in SCHEDULER_SCHEMAS.values() for f in dataclasses.fields(schema)]
+        return list(dict.fromkeys(["name", *names]))
     if path == "scheduler.thresholds":
         from analysis.convergence import Thresholds
 
@@ -273,12 +257,7 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     _at_least("search.cmaes_popsize", s.cmaes_popsize, 2)
     if not space.searched:
         raise ConfigError("trainable.hparams: nothing to search (no hyperparameter has a distribution)")
-    _choose("scheduler.name", cfg.scheduler.name, SCHEDULERS)
-    _at_least("scheduler.grace_period", cfg.scheduler.grace_period, 1)
-    _at_least("scheduler.reduction_factor", cfg.scheduler.reduction_factor, 1, strict=True)
-    _at_least("scheduler.min_samples_required", cfg.scheduler.min_samples_required, 1)
-    if cfg.scheduler.name == "convergence":
-        _validate_convergence(cfg.scheduler)
+    # scheduler.*: checked as it is built (_build_scheduler)
     _choose("cluster.mode", cfg.cluster.mode, CLUSTER_MODES)
     _at_least("cluster.num_cpus", cfg.cluster.num_cpus, 1)
     _at_least("cluster.num_gpus", cfg.cluster.num_gpus, 0)
@@ -297,28 +276,6 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     _at_least("failure.max_failures", cfg.failure.max_failures, -1)
     _at_least("verbose", cfg.verbose, 0)
     return cfg
-
-
-def _validate_convergence(s: SchedulerConfig) -> None:
-    """Check the convergence scheduler's settings by building its policy from them."""
-    from orchestrator.policy import policy_from_settings, thresholds_from
-
-    if s.inner is not None:
-        _choose("scheduler.inner", s.inner, INNER_RULES)
-    for name, value in s.thresholds.items():  # one at a time, so the message names the threshold
-        key = f"scheduler.thresholds.{name}"
-        try:
-            thresholds_from({name: value})
-        except (TypeError, ValueError) as exc:
-            text = str(exc)
-            if text.startswith("unknown threshold"):
-                raise ConfigError(f"{key}: unknown threshold{text.split(repr(name), 1)[-1]}") from None
-            why = re.search(r"must be .*?(?=: got)", text)
-            raise ConfigError(f"{key}: {why.group(0) if why else text}, got {value!r}") from None
-    try:
-        policy_from_settings(dataclasses.asdict(s), mode="max", chance=None, budget=1, total_epochs=None)
-    except ValueError as exc:
-        raise ConfigError(f"scheduler.{exc}") from None
 
 
 def load_config(data: dict[str, Any]) -> SweepConfig:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from ray.tune.schedulers import (
     ASHAScheduler,
     FIFOScheduler,
@@ -12,7 +10,7 @@ from ray.tune.schedulers import (
 )
 
 from orchestrator.config import SweepConfig
-from orchestrator.policy import ConvergencePolicy, policy_from_settings
+from orchestrator.policy import ConvergencePolicy, ConvergenceSettings, policy_from_settings
 from orchestrator.scheduler import ConvergenceScheduler
 from trainables.data import NUM_CLASSES
 
@@ -20,11 +18,16 @@ from trainables.data import NUM_CLASSES
 def build_policy(cfg: SweepConfig, num_trials: int) -> ConvergencePolicy:
     """The convergence policy configured by ``scheduler.*`` for a sweep of ``num_trials``.
 
-    Built by :func:`orchestrator.policy.policy_from_settings`, as the replay benchmark builds it.
+    Built by :func:`orchestrator.policy.policy_from_settings` from ``scheduler.*`` (a
+    :class:`orchestrator.policy.ConvergenceSettings`), as the replay benchmark builds it.
     """
     epochs = cfg.trainable.epochs
+    if not isinstance(cfg.scheduler, ConvergenceSettings):
+        raise ValueError(
+            f"scheduler.name: the convergence policy needs scheduler=convergence, got {cfg.scheduler.name!r}"
+        )
     return policy_from_settings(
-        dataclasses.asdict(cfg.scheduler),
+        cfg.scheduler,
         mode=cfg.mode,
         chance=1.0 / NUM_CLASSES if cfg.metric == "val_acc" else None,
         budget=epochs,

@@ -4,6 +4,10 @@ import os
 import subprocess
 import sys
 
+from orchestrator.scheduler_schemas import register_schemas
+
+register_schemas()  # for the tests that compose configs with Hydra's compose API (as __main__ does)
+
 
 def cli_env(**extra: str) -> dict[str, str]:
     """This environment without a tracking URI of the caller's, plus ``extra``."""

@@ -23,10 +23,13 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def _compose(overrides: list[str]) -> SweepConfig:
+def _composed(overrides: list[str]):
     with initialize_config_module(config_module="conf", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    return load_config(OmegaConf.to_container(cfg, resolve=True))
+        return compose(config_name="config", overrides=overrides)
+
+
+def _compose(overrides: list[str]) -> SweepConfig:
+    return load_config(OmegaConf.to_container(_composed(overrides), resolve=True))
 
 
 def test_default_config_validates():
@@ -187,43 +190,47 @@ def test_config_yaml_is_a_defaults_list():
     assert {"trainable", "search", "scheduler", "cluster", "tracking", "experiment", "debug"} <= groups
 
 
-def test_the_convergence_yaml_lists_every_threshold_with_its_default():
+def test_each_scheduler_yaml_takes_every_key_and_default_from_its_schema():
+    from orchestrator.scheduler_schemas import SCHEDULER_SCHEMAS
+
+    for name, schema in SCHEDULER_SCHEMAS.items():
+        listed = yaml.safe_load((CONF / "scheduler" / f"{name}.yaml").read_text())
+        assert listed == {"defaults": [{"/schema/scheduler@_here_": name}, "_self_"], "name": name}
+        composed = OmegaConf.to_container(_composed([f"scheduler={name}"]).scheduler)
+        assert composed == dataclasses.asdict(schema()), name
+
+
+def test_the_convergence_defaults_are_the_settings_and_policy_defaults():
     from analysis.convergence import Thresholds
+    from orchestrator.policy import ConvergenceSettings, PolicyConfig
 
-    listed = yaml.safe_load((CONF / "scheduler" / "convergence.yaml").read_text())["thresholds"]
-    defaults = dataclasses.asdict(Thresholds())
-    assert list(listed) == list(defaults), "every threshold, in the dataclass order"
-    for name, value in defaults.items():
-        assert listed[name] == value and type(listed[name]) is type(value), name
-
-
-def test_the_convergence_yaml_is_the_schedulers_default_config():
-    from orchestrator.config import SchedulerConfig
-
-    listed = yaml.safe_load((CONF / "scheduler" / "convergence.yaml").read_text())
-    defaults = dataclasses.asdict(SchedulerConfig())
-    policy_keys = [k for k in listed if k not in ("name", "thresholds", "grace_period")]
-    assert listed["name"] == defaults["name"] == "convergence"
-    for key in policy_keys:
-        assert listed[key] == defaults[key], key
+    scheduler = _compose([]).scheduler
+    assert isinstance(scheduler, ConvergenceSettings) and scheduler.name == "convergence"
+    assert scheduler.thresholds == dataclasses.asdict(Thresholds()), "every threshold, its default"
+    assert ConvergenceSettings().policy_config(mode="max", chance=None) == PolicyConfig()
+    assert scheduler.grace_period == 1 and _compose(["scheduler=asha"]).scheduler.grace_period == 3
+    median = _compose(["scheduler=median"]).scheduler
+    assert (median.grace_period, median.min_samples_required) == (3, 3)
+    fifo = _compose(["debug=default", "scheduler=fifo"]).scheduler  # debug's grace_period: accepted
+    assert fifo.name == "fifo" and fifo.grace_period == 1
 
 
 def test_the_product_and_the_replay_build_the_same_default_policy():
     from benchmarks.schedulers import make_convergence
-    from orchestrator.policy import policy_from_settings
+    from orchestrator.policy import ConvergenceSettings, policy_from_settings
     from orchestrator.scheduling import build_policy
 
     cfg = _compose([])
     product = build_policy(cfg, num_trials=cfg.num_samples)
-    settings = yaml.safe_load((CONF / "scheduler" / "convergence.yaml").read_text())
     epochs = cfg.trainable.epochs
     direct = policy_from_settings(
-        settings, mode="max", chance=0.1, budget=epochs, total_epochs=cfg.num_samples * epochs
+        ConvergenceSettings(), mode="max", chance=0.1, budget=epochs, total_epochs=cfg.num_samples * epochs
     )
-    assert product.config == direct.config and product.inner.rungs == direct.inner.rungs
-    assert product.loss_inner.keep == direct.loss_inner.keep
+    (rule,) = product.rules
+    assert product.config == direct.config and rule.rule.rungs == direct.rules[0].rule.rungs
+    assert rule.guard.keep == direct.rules[0].guard.keep
     replay = make_convergence(epochs, cfg.num_samples, chance=0.1).policy
-    assert replay.config == product.config and replay.inner.rungs == product.inner.rungs
+    assert replay.config == product.config and replay.rules[0].rule.rungs == rule.rule.rungs
 
 
 def test_convergence_settings_are_overridable_from_the_command_line():
@@ -234,10 +241,10 @@ def test_convergence_settings_are_overridable_from_the_command_line():
     )
     policy = build_policy(cfg, num_trials=50)
     assert policy.config.thresholds.window == 7 and policy.config.max_restarts == 3
-    assert policy.inner is not None and policy.loss_inner is None
-    assert build_policy(_compose(["scheduler.inner=null"]), num_trials=50).inner is None
+    assert [type(r).__name__ for r in policy.rules] == ["AshaRungs"]  # no loss guard
+    assert build_policy(_compose(["scheduler.inner=null"]), num_trials=50).rules == []
     costly = build_policy(_compose(["scheduler.cost_rungs=true", "scheduler.cost_calibration=6"]), 50)
-    assert costly.cost_inner is not None and costly.cost_inner.calibration == 6
+    assert costly.rules[1].clock == "seconds" and costly.rules[1].rule.calibration == 6
 
 
 @pytest.mark.parametrize(

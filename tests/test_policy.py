@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -10,14 +11,20 @@ from orchestrator.policy import (
     CONTINUE,
     PRUNE,
     RESTART,
+    STATE_VERSION,
     STOP,
+    AshaRungs,
     ConvergencePolicy,
+    ConvergenceSettings,
+    CostRungs,
+    GuardedRule,
     PolicyConfig,
+    Reading,
+    SettingError,
     policy_from_settings,
     thresholds_from,
 )
-from orchestrator.rungs import AshaRungs, CostRungs
-from trainables.seeding import derive_seed
+from orchestrator.seeding import derive_seed
 
 
 def good(t):  # loss, acc of a healthy run
@@ -61,9 +68,9 @@ def feed(policy, tid, curve, epochs, **diag):
 def make(**kw):
     budget = kw.pop("budget", 30)
     total = kw.pop("total_epochs", 10_000)
-    inner = kw.pop("inner", None)
+    rules = kw.pop("rules", ())
     return ConvergencePolicy(
-        PolicyConfig(chance=0.1, **kw), budget=budget, total_epochs=total, sweep_seed=7, inner=inner
+        PolicyConfig(chance=0.1, **kw), budget=budget, total_epochs=total, sweep_seed=7, rules=rules
     )
 
 
@@ -242,13 +249,13 @@ def test_an_oscillating_trial_far_below_the_leader_is_pruned():
 
 
 def test_state_round_trips_through_json_and_gives_the_same_decisions():
-    policy = make(inner=AshaRungs(1, 3, 30))
+    policy = make(rules=[AshaRungs(1, 3, 30)])
     feed(policy, "a", good, 4)
     feed(policy, "b", at_chance, 30)
     feed(policy, "c", at_chance, 30, dead_frac=0.95)
     policy.complete("z", 0.93)
     state = json.loads(json.dumps(policy.state_dict()))
-    copy = make(inner=AshaRungs(1, 3, 30))
+    copy = make(rules=[AshaRungs(1, 3, 30)])
     copy.load_state_dict(state)
     assert json.dumps(copy.state_dict()) == json.dumps(policy.state_dict())
     assert copy.leaders == policy.leaders and copy.restarts_finished == policy.restarts_finished
@@ -259,8 +266,79 @@ def test_state_round_trips_through_json_and_gives_the_same_decisions():
         copy.load_state_dict({**state, "version": 99})
 
 
+# A sweep whose state holds every part: rungs with their loss guards on epochs and on seconds,
+# a dead-ReLU restart, a finished trial. tests/data/policy_state_v2.json is its state as saved
+# by the policy before rules were composed as a list (version 2).
+SCENARIO_SETTINGS = {
+    "inner": "asha",
+    "grace_period": 1,
+    "reduction_factor": 3.0,
+    "loss_guard": True,
+    "cost_rungs": True,
+    "cost_calibration": 2,
+}
+
+
+def scenario_policy():
+    return policy_from_settings(
+        SCENARIO_SETTINGS, mode="max", chance=0.1, budget=30, total_epochs=3000, sweep_seed=7
+    )
+
+
+def run_scenario(policy):
+    policy.add("e", {"lr": 0.1, "activation": "relu"}, seed_key=4)
+    for epoch in range(1, 31):
+        decision = policy.observe("e", epoch, 2.3026, 0.1, grad_norm=0.5, dead_frac=0.95, seconds=1.0)
+        if decision.action != CONTINUE:
+            break
+    assert decision.action == RESTART, decision
+    for i, tid in enumerate(("a", "b", "c", "d")):
+        for epoch in range(1, 5):
+            loss = 2.0 * math.exp(-epoch / (2 + i)) + 0.1 * i
+            acc = 0.95 - 0.1 * i - 0.8 * math.exp(-epoch / (2 + i))
+            seconds = 5.0 if epoch == 1 else 1.0 + i
+            policy.observe(tid, epoch, loss, acc, grad_norm=0.5, dead_frac=0.0, seconds=seconds)
+    policy.complete("a", 0.93)
+    for epoch in (1, 2):
+        policy.observe("e", epoch, 1.5 / epoch, 0.5 + 0.1 * epoch, seconds=1.0)
+
+
+def test_a_state_saved_before_rules_were_a_list_loads_as_the_same_state():
+    live = scenario_policy()
+    run_scenario(live)
+    old = json.loads((Path(__file__).parent / "data" / "policy_state_v2.json").read_text())
+    assert old["version"] == 2 and old["cost_loss_inner"] is not None
+    restored = scenario_policy()
+    restored.load_state_dict(old)
+    assert restored.state_dict() == json.loads(json.dumps(live.state_dict()))
+    assert restored.state_dict()["version"] == STATE_VERSION == 3
+    for tid in ("b", "c", "d", "e"):  # and it decides as the sweep it was saved from
+        epoch = live.trials[tid].epoch + 1
+        numbers = (tid, epoch, 0.5, 0.6)
+        assert restored.observe(*numbers, seconds=2.0) == live.observe(*numbers, seconds=2.0)
+
+
+def test_a_state_is_refused_by_a_policy_with_other_rules():
+    policy = make(rules=[AshaRungs(1, 3, 30)])
+    feed(policy, "a", good, 3)
+    with pytest.raises(ValueError, match="1 rank rule"):
+        make().load_state_dict(policy.state_dict())
+
+
+def test_a_guarded_rule_records_both_values_and_cuts_only_when_both_would():
+    rule = GuardedRule(AshaRungs(1, 3, 30), guard=AshaRungs(1, 3, 30, keep=1 / 9))
+    for key, value, neg_loss in (("a", 0.7, -0.7), ("b", 0.8, -0.6), ("c", 0.9, -0.5)):  # each the best
+        assert not rule.prune(Reading(key, 1, 0.0, value, neg_loss))
+    assert rule.rule.recorded[1] == [0.7, 0.8, 0.9] and rule.guard.recorded[1] == [-0.7, -0.6, -0.5]
+    assert not rule.prune(Reading("spared", 1, 0.0, 0.1, -0.1))  # lowest metric, best loss
+    assert rule.prune(Reading("cut", 1, 0.0, 0.1, -0.9))
+    assert rule.guard.recorded[1][0] == -0.9 and ("cut", 1) in rule.guard.seen
+    with pytest.raises(ValueError, match="clock"):
+        GuardedRule(AshaRungs(1, 3, 30), guard=CostRungs(1, 3, 30))
+
+
 def test_inner_rank_rule_prunes_when_the_curve_says_nothing():
-    policy = ConvergencePolicy(PolicyConfig(chance=0.1), budget=30, inner=AshaRungs(1, 2, 30))
+    policy = ConvergencePolicy(PolicyConfig(chance=0.1), budget=30, rules=[AshaRungs(1, 2, 30)])
     for tid, level in (("a", 0.9), ("b", 0.8)):
         policy.observe(tid, 1, 1.0, level)
     decision = policy.observe("c", 1, 1.5, 0.3)
@@ -272,8 +350,7 @@ def test_the_loss_rule_spares_a_trial_whose_loss_leads():
         return ConvergencePolicy(
             PolicyConfig(chance=0.1),
             budget=30,
-            inner=AshaRungs(1, 3, 30),
-            loss_inner=AshaRungs(1, 3, 30, keep=1 / 9),
+            rules=[GuardedRule(AshaRungs(1, 3, 30), guard=AshaRungs(1, 3, 30, keep=1 / 9))],
         )
 
     spared, cut = policy(), policy()
@@ -292,7 +369,7 @@ def test_the_curve_spares_a_trial_whose_optimistic_end_could_beat_the_leader():
         return 1.5 - 0.01 * t, 0.5 + 0.01 * t
 
     for curve, spared in ((rising, True), (slow, False)):
-        policy = ConvergencePolicy(PolicyConfig(chance=0.1), budget=30, inner=AshaRungs(9, 3, 30))
+        policy = ConvergencePolicy(PolicyConfig(chance=0.1), budget=30, rules=[AshaRungs(9, 3, 30)])
         policy.observe("leader", 9, 0.3, 0.9)  # the leader, and the rung at epoch 9 holds 0.9
         actions = [policy.observe("t", e, *curve(e)).action for e in range(1, 10)]
         assert (actions == [CONTINUE] * 9) == spared, (curve.__name__, actions)
@@ -301,7 +378,7 @@ def test_the_curve_spares_a_trial_whose_optimistic_end_could_beat_the_leader():
 
 def test_a_restarted_attempt_meets_the_rungs_again():
     rule = AshaRungs(9, 3, 30)
-    policy = make(inner=rule, max_restarts=1)
+    policy = make(rules=[rule], max_restarts=1)
     _, decision = feed(policy, "t", at_chance, 30, dead_frac=0.95)  # restarted before the rung
     assert decision.action == RESTART and decision.attempt == 1
     feed(policy, "t", good, 9)
@@ -313,15 +390,14 @@ def test_compute_rungs_prune_a_slow_trial_that_the_epoch_rungs_keep():
         return ConvergencePolicy(
             PolicyConfig(chance=0.1),
             budget=30,
-            inner=AshaRungs(1, 3, 30),
-            cost_inner=CostRungs(1, 3, 30, calibration=2),
+            rules=[AshaRungs(1, 3, 30), CostRungs(1, 3, 30, calibration=2)],
         )
 
     p = policy()
     for epoch, (a, b) in enumerate(((0.5, 0.6), (0.6, 0.7), (0.7, 0.75), (0.8, 0.85)), start=1):
         p.observe("a", epoch, 1.0, a, seconds=9.0 if epoch == 1 else 1.0)  # start-up, then 1 s/epoch
         p.observe("b", epoch, 1.0, b, seconds=9.0 if epoch == 1 else 1.0)
-    assert p.cost_inner.unit == 1.0 and p.trials["a"].cost == 3.0, "the first epoch is not counted"
+    assert p.rules[1].unit == 1.0 and p.trials["a"].cost == 3.0, "the first epoch is not counted"
     assert p.observe("slow", 1, 1.0, 0.65, seconds=9.0).action == CONTINUE
     # Its second epoch takes 3 s: best of the epoch-3 rung later, but now below what a and b
     # had after 3 s of training.
@@ -335,8 +411,8 @@ def test_compute_rungs_prune_a_slow_trial_that_the_epoch_rungs_keep():
     assert p2.observe("fast", 2, 1.0, 0.7, seconds=0.5).action == CONTINUE  # not at a compute rung yet
     copy = policy()
     copy.load_state_dict(json.loads(json.dumps(p.state_dict())))
-    assert copy.trials["slow"].cost == 3.0 and copy.cost_inner.unit == 1.0
-    assert copy.cost_inner.state_dict() == p.cost_inner.state_dict()
+    assert copy.trials["slow"].cost == 3.0 and copy.rules[1].unit == 1.0
+    assert copy.rules[1].state_dict() == p.rules[1].state_dict()
 
 
 def test_a_restart_starts_its_training_time_over():
@@ -376,14 +452,37 @@ def test_bad_policy_settings(kw, message):
 
 
 def test_unknown_threshold_is_named():
-    with pytest.raises(ValueError, match="unknown threshold 'windw'"):
+    with pytest.raises(SettingError, match="thresholds.windw: unknown threshold") as unknown:
         thresholds_from({"windw": 3})
+    assert unknown.value.key == "thresholds.windw"
+    with pytest.raises(SettingError) as bad:
+        thresholds_from({"window": 1})
+    assert (bad.value.key, bad.value.problem, bad.value.value) == (
+        "thresholds.window",
+        "must be int in [2, inf)",
+        1,
+    )
+    assert str(bad.value) == "thresholds.window: must be int in [2, inf), got 1"
     assert thresholds_from({"window": 7}).window == 7
+
+
+def test_the_settings_are_one_source_of_defaults_and_name_what_is_wrong():
+    assert ConvergenceSettings().policy_config(mode="max", chance=None) == PolicyConfig()
+    for kw, line in (
+        ({"grace_period": 0}, "grace_period: must be >= 1, got 0"),
+        ({"reduction_factor": 1.0}, "reduction_factor: must be > 1, got 1.0"),
+        ({"inner": "hyperband"}, "inner: must be one of asha or null, got 'hyperband'"),
+        ({"restart_budget": 2.0}, "restart_budget: must be in [0, 1], got 2.0"),
+        ({"thresholds": {"dead_frac": 1.5}}, "thresholds.dead_frac: must be float in (0, 1], got 1.5"),
+    ):
+        with pytest.raises(SettingError) as error:
+            ConvergenceSettings(**kw)
+        assert str(error.value) == line
+        assert line == f"{error.value.key}: {error.value.problem}, got {error.value.value!r}"
 
 
 def test_policy_from_settings_builds_the_rules_and_names_unknown_keys():
     settings = {
-        "name": "convergence",
         "max_restarts": 2,
         "inner": "asha",
         "grace_period": 1,
@@ -393,20 +492,28 @@ def test_policy_from_settings_builds_the_rules_and_names_unknown_keys():
     }
     policy = policy_from_settings(settings, mode="max", chance=0.1, budget=40, total_epochs=40 * 100)
     assert policy.config.max_restarts == 2 and policy.config.thresholds.window == 6
-    assert policy.inner.rungs == [1, 3, 9, 27] and policy.loss_inner.keep == pytest.approx(1 / 9)
+    (rule,) = policy.rules
+    assert rule.rule.rungs == [1, 3, 9, 27] and rule.guard.keep == pytest.approx(1 / 9)
     small = policy_from_settings(settings, mode="max", chance=0.1, budget=40, total_epochs=40 * 3)
-    assert small.inner is None and small.loss_inner is None  # 3 trials: no ranking worth the name
+    assert small.rules == []  # 3 trials: no ranking worth the name
     bare = policy_from_settings({}, mode="min", chance=None, budget=10, total_epochs=None)
-    assert bare.inner is None and bare.config == PolicyConfig(mode="min")
-    assert bare.config.thresholds == Thresholds()
-    with pytest.raises(ValueError, match="unknown scheduler setting 'max_restart'"):
+    assert bare.config == PolicyConfig(mode="min") and bare.config.thresholds == Thresholds()
+    (default,) = bare.rules  # a missing key takes ConvergenceSettings' default: guarded ASHA rungs
+    assert default.rule.rungs == [1, 3, 9] and default.guard.keep == pytest.approx(1 / 9)
+    assert (
+        policy_from_settings({"inner": None}, mode="min", chance=None, budget=10, total_epochs=None).rules
+        == []
+    )
+    with pytest.raises(SettingError, match="max_restart: unknown scheduler setting"):
         policy_from_settings({"max_restart": 1}, mode="max", chance=None, budget=10, total_epochs=None)
     with pytest.raises(ValueError, match="inner"):
         policy_from_settings({"inner": "hyperband"}, mode="max", chance=None, budget=10, total_epochs=None)
     costly_settings = {**settings, "cost_rungs": True, "cost_calibration": 6}
     costly = policy_from_settings(costly_settings, mode="max", chance=0.1, budget=40, total_epochs=4000)
-    assert costly.cost_inner.calibration == 6 and costly.cost_loss_inner.keep == pytest.approx(1 / 9)
-    assert policy.cost_inner is None, "compute rungs are off by default"
+    epochs, seconds = costly.rules  # the epoch rungs first, then the compute rungs, each guarded
+    assert (epochs.clock, seconds.clock) == ("epochs", "seconds") and isinstance(seconds.rule, CostRungs)
+    assert seconds.rule.calibration == 6 and seconds.guard.keep == pytest.approx(1 / 9)
+    assert len(policy.rules) == 1, "compute rungs are off by default"
     for bad in (0, 2.5, True, "4"):
         with pytest.raises(ValueError, match="cost_calibration: must be a whole number >= 1"):
             policy_from_settings({"cost_calibration": bad}, mode="max", chance=None, budget=9, total_epochs=9)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from orchestrator.rungs import AshaRungs, CostRungs
+from orchestrator.policy.rungs import AshaRungs, CostRungs
 
 
 def test_rungs_sit_at_geometric_epochs():

@@ -14,7 +14,7 @@ from ray.tune.schedulers import TrialScheduler
 from orchestrator.policy import ConvergencePolicy, PolicyConfig
 from orchestrator.scheduler import ConvergenceScheduler
 from orchestrator.search import IndexedOptunaSearch
-from trainables.seeding import derive_seed
+from orchestrator.seeding import derive_seed
 
 
 class Controller:
@@ -204,16 +204,16 @@ def test_paused_trials_run_first_then_pending_ones_in_the_order_they_were_added(
 
 
 def test_the_epoch_seconds_ray_reports_feed_the_compute_rungs():
-    from orchestrator.rungs import CostRungs
+    from orchestrator.policy import CostRungs
 
     searcher, controller, scheduler = setup()
-    scheduler.policy.cost_inner = CostRungs(1, 3, 30, calibration=2)
+    scheduler.policy.rules = [CostRungs(1, 3, 30, calibration=2)]
     trials = [add_trial(searcher, controller, scheduler, tid) for tid in ("a", "b", "slow")]
     for trial, acc in ((trials[0], 0.5), (trials[1], 0.6)):
         for epoch in (1, 2, 3, 4):
             answer = {**result(epoch, 1.0, acc + 0.1 * epoch), "time_this_iter_s": 1.0}
             assert scheduler.on_trial_result(controller, trial, answer) == TrialScheduler.CONTINUE
-    assert scheduler.policy.cost_inner.unit == 1.0 and scheduler.policy.trials["a"].cost == 3.0
+    assert scheduler.policy.rules[0].unit == 1.0 and scheduler.policy.trials["a"].cost == 3.0
     first = {**result(1, 1.0, 0.7), "time_this_iter_s": 1.0}
     assert scheduler.on_trial_result(controller, trials[2], first) == TrialScheduler.CONTINUE
     slow = {**result(2, 1.0, 0.75), "time_this_iter_s": 3.0}  # below a and b after 3 s (0.8, 0.9)

@@ -1,11 +1,5 @@
-"""Stable seeds: a hash of named parts, so every random choice is reproducible (pure stdlib)."""
+"""Stable seeds for the trainables: :func:`orchestrator.seeding.derive_seed`, defined there once."""
 
-from __future__ import annotations
+from orchestrator.seeding import derive_seed
 
-import hashlib
-
-
-def derive_seed(*parts: int | str) -> int:
-    """Return a 31-bit seed that is a stable hash of ``parts`` (same parts, same seed)."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+__all__ = ["derive_seed"]

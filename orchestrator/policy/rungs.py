@@ -1,6 +1,8 @@
-"""ASHA-style rungs over plain numbers: an inner rank rule for the convergence policy.
+"""ASHA-style rungs over plain numbers: the rank rules of the convergence policy.
 
-Pure (stdlib only). Values are "higher is better" (the policy flips the sign for "min").
+:class:`AshaRungs` judges trials at equal epochs, :class:`CostRungs` at equal training time;
+both are :class:`orchestrator.policy.rules.RankRule` s. Pure (stdlib only). Values are "higher
+is better" (the policy flips the sign for "min").
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import bisect
 import math
 import statistics
 from typing import Any
+
+from orchestrator.policy.rules import EPOCHS, SECONDS, Reading
 
 
 class AshaRungs:
@@ -21,6 +25,8 @@ class AshaRungs:
     interpolation) of the earlier ones. ``keep`` defaults to ``1 / reduction_factor``. NaN
     counts as the worst value.
     """
+
+    clock = EPOCHS
 
     def __init__(
         self,
@@ -59,6 +65,13 @@ class AshaRungs:
         if lo == hi or lo == -math.inf:  # the limit of the interpolation; no inf - inf
             return lo
         return lo + (position - low) * (hi - lo)
+
+    def prune(self, reading: Reading) -> bool:
+        """Judge the reading's value at its epoch (see :meth:`should_prune`)."""
+        return self.should_prune(reading.key, reading.epoch, reading.value)
+
+    def calibrate(self, epoch_seconds: float | None) -> None:
+        """Nothing to calibrate: epochs are the unit."""
 
     def should_prune(self, trial_id: str, epoch: int, value: float) -> bool:
         """Record ``value`` when ``epoch`` is a rung (once per trial) and say whether it is cut."""
@@ -101,6 +114,8 @@ class CostRungs:
     non-positive or non-finite duration calibrates nothing.
     """
 
+    clock = SECONDS
+
     def __init__(
         self,
         grace_period: int = 1,
@@ -127,6 +142,10 @@ class CostRungs:
         self.durations.append(float(epoch_seconds))
         if len(self.durations) >= self.calibration:
             self.unit = statistics.median(self.durations)
+
+    def prune(self, reading: Reading) -> bool:
+        """Judge the reading's value at its training time (see :meth:`should_prune`)."""
+        return self.should_prune(reading.key, reading.seconds, reading.value)
 
     def should_prune(self, trial_id: str, seconds: float, value: float) -> bool:
         """Judge ``value`` at the highest rung ``seconds`` of training have crossed, once per rung."""

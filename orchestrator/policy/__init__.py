@@ -1,0 +1,91 @@
+"""The convergence policy: a per-trial state machine that turns verdicts into decisions.
+
+Pure (numpy, stdlib and ``analysis.convergence``): no Ray, torch, MLflow or Hydra, so every
+decision can be replayed on recorded curves and reproduced offline. Keyed by ``trial_id``.
+
+Two references, in metric units: the *best final*, the best value of the trials that
+finished (completed, or stopped as converged), and the *leader*, the best metric any other
+trial has reported so far (at any epoch) or the best final when that is better. Rules,
+checked in this order on each epoch of a trial's current attempt (margins in metric units;
+``thresholds`` are :class:`analysis.convergence.Thresholds`):
+
+1. The curve is diagnosed by :func:`analysis.convergence.diagnose` against the leader.
+2. ``diverged`` -> **prune** at once.
+3. *Collapsed* -> **restart** from scratch with a new seed (derived from sweep seed, trial and
+   attempt): the attempt learned (its best metric beat ``chance`` by more than
+   ``collapse_margin``) and then fell back to chance (its last ``thresholds.window`` epochs
+   within ``thresholds.chance_margin`` of it): the trajectory failed, not the configuration
+   (e.g. ReLUs that died after one bad step). Checked before the rules that would prune it;
+   recorded as a stuck restart.
+4. ``stuck`` -> **restart** when the evidence points at the initialisation: dead ReLUs or a
+   vanishing gradient, or the sweep's own restarts pay off (at least ``restart_record``
+   restarts finished and at least ``restart_success`` of them ended better than the attempt
+   they replaced, by more than ``thresholds.chance_margin``); else **prune**: most stuck
+   configurations are stuck for every seed.
+5. ``predicted_worse`` (even the optimistic end of the curve loses to the leader by more than
+   ``thresholds.predict_margin``) -> **prune** (when ``prune_predicted_worse``).
+6. ``plateau_bad`` -> **restart** when ``restart_on_plateau_bad``; else **stop** (it
+   converged; its value counts).
+7. ``oscillating`` -> **restart** with ``lr`` x ``remedy_lr_factor`` when that remedy is on;
+   else **prune** when the mean of its last window is below the leader by more than
+   ``thresholds.bad_margin``.
+8. ``converged`` -> **stop** (when ``stop_converged``), unless the trial is a *contender* (its
+   level is within ``contender_margin`` of the best final or above it; before any trial
+   finished nothing is) or less than ``stop_min_left`` of its budget is left: those run on to
+   the budget, so the sweep's best result is a full-budget one.
+9. The rank rules (``rules``, :mod:`orchestrator.policy.rules`; e.g. :class:`AshaRungs`: at a
+   rung, below the top share of the values recorded there before it) may **prune**. Every
+   rule of the list judges the trial, on its own clock (epochs, or seconds of training as
+   :class:`CostRungs`), and a rule's own guard may spare it (:class:`GuardedRule`: the loss
+   ranks near the top of the rung, as a metric that lags its loss often catches up). Cut by
+   any rule, the trial is still spared by its curve: its optimistic end,
+   :func:`analysis.convergence.optimistic_final`, could still beat the leader.
+10. Otherwise **continue**.
+
+Every restart stays within ``max_restarts`` per trial and the sweep-wide ``restart_budget``
+(share of the sweep's total epoch budget); without either, the rule's pruning applies.
+
+NaN policy: a non-finite loss is diagnosed as divergence; a NaN metric never becomes a
+leader or a best final and counts as the worst value at a rung.
+
+Modules: ``decision`` (:class:`Decision`, the actions), ``config`` (:class:`PolicyConfig`,
+:class:`SettingError`), ``trial`` (what is kept per trial, :class:`AttemptRecord`), ``engine``
+(:class:`ConvergencePolicy`), ``rules`` (:class:`RankRule`, :class:`GuardedRule`), ``rungs``
+(:class:`AshaRungs`, :class:`CostRungs`), ``state`` (save and restore as versioned data),
+``settings`` (:class:`ConvergenceSettings`, :func:`policy_from_settings`).
+"""
+
+from orchestrator.policy.config import PolicyConfig, PolicySettings, SettingError, thresholds_from
+from orchestrator.policy.decision import CONTINUE, PRUNE, RESTART, STOP, Decision
+from orchestrator.policy.engine import INIT_KINDS, ConvergencePolicy
+from orchestrator.policy.rules import EPOCHS, SECONDS, GuardedRule, RankRule, Reading
+from orchestrator.policy.rungs import AshaRungs, CostRungs
+from orchestrator.policy.settings import INNER_RULES, ConvergenceSettings, policy_from_settings
+from orchestrator.policy.state import STATE_VERSION
+from orchestrator.policy.trial import AttemptRecord
+
+__all__ = [
+    "CONTINUE",
+    "EPOCHS",
+    "INIT_KINDS",
+    "INNER_RULES",
+    "PRUNE",
+    "RESTART",
+    "SECONDS",
+    "STATE_VERSION",
+    "STOP",
+    "AshaRungs",
+    "AttemptRecord",
+    "ConvergencePolicy",
+    "ConvergenceSettings",
+    "CostRungs",
+    "Decision",
+    "GuardedRule",
+    "PolicyConfig",
+    "PolicySettings",
+    "RankRule",
+    "Reading",
+    "SettingError",
+    "policy_from_settings",
+    "thresholds_from",
+]

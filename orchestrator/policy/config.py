@@ -1,0 +1,124 @@
+"""The policy's settings: what a user chooses (:class:`PolicySettings`) and what the sweep fixes.
+
+Every setting is validated on creation; a bad one is a :class:`SettingError` that names it and
+says what is wrong once, as ``<key>: <problem>, got <value>`` (the config loader only prefixes
+``scheduler.``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from analysis.convergence import Thresholds, threshold_problem
+
+_NO_VALUE = object()
+
+
+class SettingError(ValueError):
+    """A setting is wrong: ``key`` (dotted, relative to the settings) and its ``problem``.
+
+    The message is ``<key>: <problem>, got <value>``, or ``<key>: <problem>`` when no value
+    is at fault (an unknown key).
+    """
+
+    def __init__(self, key: str, problem: str, value: Any = _NO_VALUE) -> None:
+        self.key, self.problem, self.value = key, problem, value
+        got = "" if value is _NO_VALUE else f", got {value!r}"
+        super().__init__(f"{key}: {problem}{got}")
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """The decision rules' settings a user chooses, with their defaults; validated on creation.
+
+    :class:`PolicyConfig` adds what the sweep fixes, ``orchestrator.policy.ConvergenceSettings``
+    the rank rules and thresholds: both take these fields, and their defaults, from here.
+
+    Args:
+        max_restarts: restarts allowed per trial.
+        restart_budget: fraction of the sweep's total epoch budget that restarts may spend.
+        collapse_margin: an attempt whose best metric beat ``chance`` by more than this and
+            that fell back to chance collapsed: it restarts.
+        restart_success: a stuck trial without evidence against its initialisation restarts
+            while at least this share of the sweep's finished restarts ended better than the
+            attempt they replaced ...
+        restart_record: ... and at least this many restarts finished.
+        restart_on_plateau_bad: restart a trial that converged far below the leader.
+        stop_converged: stop trials that converged.
+        stop_min_left: ... only while at least this share of their budget is left.
+        contender_margin: a converged trial within this of the best final (or above) runs on.
+        prune_predicted_worse: prune trials whose extrapolated optimistic end loses to the leader.
+        remedy_lr_factor: when set, an oscillating trial restarts with lr times this factor.
+        remedy_leaky_relu: when true, a trial stuck with dead ReLUs restarts with leaky_relu.
+    """
+
+    max_restarts: int = 1
+    restart_budget: float = 0.1
+    collapse_margin: float = 0.2
+    restart_success: float = 0.7
+    restart_record: int = 3
+    restart_on_plateau_bad: bool = False
+    stop_converged: bool = True
+    stop_min_left: float = 0.25
+    contender_margin: float = 0.005
+    prune_predicted_worse: bool = True
+    remedy_lr_factor: float | None = None
+    remedy_leaky_relu: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_restarts < 0:
+            raise SettingError("max_restarts", "must be >= 0", self.max_restarts)
+        for name in ("restart_budget", "restart_success", "stop_min_left"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise SettingError(name, "must be in [0, 1]", getattr(self, name))
+        if not self.collapse_margin > 0.0:
+            raise SettingError("collapse_margin", "must be > 0", self.collapse_margin)
+        if self.restart_record < 1:
+            raise SettingError("restart_record", "must be >= 1", self.restart_record)
+        if not self.contender_margin >= 0.0:
+            raise SettingError("contender_margin", "must be >= 0", self.contender_margin)
+        if self.remedy_lr_factor is not None and not 0.0 < self.remedy_lr_factor < 1.0:
+            raise SettingError("remedy_lr_factor", "must be in (0, 1)", self.remedy_lr_factor)
+
+
+@dataclass(frozen=True)
+class PolicyConfig(PolicySettings):
+    """Settings of the policy: the user's (:class:`PolicySettings`) and what the sweep fixes.
+
+    Validated on creation (:class:`SettingError` naming the field).
+
+    Args:
+        mode: "max" when a higher metric is better, else "min".
+        chance: the metric of a random guess (e.g. 0.1 for 10 classes), or None.
+        history: epochs of each series kept per trial.
+        thresholds: the thresholds of the diagnosis.
+    """
+
+    mode: str = "max"
+    chance: float | None = None
+    history: int = 64
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("max", "min"):
+            raise SettingError("mode", "must be 'max' or 'min'", self.mode)
+        super().__post_init__()
+        if self.history < 2 * self.thresholds.window:
+            raise SettingError("history", "must be at least 2 x thresholds.window", self.history)
+
+
+def thresholds_from(values: Mapping[str, Any]) -> Thresholds:
+    """Thresholds with ``values`` overriding the defaults; an unknown or bad one is a SettingError.
+
+    The error's key is ``thresholds.<name>``; its problem is the one
+    :func:`analysis.convergence.threshold_problem` states.
+    """
+    known = [f.name for f in fields(Thresholds)]
+    for name, value in values.items():
+        if name not in known:
+            raise SettingError(f"thresholds.{name}", f"unknown threshold (known: {', '.join(sorted(known))})")
+        if (problem := threshold_problem(name, value)) is not None:
+            raise SettingError(f"thresholds.{name}", problem, value)
+    return Thresholds(**values)

@@ -1,0 +1,138 @@
+"""``scheduler=convergence``'s settings, each with its one default and allowed values, and the
+policy they build.
+
+:class:`ConvergenceSettings` is the one source: ``conf/scheduler/convergence.yaml`` only names
+the scheduler and takes every key and default from it (registered with Hydra by
+``orchestrator.scheduler_schemas``), ``orchestrator.config`` validates ``scheduler.*`` by
+building it, and :func:`policy_from_settings` (used by the product,
+``orchestrator.scheduling.build_policy``, and the replay benchmark,
+``benchmarks.schedulers.make_convergence``) builds the policy from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from analysis.convergence import Thresholds
+from orchestrator.policy.config import PolicyConfig, PolicySettings, SettingError, thresholds_from
+from orchestrator.policy.engine import ConvergencePolicy
+from orchestrator.policy.rules import GuardedRule, RankRule
+from orchestrator.policy.rungs import AshaRungs, CostRungs
+
+#: The rank rules ``inner`` may name.
+INNER_RULES = ("asha",)
+
+
+def _default_thresholds() -> dict[str, Any]:
+    return dataclasses.asdict(Thresholds())
+
+
+@dataclass(frozen=True)
+class ConvergenceSettings(PolicySettings):
+    """Every setting of the convergence scheduler with its default; validated on creation.
+
+    The decision rules' settings are :class:`PolicySettings`'s (their defaults too); the rest
+    place the rank rules and the thresholds. A bad value is a :class:`SettingError` naming it.
+
+    Args:
+        inner: the rank rule (one of :data:`INNER_RULES`, or None: none): ``asha`` is
+            :class:`AshaRungs` at ``grace_period * reduction_factor**k`` epochs, used in sweeps
+            of at least ``reduction_factor**2`` trials (in smaller ones a rung's ranking is noise).
+        grace_period: the first rung, in epochs (capped at the budget).
+        reduction_factor: a rung keeps the top ``1 / reduction_factor`` of the values before it.
+        loss_guard: each rung has a guard over the loss that spares a trial whose loss ranks
+            in its top ``1 / reduction_factor**2`` (:class:`GuardedRule`).
+        cost_rungs: the same rungs over training time too (:class:`CostRungs`), with their guard.
+        cost_calibration: the compute rungs' unit is the median second epoch of this many trials.
+        thresholds: :class:`analysis.convergence.Thresholds` by name; one left out takes its default.
+    """
+
+    inner: str | None = "asha"
+    grace_period: int = 1
+    reduction_factor: float = 3.0
+    loss_guard: bool = True
+    cost_rungs: bool = False
+    cost_calibration: int = 4
+    thresholds: dict[str, Any] = field(default_factory=_default_thresholds)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.inner is not None and self.inner not in INNER_RULES:
+            raise SettingError("inner", f"must be one of {', '.join(INNER_RULES)} or null", self.inner)
+        if self.grace_period < 1:
+            raise SettingError("grace_period", "must be >= 1", self.grace_period)
+        if not self.reduction_factor > 1:
+            raise SettingError("reduction_factor", "must be > 1", self.reduction_factor)
+        calibration = self.cost_calibration
+        if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < 1:
+            raise SettingError("cost_calibration", "must be a whole number >= 1", calibration)
+        thresholds_from(self.thresholds)
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> ConvergenceSettings:
+        """The settings in ``settings`` (keys as in the YAML), the defaults for the rest.
+
+        Raises:
+            SettingError: an unknown key, or a bad value.
+        """
+        known = [f.name for f in fields(cls)]
+        for name in settings:
+            if name not in known:
+                raise SettingError(name, f"unknown scheduler setting (known: {', '.join(known)})")
+        return cls(**settings)
+
+    def policy_config(self, *, mode: str, chance: float | None) -> PolicyConfig:
+        """The policy's config: these settings, the sweep's ``mode`` and ``chance``."""
+        chosen = {f.name: getattr(self, f.name) for f in fields(PolicySettings)}
+        return PolicyConfig(mode=mode, chance=chance, thresholds=thresholds_from(self.thresholds), **chosen)
+
+    def rank_rules(self, *, budget: int, total_epochs: int | None) -> list[RankRule]:
+        """The rank rules these settings place for a sweep of ``total_epochs`` (None: unbounded).
+
+        The epoch rungs first, then the compute rungs (``cost_rungs``), each with its loss
+        guard when ``loss_guard``; none without ``inner`` or in a sweep of fewer than
+        ``reduction_factor**2`` trials (``total_epochs / budget``).
+        """
+        factor = float(self.reduction_factor)
+        if self.inner is None or (total_epochs is not None and total_epochs < factor**2 * budget):
+            return []
+        grace = min(self.grace_period, budget)
+        keep = 1.0 / factor**2 if self.loss_guard else None
+
+        def guarded(make: Callable[..., RankRule], **kw: Any) -> RankRule:
+            rule = make(grace, factor, budget, **kw)
+            return rule if keep is None else GuardedRule(rule, make(grace, factor, budget, keep=keep, **kw))
+
+        rules = [guarded(AshaRungs)]
+        if self.cost_rungs:
+            rules.append(guarded(CostRungs, calibration=self.cost_calibration))
+        return rules
+
+
+def policy_from_settings(
+    settings: ConvergenceSettings | Mapping[str, Any],
+    *,
+    mode: str,
+    chance: float | None,
+    budget: int,
+    total_epochs: int | None,
+    sweep_seed: int = 0,
+) -> ConvergencePolicy:
+    """The policy configured by ``settings`` (a mapping is read by :meth:`ConvergenceSettings.from_mapping`).
+
+    ``mode`` and ``chance`` are the sweep's metric's; ``budget`` is the epochs of one attempt,
+    ``total_epochs`` the sweep's (trials x budget; None: no sweep-wide restart budget and rank
+    rules in any sweep); ``sweep_seed`` seeds the restarts.
+    """
+    if not isinstance(settings, ConvergenceSettings):
+        settings = ConvergenceSettings.from_mapping(settings)
+    return ConvergencePolicy(
+        settings.policy_config(mode=mode, chance=chance),
+        budget=budget,
+        total_epochs=total_epochs,
+        sweep_seed=sweep_seed,
+        rules=settings.rank_rules(budget=budget, total_epochs=total_epochs),
+    )

@@ -1,0 +1,104 @@
+"""The policy's state as plain, versioned data: JSON-serialisable, never pickled objects.
+
+Version 3 holds the rank rules' states as a list, in the order of the policy's ``rules``.
+Version 2 (before rules were composed as a list) held them in four named slots: ``inner``
+(with its loss guard ``loss_inner``) and ``cost_inner`` (with ``cost_loss_inner``); it is read
+by turning the slots that hold a state into that list, in that order, as
+:func:`orchestrator.policy.policy_from_settings` orders the rules. Any other version is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.policy.trial import AttemptRecord, _Trial
+
+if TYPE_CHECKING:
+    from orchestrator.policy.engine import ConvergencePolicy
+
+STATE_VERSION = 3
+_SERIES = ("loss", "metric", "grad", "dead")
+#: Version 2's slots of the rank rules: (rule, its loss guard), in the order of the rules.
+_V2_SLOTS = (("inner", "loss_inner"), ("cost_inner", "cost_loss_inner"))
+
+
+def policy_state(policy: ConvergencePolicy) -> dict[str, Any]:
+    """The policy's whole state: the sweep's references, every trial, every rank rule's state."""
+    return {
+        "version": STATE_VERSION,
+        "best": policy.best,
+        "leaders": [list(pair) for pair in policy.leaders],
+        "epochs": policy.epochs,
+        "restart_epochs": policy.restart_epochs,
+        "restarts_finished": policy.restarts_finished,
+        "restarts_succeeded": policy.restarts_succeeded,
+        "trials": {tid: _trial_state(t) for tid, t in policy.trials.items()},
+        "rules": [rule.state_dict() for rule in policy.rules],
+    }
+
+
+def load_policy_state(policy: ConvergencePolicy, state: dict[str, Any]) -> None:
+    """Restore ``policy`` from :func:`policy_state` (this version or version 2).
+
+    Raises:
+        ValueError: another version, or states for another number of rank rules than the
+            policy's.
+    """
+    if state.get("version") == 2:
+        state = upgrade_v2(state)
+    if state.get("version") != STATE_VERSION:
+        raise ValueError(f"policy state version {state.get('version')!r} is not {STATE_VERSION}")
+    if len(state["rules"]) != len(policy.rules):
+        raise ValueError(
+            f"policy state holds {len(state['rules'])} rank rule(s), this policy has {len(policy.rules)}"
+        )
+    policy.best = state["best"]
+    policy.leaders = [(float(v), str(t)) for v, t in state["leaders"]]
+    policy.epochs = int(state["epochs"])
+    policy.restart_epochs = int(state["restart_epochs"])
+    policy.restarts_finished = int(state["restarts_finished"])
+    policy.restarts_succeeded = int(state["restarts_succeeded"])
+    policy.trials = {tid: _trial_from(data, policy.config.history) for tid, data in state["trials"].items()}
+    for rule, rule_state in zip(policy.rules, state["rules"], strict=True):
+        rule.load_state_dict(rule_state)
+
+
+def upgrade_v2(state: dict[str, Any]) -> dict[str, Any]:
+    """A version-2 state as version 3: its named rule slots become the list of rule states."""
+    rules = []
+    for rule, guard in _V2_SLOTS:
+        if state.get(rule) is not None:
+            guarded = state.get(guard) is not None
+            rules.append({"rule": state[rule], "guard": state[guard]} if guarded else state[rule])
+    names = {name for slots in _V2_SLOTS for name in slots}
+    kept = {k: v for k, v in state.items() if k not in names}
+    return {**kept, "version": STATE_VERSION, "rules": rules}
+
+
+def _trial_state(trial: _Trial) -> dict[str, Any]:
+    return {
+        **{name: list(getattr(trial, name)) for name in _SERIES},
+        "epoch": trial.epoch,
+        "cost": trial.cost,
+        "initial_loss": trial.initial_loss,
+        "lowest_loss": trial.lowest_loss,
+        "peak": trial.peak,
+        "params": trial.params,
+        "seed_key": trial.seed_key,
+        "finished": trial.finished,
+        "lineage": [asdict(r) for r in trial.lineage],
+    }
+
+
+def _trial_from(data: dict[str, Any], history: int) -> _Trial:
+    trial = _Trial(history)
+    for name in _SERIES:
+        getattr(trial, name).extend(data[name])
+    trial.epoch, trial.initial_loss = data["epoch"], data["initial_loss"]
+    trial.cost = float(data.get("cost", 0.0))  # absent in states saved before compute rungs
+    trial.lowest_loss, trial.peak = data["lowest_loss"], data["peak"]
+    trial.params, trial.finished = dict(data["params"]), bool(data["finished"])
+    trial.seed_key = data["seed_key"]
+    trial.lineage = [AttemptRecord(**r) for r in data["lineage"]]
+    return trial
