@@ -131,6 +131,44 @@ def test_the_collapsed_end_to_end_trial_is_restarted_once_it_sits_at_chance_for_
     assert policy.lineage("t")[1].reason == decision.reason
 
 
+# The same configuration recorded on another machine (Ray 2.60, torch 2.14): it reaches chance
+# only at epoch 6, after bouncing; epochs 9 and 10 repeat chance.
+LATE_COLLAPSE = [
+    (1.3729, 0.6844, 0.03),
+    (5.1729, 0.3467, 0.23),
+    (2.4771, 0.1889, 0.66),
+    (8.7362, 0.2933, 0.64),
+    (1.9376, 0.2422, 0.55),
+    (2.3617, 0.1, 0.72),
+    (2.3071, 0.1, 0.72),
+    (2.3037, 0.1022, 0.72),
+    (2.3030, 0.1, 0.72),
+    (2.3029, 0.1, 0.72),
+]
+
+
+def test_a_collapse_under_way_is_held_until_its_window_decides_whatever_the_leader():
+    """Back at chance from epoch 6: with a leader at 0.97 the extrapolation would prune it at
+    epoch 8 (predicted worse); it is held instead and restarted at epoch 10 (a full window at
+    chance), the same decision as without a leader. Without a restart left, nothing is held."""
+    for leader in (None, 0.97):
+        policy = make(max_restarts=1)
+        if leader is not None:
+            policy.complete("other", leader)
+        decisions = [
+            policy.observe("t", epoch, loss, acc, grad_norm=0.2, dead_frac=dead)
+            for epoch, (loss, acc, dead) in enumerate(LATE_COLLAPSE, start=1)
+        ]
+        held = decisions[5:9]  # epochs 6 to 9
+        assert all(d.action == CONTINUE for d in held)
+        assert all(d.reason.startswith("back at chance after reaching 0.684") for d in held)
+        assert decisions[9].action == RESTART and decisions[9].reason.startswith("stuck: collapsed")
+    policy = make(max_restarts=0)
+    policy.complete("other", 0.97)
+    epoch, decision = feed(policy, "t", lambda e: LATE_COLLAPSE[e - 1][:2], len(LATE_COLLAPSE))
+    assert decision.action == PRUNE and epoch <= 8
+
+
 def test_a_trial_that_never_learned_did_not_collapse():
     policy = make()
     policy.complete("other", 0.97)

@@ -16,7 +16,9 @@ checked in this order on each epoch of a trial's current attempt (margins in met
    ``collapse_margin``) and then fell back to chance (its last ``thresholds.window`` epochs
    within ``thresholds.chance_margin`` of it): the trajectory failed, not the configuration
    (e.g. ReLUs that died after one bad step). Checked before the rules that would prune it;
-   recorded as a stuck restart.
+   recorded as a stuck restart. While the latest epoch is back at chance but the window is
+   not yet, the trial **continues** (when a restart is still possible): whether a collapse
+   is restarted must not depend on which other trials reported first.
 4. ``stuck`` -> **restart** when the evidence points at the initialisation: dead ReLUs or a
    vanishing gradient, or the sweep's own restarts pay off (at least ``restart_record``
    restarts finished and at least ``restart_success`` of them ended better than the attempt

@@ -204,6 +204,10 @@ class ConvergencePolicy:
             reason = f"stuck: collapsed back to chance {chance:.3g} after reaching {peak:.3g}"
             if restart := self._restart(trial_id, trial, verdict, "stuck (collapsed)", reason):
                 return restart
+        if self._collapse_pending(trial):
+            peak = self.sign * (trial.peak or 0.0)
+            reason = f"back at chance after reaching {peak:.3g}: held until its window decides a collapse"
+            return Decision(CONTINUE, reason, verdict, attempt)
         if status == STUCK:
             worth = verdict.kind in INIT_KINDS or self.restarts_pay_off()
             restart = self._restart(trial_id, trial, verdict) if worth else None
@@ -232,6 +236,20 @@ class ConvergencePolicy:
         if (where := self._rank_cut(trial_id, trial, leader)) is not None:
             return Decision(PRUNE, f"rank rule: below its rung at {where}", verdict, attempt)
         return Decision(CONTINUE, verdict.reason, verdict, attempt)
+
+    def _collapse_pending(self, trial: _Trial) -> bool:
+        """The attempt beat chance by more than ``collapse_margin`` and its latest metric is back at
+        chance, but fewer than a window of epochs are: a collapse may be under way. Held while a
+        restart is still possible, so whether a collapse is restarted does not depend on which
+        other trials happened to report first (the leader they set would prune it)."""
+        c, th = self.config, self.config.thresholds
+        if c.chance is None or trial.peak is None or not trial.metric:
+            return False
+        if trial.peak - self.sign * c.chance <= c.collapse_margin:
+            return False
+        if not abs(trial.metric[-1] - c.chance) <= th.chance_margin:
+            return False
+        return trial.attempt < c.max_restarts and self.restart_budget_left()
 
     def _rank_cut(self, trial_id: str, trial: _Trial, leader: float | None) -> str | None:
         """Where the first rank rule that cuts the trial cut it ("epoch 3", "12.5 s of training
