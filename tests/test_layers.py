@@ -134,3 +134,18 @@ def test_the_module_map_lists_every_module_and_its_imports_hold():
             if not any(imported == a or imported.startswith(a + ".") for a in allowed):
                 wrong.append(f"{name} imports {imported}")
     assert wrong == [], "imports the module map does not allow"
+
+
+def test_no_module_over_350_lines_and_no_function_over_60():
+    """DESIGN.md: one concept per module, 50-300 lines (never over 350), functions under 60 lines."""
+    root = DESIGN.parents[1]
+    too_long = []
+    for path in sorted(p for pkg in PACKAGES for p in (root / pkg).rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > 350:
+            too_long.append(f"{path.relative_to(root)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if node.end_lineno - node.lineno + 1 > 60:
+                    too_long.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
+    assert too_long == []
