@@ -347,7 +347,7 @@ def default_config(overrides: list[str] | None = None) -> Any:
     from omegaconf import OmegaConf
 
     from orchestrator.config import load_config
-    from orchestrator.scheduler_schemas import register_schemas
+    from orchestrator.schema import register_schemas
 
     register_schemas()
     with initialize_config_module(config_module="conf", version_base="1.3"):

@@ -29,12 +29,12 @@ from orchestrator.config import known_keys, load_config
 from orchestrator.errors import ConfigError
 from orchestrator.preflight import preflight
 from orchestrator.redact import is_secret_key, redact, redact_assignments, redact_overrides, redact_yaml
-from orchestrator.scheduler_schemas import register_schemas
+from orchestrator.schema import register_schemas
 
 logger = logging.getLogger("orchestrator")
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl+C
-register_schemas()  # conf/scheduler/*.yaml take their keys and defaults from the schemas
+register_schemas()  # conf/ takes every key and default from the schemas (orchestrator/schema.py)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")

@@ -1,4 +1,5 @@
-"""Config schemas (dataclasses) and their validation (the metric contract is orchestrator/contract.py).
+"""Validation of a composed config (the schemas are orchestrator/schema.py, the metric contract
+orchestrator/contract.py).
 
 Hydra composes YAML from ``conf/``; :func:`load_config` turns the composed mapping into a
 frozen :class:`SweepConfig`, checking every key and value before anything starts. Each
@@ -11,111 +12,15 @@ import dataclasses
 import math
 import types
 import typing
-from dataclasses import dataclass, field
 from typing import Any, Union
 
 from orchestrator.contract import OBJECTIVES
 from orchestrator.errors import ConfigError
 from orchestrator.policy import SettingError
 from orchestrator.redact import is_secret_key
-from orchestrator.scheduler_schemas import SCHEDULER_SCHEMAS, ConvergenceSchedulerConfig, SchedulerConfig
-from orchestrator.space import SearchSpace, parse_space
+from orchestrator.scheduler_schemas import SCHEDULER_SCHEMAS, SchedulerConfig
+from orchestrator.schema import SweepConfig
 from trainables.data import DATASETS
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    root: str | None = None
-    val_fraction: float = 0.25
-    split_seed: int = 0
-    max_samples: int | None = None
-
-
-@dataclass(frozen=True)
-class TrainableConfig:
-    model: str = "mlp"
-    dataset: str = "digits"
-    epochs: int = 20
-    checkpoint_every: int = 1
-    data: DataConfig = field(default_factory=DataConfig)
-    hparams: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    algorithm: str = "tpe"
-    n_startup_trials: int = 8
-    multivariate: bool = True
-    grid_points: int = 3
-    cmaes_popsize: int | None = None
-
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    """``local``: an embedded Ray on this machine; ``ray``: join the cluster at ``address``
-    (else $RAY_ADDRESS, else ``auto``), waiting at most ``connect_timeout_s`` for it."""
-
-    mode: str = "local"
-    address: str | None = None
-    num_cpus: int | None = None
-    num_gpus: int | None = None
-    connect_timeout_s: float = 30.0
-
-
-@dataclass(frozen=True)
-class TrackingConfig:
-    """``token``: a bearer token for an MLflow server that asks for one (exported as
-    $MLFLOW_TRACKING_TOKEN); write it as ``${oc.env:VAR}`` to keep it out of files. Like every
-    secret-looking key (orchestrator/redact.py) it is never logged or printed."""
-
-    enabled: bool = True
-    uri: str | None = None
-    token: str | None = None
-    experiment: str | None = None
-    log_model: bool = True
-    register_model: str | None = None
-
-
-@dataclass(frozen=True)
-class ResourcesConfig:
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-
-
-@dataclass(frozen=True)
-class StorageConfig:
-    path: str = "results"
-
-
-@dataclass(frozen=True)
-class FailureConfig:
-    max_failures: int = 1
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    name: str = "default"
-    seed: int = 0
-    num_samples: int = 16
-    max_concurrent_trials: int | None = None
-    metric: str = "val_acc"
-    mode: str = "max"
-    verbose: int = 1
-    report: bool = True
-    trainable: TrainableConfig = field(default_factory=TrainableConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
-    scheduler: SchedulerConfig = field(default_factory=ConvergenceSchedulerConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    storage: StorageConfig = field(default_factory=StorageConfig)
-    failure: FailureConfig = field(default_factory=FailureConfig)
-
-    @property
-    def space(self) -> SearchSpace:
-        """The validated search space of the trainable's hyperparameters."""
-        return parse_space(self.trainable.hparams)
-
 
 SEARCH_ALGORITHMS = ("tpe", "random", "cmaes", "grid")
 SCHEDULERS = tuple(SCHEDULER_SCHEMAS)
@@ -281,3 +186,6 @@ def validate(cfg: SweepConfig) -> SweepConfig:
 def load_config(data: dict[str, Any]) -> SweepConfig:
     """Build and validate a :class:`SweepConfig` from a plain (resolved) mapping."""
     return validate(_build(SweepConfig, data, ""))
+
+
+__all__ = ["SweepConfig", "known_keys", "load_config", "validate"]

@@ -2,7 +2,7 @@
 
 ``orchestrator.config`` builds ``scheduler.*`` with the schema that ``scheduler.name`` chooses;
 each ``conf/scheduler/<name>.yaml`` takes every key and default from its schema, registered
-with Hydra by :func:`register_schemas`, so that every default is written once, here (and, for
+with Hydra by :func:`register_scheduler_schemas`, so that every default is written once, here (and, for
 the convergence scheduler, in :class:`orchestrator.policy.ConvergenceSettings`). A value a
 schema refuses is a :class:`orchestrator.policy.SettingError` naming its key.
 """
@@ -86,11 +86,11 @@ SCHEDULER_SCHEMAS: dict[str, type] = {
 SchedulerConfig = (
     ConvergenceSchedulerConfig | FifoSchedulerConfig | AshaSchedulerConfig | MedianSchedulerConfig
 )
-#: Hydra's config group holding each scheduler's schema as plain data (:func:`register_schemas`).
+#: Hydra's config group holding each scheduler's schema as plain data (:func:`register_scheduler_schemas`).
 SCHEMA_GROUP = "schema/scheduler"
 
 
-def register_schemas() -> None:
+def register_scheduler_schemas() -> None:
     """Register each scheduler's schema with Hydra, so its YAML takes every key and default from it.
 
     ``conf/scheduler/<name>.yaml`` lists ``/schema/scheduler@_here_: <name>`` in its defaults: the

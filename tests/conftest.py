@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from orchestrator.scheduler_schemas import register_schemas
+from orchestrator.schema import register_schemas
 
 register_schemas()  # for the tests that compose configs with Hydra's compose API (as __main__ does)
 

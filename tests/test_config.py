@@ -65,7 +65,6 @@ def test_every_option_of_every_group_composes_and_validates(override):
     data = {k: v for k, v in (yaml.safe_load(text) or {}).items() if k not in ("defaults", "hydra")}
     composed = dataclasses.asdict(_compose([override]))
     leaves = _leaves(data, "" if text.startswith("# @package _global_") else group)
-    assert leaves, f"{override} sets nothing"
     for path, value in leaves:
         if isinstance(value, str) and "${" in value:
             continue  # an interpolation: resolved against other keys
@@ -73,6 +72,28 @@ def test_every_option_of_every_group_composes_and_validates(override):
         if isinstance(value, str) and isinstance(got, float):
             value = float(value)  # YAML 1.1 reads 1e-3 as text; OmegaConf as a number
         assert got == value, f"{override}: {path} is {got!r}, the file says {value!r}"
+
+
+#: Keys that name the option a group file is (its identity), not a default it repeats.
+IDENTITY = {"trainable.model", "search.algorithm", "cluster.mode", "scheduler.name"}
+
+
+@pytest.mark.parametrize("group", ["trainable", "search", "cluster", "tracking", "scheduler"])
+def test_no_option_file_repeats_a_default_of_the_schemas(group):
+    """One source for every default (orchestrator/schema.py, scheduler_schemas.py): a group's
+    option files set only keys whose value differs from the schema's default."""
+    from orchestrator.scheduler_schemas import SCHEDULER_SCHEMAS
+
+    defaults = dataclasses.asdict(SweepConfig())
+    repeated = []
+    for option in _options(group):
+        data = yaml.safe_load((CONF / group / f"{option}.yaml").read_text()) or {}
+        if group == "scheduler":
+            defaults["scheduler"] = dataclasses.asdict(SCHEDULER_SCHEMAS[option]())
+        for path, value in _leaves({k: v for k, v in data.items() if k != "defaults"}, group):
+            if path not in IDENTITY and ".hparams" not in path and _at(defaults, path) == value:
+                repeated.append(f"{group}/{option}.yaml: {path}")
+    assert repeated == []
 
 
 def test_required_groups_and_options_exist():

@@ -29,14 +29,8 @@ _DATA_CACHE: dict[tuple, Dataset] = {}
 
 def cached_dataset(run: dict[str, Any]) -> Dataset:
     """Load the run's dataset once per worker process (actors are reused across trials)."""
-    data = run.get("data", {})
-    key = (
-        run["dataset"],
-        data.get("root"),
-        data.get("val_fraction", 0.25),
-        data.get("split_seed", 0),
-        data.get("max_samples"),
-    )
+    data = run["data"]  # every key set by the sweep (orchestrator/schema.py holds the defaults)
+    key = (run["dataset"], data["root"], data["val_fraction"], data["split_seed"], data["max_samples"])
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
         _DATA_CACHE[key] = load_dataset(
@@ -54,7 +48,7 @@ def attempt_seed(config: dict[str, Any], trial_id: str) -> int:
     if config.get("seed") is not None:
         return int(config["seed"])
     trial = config.get("trial_index", trial_id)
-    return derive_seed(config["run"].get("sweep_seed", 0), trial, config.get("attempt", 0))
+    return derive_seed(config["run"]["sweep_seed"], trial, config.get("attempt", 0))
 
 
 def _device() -> torch.device:
@@ -112,7 +106,7 @@ def train_trial(config: dict[str, Any]) -> None:
         # Ray may restore a checkpoint whose result never reached the driver (the process died
         # between the two): report that epoch again. The driver skips what it already has.
         tune.report({**saved, "replayed": True})
-    every = int(run.get("checkpoint_every", 1))
+    every = int(run["checkpoint_every"])
     while trainer.epoch < params.epochs:
         m = trainer.train_epoch()
         metrics = {
