@@ -196,12 +196,26 @@ class IndexedOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._outcomes: dict[str, tuple[str, float | None, dict[str, Any]]] = {}
         self._superseded: dict[str, dict[str, Any]] = {}
+        self._told_steps: dict[str, int] = {}  # trial id -> the last step told to Optuna
 
     def suggest(self, trial_id: str) -> dict | None:
         params = super().suggest(trial_id)
         if params is not None:
             params["trial_index"] = self._ot_trials[trial_id].number
         return params
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Tell Optuna the intermediate value of each step of a trial's first attempt, once.
+
+        A restart trains from epoch 1 again and a trial resumed from a checkpoint replays its
+        last epoch: Optuna keeps one value per step (it warns and ignores a repeated one), so
+        those steps are not told again; the final value is told when the trial ends.
+        """
+        step = int(result.get("training_iteration", 0))
+        if int(result.get("attempt", 0)) > 0 or step <= self._told_steps.get(trial_id, 0):
+            return
+        self._told_steps[trial_id] = step
+        super().on_trial_result(trial_id, result)
 
     def record_outcome(self, trial_id: str, state: str, value: float | None, attrs: dict[str, Any]) -> None:
         """Remember how ``trial_id`` ended; told to Optuna when Ray completes the trial."""

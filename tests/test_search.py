@@ -83,3 +83,23 @@ def test_tpe_learns_from_results():
     early = [t.params["lr"] for t in study.trials[:5]]
     assert sum(abs(lr - 0.01) for lr in late) / len(late) < sum(abs(lr - 0.01) for lr in early) / len(early)
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def test_a_restart_or_a_replayed_epoch_is_not_told_to_optuna_twice():
+    """Optuna keeps one intermediate value per step (and warns on a repeated one): a restart's
+    epochs (training_iteration from 1 again) and an epoch replayed after a restore are not told;
+    the grid sampler's last tell raises nothing (Optuna 5.1's Study.stop outside optimize)."""
+    import warnings
+
+    cfg = _config(["search=grid", "num_samples=2", "~trainable.hparams.lr", "+trainable.hparams.lr=0.01"])
+    searcher = build_searcher(cfg)
+    params = searcher.suggest("t0")
+    assert params is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a repeated step would warn: make it fail here
+        for step, attempt in [(1, 0), (2, 0), (2, 0), (1, 1), (2, 1), (3, 1)]:
+            result = {"val_acc": 0.1 * step, "training_iteration": step, "attempt": attempt}
+            searcher.on_trial_result("t0", result)
+        searcher.on_trial_complete("t0", {"val_acc": 0.9, "training_iteration": 3, "attempt": 1})
+    (trial,) = searcher._ot_study.trials
+    assert trial.intermediate_values == {1: 0.1, 2: 0.2} and trial.value == 0.9
