@@ -21,11 +21,11 @@ from orchestrator.redact import is_secret_key
 from orchestrator.scheduler_schemas import SCHEDULER_SCHEMAS, SchedulerConfig
 from orchestrator.schema import SweepConfig
 from trainables.data import DATASETS
+from trainables.hparams import MODELS
 
 SEARCH_ALGORITHMS = ("tpe", "random", "cmaes", "grid")
 SCHEDULERS = tuple(SCHEDULER_SCHEMAS)
 CLUSTER_MODES = ("local", "ray")
-MODELS = ("mlp", "cnn")
 
 
 def shown(key: str, value: Any) -> str:

@@ -126,3 +126,16 @@ def test_derive_seed_is_stable_and_spread():
     assert derive_seed(0, 5, 1) == derive_seed(0, 5, 1)
     assert len({derive_seed(0, i, a) for i in range(50) for a in range(3)}) == 150
     assert all(0 <= derive_seed(i) < 2**31 for i in range(20))
+
+
+def test_every_model_the_config_allows_is_built():
+    """``trainable.model``'s allowed values (trainables.hparams.MODELS) are the models there are."""
+    from trainables.hparams import MODELS, TrialParams
+    from trainables.models import build_model
+
+    params = TrialParams.from_config({"hidden_layers": 1, "width": 8})
+    for name in MODELS:
+        model = build_model(name, (1, 8, 8), 10, params)
+        assert sum(p.numel() for p in model.parameters()) > 0
+    with pytest.raises(ValueError, match="trainable.model: unknown model 'rnn'"):
+        build_model("rnn", (64,), 10, params)

@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+#: The built-in models (trainables.models builds them).
+MODELS = ("mlp", "cnn")
 OPTIMIZERS = ("gd", "sgd", "sgd_momentum", "adam", "rmsprop")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 INITS = ("default", "kaiming", "xavier", "orthogonal")

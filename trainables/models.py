@@ -103,12 +103,10 @@ def init_weights(model: nn.Module, scheme: str, scale: float) -> None:
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, p: TrialParams) -> nn.Module:
-    """Build and initialise model ``name`` (``mlp`` or ``cnn``) for the given data shape."""
-    if name == "mlp":
-        model: nn.Module = MLP(input_shape, num_classes, p)
-    elif name == "cnn":
-        model = CNN(input_shape, num_classes, p)
-    else:
+    """Build and initialise model ``name`` (one of :data:`trainables.hparams.MODELS`) for the data's shape."""
+    builders: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN}
+    if name not in builders:
         raise ValueError(f"trainable.model: unknown model {name!r}")
+    model = builders[name](input_shape, num_classes, p)
     init_weights(model, p.init, p.init_scale)
     return model
