@@ -122,7 +122,7 @@ def _fit(tmp_path, name, callbacks):
             "dataset": "digits",
             "checkpoint_every": 1,
             "sweep_seed": 0,
-            "data": {"max_samples": 400},
+            "data": {"root": None, "val_fraction": 0.25, "split_seed": 0, "max_samples": 400},
         },
     }
     tuner = tune.Tuner(
