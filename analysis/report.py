@@ -6,16 +6,19 @@ Computed from a :class:`SweepRecord` (pure: numpy, plus Optuna for the importanc
   on the last attempt's metric curve, with the sweep's thresholds), the **decay rate** of the
   training loss (:func:`decay_rate`), the median epoch time, restarts and whether they helped;
 - one table per factor that varied in the sweep (optimizer, learning-rate decade, depth,
-  activation, initialization, regularization, batch size): trial counts, how many converged
-  (a convergence epoch, and not ended stuck or diverged), the median epochs to converge of
-  those, best and median final value, median decay rate, stuck / diverged counts and median
-  seconds per epoch;
+  activation, initialization, regularization, batch size, then every other hyperparameter that
+  varied, by name: by value, or in quantile bins when it takes many numeric values, see
+  :mod:`analysis.factors`; trials that do not set it in a ``(not set)`` row): trial counts,
+  how many converged (a convergence epoch, and not ended stuck or diverged), the median epochs
+  to converge of those, best and median final value, median decay rate, stuck / diverged
+  counts and median seconds per epoch;
 - the decisions: trials, epochs run and epochs saved (against running every trial once to
   its budget) per final status and verdict; restarts and how many helped;
 - hyperparameter importance (Optuna's default evaluator on a study of the finished trials).
 
-The per-trial numbers live in :mod:`analysis.stats`, the tables in :mod:`analysis.tables` and the
-importance in :mod:`analysis.importance`; their public names stay importable from here.
+The per-trial numbers live in :mod:`analysis.stats`, the grouping in :mod:`analysis.factors`, the
+tables in :mod:`analysis.tables` and the importance in :mod:`analysis.importance`; their public
+names stay importable from here.
 """
 
 from __future__ import annotations
@@ -24,14 +27,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from analysis.factors import FACTORS, free_factors
 from analysis.importance import importance
 from analysis.records import SweepRecord
 from analysis.stats import TrialStats, decay_rate, thresholds_of, trial_stats
-from analysis.tables import FACTOR_HEADERS, FACTORS, Table, decision_label, decision_table, factor_table
+from analysis.tables import (
+    FACTOR_HEADERS,
+    Table,
+    decision_label,
+    decision_table,
+    factor_table,
+    factor_tables,
+)
 
 __all__ = [
     "FACTORS", "FACTOR_HEADERS", "Report", "Table", "TrialStats", "build", "decay_rate", "decision_label",
-    "decision_table", "factor_table", "importance", "thresholds_of", "trial_stats",
+    "decision_table", "factor_table", "factor_tables", "free_factors", "importance", "thresholds_of",
+    "trial_stats",
 ]  # fmt: skip
 
 
@@ -163,15 +175,7 @@ class Report:
 def build(sweep: SweepRecord, *, with_importance: bool = True) -> Report:
     """The report of a sweep."""
     stats = trial_stats(sweep)
-    factors, fixed = [], {}
-    for title, key, label in FACTORS:
-        table = factor_table(stats, title, key, label, sweep.sign)
-        if table is not None:
-            factors.append(table)
-        else:
-            values = {key(s.trial.params) for s in stats} - {None}
-            if len(values) == 1:
-                fixed[title] = label(values.pop())
+    factors, fixed = factor_tables(stats, sweep.sign)
     imp = None
     if with_importance:
         try:

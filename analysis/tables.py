@@ -1,7 +1,8 @@
 """The report's tables: one per factor that varied in the sweep, and one of the decisions taken.
 
-A factor (optimizer, learning-rate decade, depth, activation, initialization, regularization,
-batch size) groups the trials by its value; each row counts trials, converged ones and their
+A factor (:mod:`analysis.factors`: optimizer, learning-rate decade, depth, activation,
+initialization, regularization, batch size, and every other hyperparameter by value or in
+quantile bins) groups the trials by its value; each row counts trials, converged ones and their
 median epochs to converge, best and median final value, median decay rate, stuck / diverged /
 restart counts and median seconds per epoch. The decision table sums epochs run, budgeted and
 saved per final status and verdict. A :class:`Table` prints as text, Markdown or plain data.
@@ -9,54 +10,18 @@ saved per final status and verdict. A :class:`Table` prints as text, Markdown or
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from analysis.factors import FACTORS, NOT_SET, free_factors
 from analysis.records import STATUSES, TrialRecord
 from analysis.stats import TrialStats
 
 _NA = "-"
 
-
-# --- factors -----------------------------------------------------------------------------
-
-
-def _lr_decade(params: dict[str, Any]) -> Any:
-    lr = params.get("lr")
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
-        return None
-    return math.floor(math.log10(lr) + 1e-9)
-
-
-def _regularization(params: dict[str, Any]) -> Any:
-    if not any(k in params for k in ("l1", "weight_decay", "dropout")):
-        return None
-    parts = [
-        name
-        for name, key in (("L1", "l1"), ("L2", "weight_decay"), ("dropout", "dropout"))
-        if isinstance(params.get(key), (int, float)) and params[key] > 0
-    ]
-    return "+".join(parts) or "none"
-
-
-def _param(name: str) -> Callable[[dict[str, Any]], Any]:
-    return lambda params: params.get(name)
-
-
-#: (table title, the factor's value of a trial's params, how a value is printed)
-FACTORS: tuple[tuple[str, Callable[[dict[str, Any]], Any], Callable[[Any], str]], ...] = (
-    ("optimizer", _param("optimizer"), str),
-    ("learning-rate decade", _lr_decade, lambda e: f"[1e{e}, 1e{e + 1})"),
-    ("depth (hidden layers)", _param("hidden_layers"), str),
-    ("activation", _param("activation"), str),
-    ("initialization", _param("init"), str),
-    ("regularization", _regularization, str),
-    ("batch size", _param("batch_size"), str),
-)
 
 FACTOR_HEADERS = (
     "trials", "converged", "median epochs to converge", "best", "median", "median decay rate",
@@ -75,6 +40,8 @@ def _best(values: list[float], sign: float) -> float | None:
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
+    if value is NOT_SET:
+        return (3, "")
     if value == "none":
         return (0, "")
     return (1, value) if isinstance(value, (int, float)) else (2, str(value))
@@ -160,6 +127,22 @@ def factor_table(
             )
         )
     return table
+
+
+def factor_tables(stats: list[TrialStats], sign: float) -> tuple[list[Table], dict[str, str]]:
+    """The table of every factor that varied: the named factors in their order, then one per
+    other hyperparameter sorted by name (:func:`analysis.factors.free_factors`); and, by title,
+    the printed value of each factor that every trial had the same."""
+    tables, fixed = [], {}
+    for title, key, label in (*FACTORS, *free_factors([s.trial.params for s in stats])):
+        table = factor_table(stats, title, key, label, sign)
+        if table is not None:
+            tables.append(table)
+            continue
+        values = {key(s.trial.params) for s in stats} - {None}
+        if len(values) == 1:
+            fixed[title] = label(values.pop())
+    return tables, fixed
 
 
 def decision_label(t: TrialRecord) -> str:
