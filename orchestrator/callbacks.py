@@ -56,7 +56,9 @@ class VerdictCallback(Callback):
             result["verdict_reason"] = decision.verdict.reason
             result["action"] = decision.action
             result["decision_reason"] = decision.reason
-            result["decision"] = decision_text(decision)
+            budget = trial.config.get("epochs")  # the epochs of an attempt
+            done = budget is not None and int(result.get("epoch", 0)) >= int(budget)
+            result["decision"] = decision_text(decision, budget_done=done)
 
 
 class MlflowTrialCallback(Callback):

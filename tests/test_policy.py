@@ -400,6 +400,9 @@ def test_decision_text_says_what_was_done_not_the_verdict():
     assert decision_text(restart) == "restarted (attempt 1): stuck"
     _, stuck = feed(make(), "t", at_chance, 30)
     assert decision_text(stuck) == "pruned: stuck" and decision_text(None) == "running"
+    last = Decision(CONTINUE, "progressing at epoch 30", converged.verdict)
+    assert decision_text(last, budget_done=True) == "completed"  # its whole budget trained
+    assert decision_text(stuck, budget_done=True) == "pruned: stuck"
 
 
 def test_decision_text_is_short():

@@ -197,6 +197,12 @@ def test_each_result_carries_the_verdict_and_the_decision_the_progress_table_sho
     callback.on_trial_result(epoch, controller.trials, trial, last)
     assert (last["verdict"], last["action"], last["decision"]) == ("stuck", "prune", "pruned: stuck")
     assert last["decision_reason"] == scheduler.decisions["t0"].reason
+    healthy = add_trial(searcher, controller, scheduler, "t1", epochs=2)
+    for epoch, acc in ((1, 0.5), (2, 0.6)):
+        res = result(epoch, 1.0 / epoch, acc)
+        scheduler.on_trial_result(controller, healthy, res)
+        callback.on_trial_result(epoch, controller.trials, healthy, res)
+        assert res["decision"] == ("running" if epoch == 1 else "completed")  # its last epoch
 
 
 def test_paused_trials_run_first_then_pending_ones_in_the_order_they_were_added():

@@ -34,7 +34,7 @@ _DONE = {STOP: "stopped", PRUNE: "pruned", RESTART: "restarted"}
 _RANK_CUT = "rank rule: below its rung at "
 
 
-def decision_text(decision: Decision | None, width: int = 40) -> str:
+def decision_text(decision: Decision | None, width: int = 40, *, budget_done: bool = False) -> str:
     """The decision in a few words: ``running``, ``pruned: rank rule at epoch 3``, ``pruned:
     diverged at epoch 4``, ``stopped: converged at epoch 5``, ``restarted (attempt 1): stuck``.
 
@@ -42,11 +42,12 @@ def decision_text(decision: Decision | None, width: int = 40) -> str:
 
     Every reason is written as ``<cause>[: details]`` (or ``<cause> (details)``, ``<cause>;
     more``); the text keeps the cause, its details dropped, cut to ``width`` characters with
-    ``...``. A trial that continues is ``running`` whatever its verdict; no decision yet
-    (None) is ``running`` too. The verdict stays in the result as it was: this is the action.
+    ``...``. A trial that continues is ``running`` whatever its verdict, or ``completed`` when
+    that epoch was the last of its budget (``budget_done``: it ends having trained it all); no
+    decision yet (None) is the same. The verdict stays in the result as it was: this is the action.
     """
     if decision is None or decision.action not in _DONE:
-        return "running"
+        return "completed" if budget_done else "running"
     done = _DONE[decision.action]
     if decision.action == RESTART:
         done = f"{done} (attempt {decision.attempt})"
