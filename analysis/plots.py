@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # no display: figures are only saved
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.curves import AttemptCurve  # noqa: E402
 
@@ -165,13 +166,14 @@ def plot_curves(
             marks = _marks(values)
             ax.plot(curve.epochs, values, color=colour, alpha=0.7 if last else 0.35, lw=1,
                     ls="-" if last else ":", label=label, marker="o" if marks else None,
-                    markevery=marks or None, markersize=3.5)  # fmt: skip
+                    markevery=marks or None, markersize=4)  # fmt: skip
         if conv is not None and trial.attempts:
             last = trial.attempts[-1]
             if conv in last.epochs:
                 y = last.series[sweep.metric][last.epochs.index(conv)]
                 ax.scatter([conv], [y], s=18, color=colour, edgecolors="black", linewidths=0.5, zorder=3)
     ax.scatter([], [], s=18, color="white", edgecolors="black", label="convergence epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     ax.set_xlabel("epoch (within its attempt; dotted: an attempt that was restarted)")
     ax.set_ylabel(sweep.metric)
     ax.set_title(f"{sweep.name}: learning curves by verdict", fontsize=9)
