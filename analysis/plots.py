@@ -5,6 +5,7 @@ Used at the end of a sweep for the per-trial MLflow artifact, and by the offline
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ matplotlib.use("Agg")  # no display: figures are only saved
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.curves import AttemptCurve  # noqa: E402
 
@@ -116,10 +118,32 @@ def plot_anytime(sweep: Any) -> Figure:
     return fig
 
 
+#: A curve with this many finite points or fewer is drawn with a marker on each.
+SHORT_CURVE = 3
+
+
+def _marks(values: Sequence[float], short: int = SHORT_CURVE) -> list[int]:
+    """The points of a curve to mark, as a line alone would not show them: every finite point
+    of a short curve (a one-epoch curve is no line at all), and elsewhere any finite point with
+    no finite neighbour (NaN leaves gaps)."""
+    finite = [math.isfinite(v) for v in values]
+    if sum(finite) <= short:
+        return [i for i, ok in enumerate(finite) if ok]
+    n = len(finite)
+    return [
+        i
+        for i, ok in enumerate(finite)
+        if ok and not (i > 0 and finite[i - 1]) and not (i + 1 < n and finite[i + 1])
+    ]
+
+
 def plot_curves(
     sweep: Any, convergence: Sequence[int | None], verdicts: Sequence[str] | None = None
 ) -> Figure:
     """Every attempt's metric curve coloured by its trial's verdict; convergence points marked.
+
+    A short curve (a trial pruned after an epoch or two) is drawn with markers (:func:`_marks`),
+    so every trial shows.
 
     ``convergence[i]`` is trial i's convergence epoch (on its last attempt), or None when it did
     not converge; ``verdicts[i]`` its decision and verdict (e.g. ``PRUNED (diverged)``), by
@@ -139,14 +163,17 @@ def plot_curves(
             label = verdict if verdict not in seen else None
             seen.add(verdict)
             last = curve is trial.attempts[-1]
+            marks = _marks(values)
             ax.plot(curve.epochs, values, color=colour, alpha=0.7 if last else 0.35, lw=1,
-                    ls="-" if last else ":", label=label)  # fmt: skip
+                    ls="-" if last else ":", label=label, marker="o" if marks else None,
+                    markevery=marks or None, markersize=4)  # fmt: skip
         if conv is not None and trial.attempts:
             last = trial.attempts[-1]
             if conv in last.epochs:
                 y = last.series[sweep.metric][last.epochs.index(conv)]
                 ax.scatter([conv], [y], s=18, color=colour, edgecolors="black", linewidths=0.5, zorder=3)
     ax.scatter([], [], s=18, color="white", edgecolors="black", label="convergence epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     ax.set_xlabel("epoch (within its attempt; dotted: an attempt that was restarted)")
     ax.set_ylabel(sweep.metric)
     ax.set_title(f"{sweep.name}: learning curves by verdict", fontsize=9)

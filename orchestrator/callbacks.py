@@ -18,6 +18,7 @@ from ray.tune import Callback
 
 from orchestrator.contract import LOGGED_KEYS, hyperparameters
 from orchestrator.outcomes import Outcomes
+from orchestrator.policy import decision_text
 from orchestrator.tracking import SweepTracker
 
 logger = logging.getLogger(__name__)
@@ -35,10 +36,14 @@ def trial_name(trial: Any) -> str:
 
 
 class VerdictCallback(Callback):
-    """Writes the convergence scheduler's verdict and action into each result.
+    """Writes the convergence scheduler's verdict and decision into each result.
 
-    Ray lets callbacks change a result in place before it becomes the trial's last result,
-    so the progress table and the result logs show them. Put it before the logger callbacks.
+    ``verdict`` and ``verdict_reason`` are the curve's diagnosis; ``action`` and
+    ``decision_reason`` what the policy did, and ``decision`` that in a few words
+    (:func:`orchestrator.policy.decision_text`: ``pruned: rank rule at epoch 3``), the progress
+    table's column. Ray lets callbacks change a result in place before it becomes the trial's
+    last result, so the progress table and the result logs show them. Put it before the logger
+    callbacks.
     """
 
     def __init__(self, scheduler: Any) -> None:
@@ -51,6 +56,9 @@ class VerdictCallback(Callback):
             result["verdict_reason"] = decision.verdict.reason
             result["action"] = decision.action
             result["decision_reason"] = decision.reason
+            budget = trial.config.get("epochs")  # the epochs of an attempt
+            done = budget is not None and int(result.get("epoch", 0)) >= int(budget)
+            result["decision"] = decision_text(decision, budget_done=done)
 
 
 class MlflowTrialCallback(Callback):

@@ -98,5 +98,6 @@ _RAY_KEYS = frozenset(
         "verdict_reason",
         "action",
         "decision_reason",
+        "decision",
     }
 )

@@ -17,16 +17,34 @@ from orchestrator.summary import SweepSummary
 logger = logging.getLogger(__name__)
 
 
+def _parent(summary: SweepSummary) -> str | None:
+    """The parent run the report is logged to; None without one (or while MLflow is unreachable:
+    the report is written, not logged)."""
+    parent = summary.parent_run_id
+    return None if parent is None or parent.startswith("pending-") else parent
+
+
+def report_location(summary: SweepSummary) -> str | None:
+    """Where :func:`start_report` writes the report, in Markdown, said before it has: for the
+    parent run's description, which is written when the parent run ends, before the report is.
+
+    ``<results>/report/report.md`` when the results are local, and the parent run's
+    ``report/`` artifacts when it is logged there; None when no report can be written.
+    """
+    parent, local = _parent(summary), os.path.isdir(summary.results_dir)
+    places = [f"`{os.path.join(summary.results_dir, 'report', 'report.md')}`"] if local else []
+    if summary.tracking_uri and parent:
+        places.append("this run's `report/` artifacts")
+    return " and ".join(places) or None
+
+
 def start_report(summary: SweepSummary) -> subprocess.Popen | None:
     """Start writing the sweep's report; None when there is nothing to read it from.
 
     From the results directory when it is local (the report goes to ``<results>/report``),
     else from the parent run: call it then once the tracker has delivered everything.
     """
-    parent = summary.parent_run_id
-    if parent is not None and parent.startswith("pending-"):  # MLflow unreachable: write, do not log
-        parent = None
-    local = os.path.isdir(summary.results_dir)
+    parent, local = _parent(summary), os.path.isdir(summary.results_dir)
     source = summary.results_dir if local else parent
     if source is None:
         return None

@@ -71,6 +71,36 @@ class SweepSummary:
             lines.append(f"  convergence report: {self.report}   (python -m analysis {self.results_dir})")
         return "\n".join(lines)
 
+    def markdown(self, report: str | None = None) -> str:
+        """The summary in Markdown, the parent run's description: the best value (as
+        :meth:`render` prints it) and configuration, trials by final status, epochs run and
+        saved, restarts, and where the records are. ``report`` says (in Markdown) where the
+        convergence report is or will be; None: no report line."""
+        ended = "was **interrupted** after" if self.interrupted else "finished in"
+        lines = [f"### Sweep `{self.name}` {ended} {self.wall_s:.0f} s", ""]
+        if self.best_value is None:
+            lines.append(f"No trial reported a finite `{self.metric}`.")
+        else:
+            run = f" (run `{self.best_run_id}`)" if self.best_run_id else ""
+            best = f"Best `{self.metric}` ({self.mode}): **{self.best_value:.4f}**"
+            lines.append(f"{best}, trial `{self.best_trial}`{run}")
+            lines += ["", "| best configuration | value |", "|---|---|"]
+            lines += [f"| {_cell(k)} | {_cell(_fmt(v))} |" for k, v in sorted(self.best_params.items())]
+        lines += ["", "| final status | trials |", "|---|---:|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(self.statuses.items())]
+        saved = self.epochs_budget - self.epochs_run
+        lines += [
+            "",
+            f"- {sum(self.statuses.values())} trials; epochs: {self.epochs_run} run of {self.epochs_budget} "
+            f"budgeted ({saved} saved); restarts: {self.restarts}",
+        ]
+        if self.model_uri:
+            lines.append(f"- best model: `{self.model_uri}`")
+        if report:
+            lines.append(f"- convergence report: {report}")
+        lines.append(f"- Ray results: `{self.results_dir}`")
+        return "\n".join(lines) + "\n"
+
     def metrics(self) -> dict[str, float]:
         """The summary as the parent run's metrics."""
         metrics: dict[str, float] = {
@@ -88,6 +118,11 @@ class SweepSummary:
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _cell(text: str) -> str:
+    """``text`` as one cell of a Markdown table."""
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def summarize(

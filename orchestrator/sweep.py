@@ -27,7 +27,7 @@ from orchestrator.exporting import ModelExporter, WarmExporter, export_best
 from orchestrator.outcomes import Outcomes
 from orchestrator.preflight import check_data, check_local_resources, preflight, storage_dir
 from orchestrator.provenance import sweep_params, sweep_tags
-from orchestrator.reporting import finish_report, start_report
+from orchestrator.reporting import finish_report, report_location, start_report
 from orchestrator.resume import SweepRecord, SweepState, backfill, config_data, read_record, write_record
 from orchestrator.scheduler import ConvergenceScheduler
 from orchestrator.scheduling import build_scheduler
@@ -291,7 +291,8 @@ def _finish(s: _Sweep, summary: SweepSummary, grid: tune.ResultGrid) -> SweepSum
     if s.tracker is not None:
         status = "KILLED" if summary.interrupted else "FINISHED"
         final = "INTERRUPTED" if summary.interrupted else "FINISHED"
-        s.tracker.end_sweep(status, {"final_status": final}, summary.metrics())
+        where = report_location(summary) if reporting else None  # the report is written after
+        s.tracker.end_sweep(status, {"final_status": final}, summary.metrics(), summary.markdown(where))
     if reporting and report is None:  # results on remote storage: the report reads MLflow
         report = start_report(summary)
     summary.report = finish_report(report)

@@ -93,13 +93,15 @@ def run_config(cfg: SweepConfig, experiment: str, storage: str, convergence: Any
 
 
 def reporter(cfg: SweepConfig) -> CLIReporter:
-    """Ray's status table with each trial's attempt and the convergence verdict."""
+    """Ray's status table with each trial's attempt and the policy's decision on it
+    (``running``, ``pruned: rank rule at epoch 3``, ...; not the verdict, which is only the
+    curve's diagnosis: a trial the rank rule prunes may still be ``progressing``)."""
     metrics = {
         "epoch": "epoch",
         "attempt": "attempt",
         cfg.metric: cfg.metric,
         "val_loss": "val_loss",
-        "verdict": "verdict",
+        "decision": "decision",
     }
     return CLIReporter(
         metric_columns=metrics,

@@ -59,6 +59,12 @@ def test_debug_sweep_records_every_trial_under_the_parent_run(tmp_path, monkeypa
     assert parent.info.status == "FINISHED" and parent.info.run_name == "debug"
     assert parent.data.metrics["trials"] == cfg.num_samples
     assert parent.data.params["search"] == "tpe"
+    note = parent.data.tags["mlflow.note.content"]  # the run's description: the summary in Markdown
+    assert f"**{summary.best_value:.4f}**" in note and f"{summary.best_value:.4f}" in summary.render()
+    for status, count in summary.statuses.items():
+        assert f"| {status} | {count} |" in note
+    assert os.path.join(summary.results_dir, "report", "report.md") in note
+    assert summary.report == os.path.join(summary.results_dir, "report", "report.md")
     children = _children(client, summary.parent_run_id)
     assert len(children) == cfg.num_samples == sum(summary.statuses.values())
     for child in children:
@@ -89,7 +95,7 @@ def test_debug_sweep_records_every_trial_under_the_parent_run(tmp_path, monkeypa
 
 def test_the_command_line_runs_the_debug_sweep(tmp_path):
     out = run_cli(tmp_path, "debug=default", "num_samples=2", "search=random")
-    assert "== Status ==" in out and "| verdict" in out  # Ray's table, with verdicts
+    assert "== Status ==" in out and "| decision" in out  # Ray's table, with the decisions
     assert "best val_acc (max):" in out and "trials by final status:" in out
     assert "mlflow ui --backend-store-uri sqlite:///" in out
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -17,10 +17,12 @@ from orchestrator.policy import (
     ConvergencePolicy,
     ConvergenceSettings,
     CostRungs,
+    Decision,
     GuardedRule,
     PolicyConfig,
     Reading,
     SettingError,
+    decision_text,
     policy_from_settings,
     thresholds_from,
 )
@@ -381,6 +383,34 @@ def test_inner_rank_rule_prunes_when_the_curve_says_nothing():
         policy.observe(tid, 1, 1.0, level)
     decision = policy.observe("c", 1, 1.5, 0.3)
     assert decision.action == PRUNE and "rank rule" in decision.reason
+
+
+def test_decision_text_says_what_was_done_not_the_verdict():
+    rank = ConvergencePolicy(PolicyConfig(chance=0.1), budget=30, rules=[AshaRungs(1, 2, 30)])
+    assert decision_text(rank.observe("a", 1, 1.0, 0.9)) == "running"
+    rank.observe("b", 1, 1.0, 0.8)
+    cut = rank.observe("c", 1, 1.5, 0.3)
+    assert cut.verdict.status == "progressing"  # the curve's diagnosis; the decision was prune
+    assert decision_text(cut) == "pruned: rank rule at epoch 1"
+    _, diverged = feed(make(), "a", lambda t: (math.nan if t >= 3 else 2.0, 0.1), 30)
+    assert decision_text(diverged) == "pruned: diverged at epoch 3"
+    _, converged = feed(make(), "a", good, 30)
+    assert decision_text(converged) == f"stopped: converged at epoch {converged.verdict.step}"
+    _, restart = feed(make(max_restarts=1), "t", at_chance, 30, dead_frac=0.95)
+    assert decision_text(restart) == "restarted (attempt 1): stuck"
+    _, stuck = feed(make(), "t", at_chance, 30)
+    assert decision_text(stuck) == "pruned: stuck" and decision_text(None) == "running"
+    last = Decision(CONTINUE, "progressing at epoch 30", converged.verdict)
+    assert decision_text(last, budget_done=True) == "completed"  # its whole budget trained
+    assert decision_text(stuck, budget_done=True) == "pruned: stuck"
+
+
+def test_decision_text_is_short():
+    timed = Decision(PRUNE, "rank rule: below its rung at 12.5 s of training (epoch 2)")
+    assert decision_text(timed) == "pruned: rank rule at 12.5 s (epoch 2)"
+    long = Decision(STOP, "x" * 100 + ": details")
+    assert decision_text(long) == "stopped: " + "x" * 37 + "..."
+    assert len(decision_text(long, width=10)) == len("stopped: ") + 10
 
 
 def test_the_loss_rule_spares_a_trial_whose_loss_leads():

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
+from orchestrator.callbacks import VerdictCallback
 from orchestrator.policy import ConvergencePolicy, PolicyConfig
 from orchestrator.scheduler import ConvergenceScheduler
 from orchestrator.search import IndexedOptunaSearch
@@ -181,6 +182,27 @@ def test_a_trial_stuck_at_chance_without_evidence_against_its_seed_is_pruned():
     assert decision.action == "prune" and decision.verdict.status == "stuck"
     searcher.on_trial_complete("t0", result={"val_acc": 0.1})
     assert searcher._ot_study.trials[0].state == TrialState.PRUNED
+
+
+def test_each_result_carries_the_verdict_and_the_decision_the_progress_table_shows():
+    searcher, controller, scheduler = setup()
+    trial = add_trial(searcher, controller, scheduler, "t0")
+    callback = VerdictCallback(scheduler)
+    first = result(1, 2.3026, 0.1)
+    scheduler.on_trial_result(controller, trial, first)
+    callback.on_trial_result(1, controller.trials, trial, first)
+    assert first["decision"] == "running" and first["verdict"] == "progressing"
+    epoch, _ = run_until_decision(scheduler, controller, trial, lambda t: (2.3026, 0.1))
+    last = result(epoch, 2.3026, 0.1)
+    callback.on_trial_result(epoch, controller.trials, trial, last)
+    assert (last["verdict"], last["action"], last["decision"]) == ("stuck", "prune", "pruned: stuck")
+    assert last["decision_reason"] == scheduler.decisions["t0"].reason
+    healthy = add_trial(searcher, controller, scheduler, "t1", epochs=2)
+    for epoch, acc in ((1, 0.5), (2, 0.6)):
+        res = result(epoch, 1.0 / epoch, acc)
+        scheduler.on_trial_result(controller, healthy, res)
+        callback.on_trial_result(epoch, controller.trials, healthy, res)
+        assert res["decision"] == ("running" if epoch == 1 else "completed")  # its last epoch
 
 
 def test_paused_trials_run_first_then_pending_ones_in_the_order_they_were_added():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,3 +27,37 @@ class Decision:
     attempt: int = 0
     seed: int | None = None
     changes: dict[str, Any] = field(default_factory=dict)
+
+
+#: What each action did to the trial, as the progress table says it.
+_DONE = {STOP: "stopped", PRUNE: "pruned", RESTART: "restarted"}
+_RANK_CUT = "rank rule: below its rung at "
+
+
+def decision_text(decision: Decision | None, width: int = 40, *, budget_done: bool = False) -> str:
+    """The decision in a few words: ``running``, ``pruned: rank rule at epoch 3``, ``pruned:
+    diverged at epoch 4``, ``stopped: converged at epoch 5``, ``restarted (attempt 1): stuck``.
+
+    A rank rule's cut keeps where it cut (``rank rule at 12.5 s (epoch 2)`` on a time clock).
+
+    Every reason is written as ``<cause>[: details]`` (or ``<cause> (details)``, ``<cause>;
+    more``); the text keeps the cause, its details dropped, cut to ``width`` characters with
+    ``...``. A trial that continues is ``running`` whatever its verdict, or ``completed`` when
+    that epoch was the last of its budget (``budget_done``: it ends having trained it all); no
+    decision yet (None) is the same. The verdict stays in the result as it was: this is the action.
+    """
+    if decision is None or decision.action not in _DONE:
+        return "completed" if budget_done else "running"
+    done = _DONE[decision.action]
+    if decision.action == RESTART:
+        done = f"{done} (attempt {decision.attempt})"
+    reason = decision.reason
+    if reason.startswith(_RANK_CUT):
+        cause = "rank rule at " + reason[len(_RANK_CUT) :].replace(" of training", "")
+    else:
+        cause = re.split(r"[:;(]", reason, maxsplit=1)[0].strip()
+    if not cause and decision.verdict is not None:
+        cause = decision.verdict.status
+    if len(cause) > width:
+        cause = cause[: max(width - 3, 0)].rstrip() + "..."
+    return f"{done}: {cause}" if cause else done

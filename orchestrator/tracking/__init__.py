@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 _HOMES = {
     "GRACE_ENV": "tracker",
     "KEY_TAG": "deliver",
+    "NOTE_TAG": "tracker",
     "PARENT_TAG": "deliver",
     "StoreOpening": "opening",
     "SweepTracker": "tracker",
@@ -44,6 +45,7 @@ _HOMES = {
 __all__ = [
     "GRACE_ENV",
     "KEY_TAG",
+    "NOTE_TAG",
     "PARENT_TAG",
     "StoreOpening",
     "SweepTracker",
@@ -62,7 +64,7 @@ if TYPE_CHECKING:
     from orchestrator.tracking.opening import StoreOpening
     from orchestrator.tracking.ops import group_ops
     from orchestrator.tracking.replaying import main, replay
-    from orchestrator.tracking.tracker import GRACE_ENV, SweepTracker
+    from orchestrator.tracking.tracker import GRACE_ENV, NOTE_TAG, SweepTracker
     from orchestrator.tracking.uri import resolve_tracking_uri, ui_hint
 
 

@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a flush at the end waits for an unreachable store before spooling (default 10).
 GRACE_ENV = "ORCHESTRATOR_MLFLOW_GRACE_S"
+#: The tag MLflow shows as a run's description (Markdown).
+NOTE_TAG = "mlflow.note.content"
 
 
 def _timed(method: Any) -> Any:
@@ -239,16 +241,23 @@ class SweepTracker:
             self._writer.put(op)
 
     def end_sweep(
-        self, status: str, tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None
+        self,
+        status: str,
+        tags: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
+        description: str | None = None,
     ) -> None:
         """End open trial runs (KILLED unless already ended), then the parent run; wait until
-        everything is delivered or spooled. Adds ``mlflow_driver_ms_per_result`` to the metrics."""
+        everything is delivered or spooled. Adds ``mlflow_driver_ms_per_result`` to the metrics;
+        ``description`` (Markdown) becomes the parent run's description (:data:`NOTE_TAG`)."""
         self._end_open_trials("KILLED")
         if self.parent is not None:
             cost = {
                 "mlflow_driver_ms_per_result": self.ms_per_result(),
                 "mlflow_results_logged": self.results_logged,
             }
+            if description is not None:
+                tags = {**(tags or {}), NOTE_TAG: description}
             self._finish(self.parent.run_id, status, tags, {**(metrics or {}), **cost})
             self.parent = None
         self.flush()
