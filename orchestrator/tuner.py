@@ -20,6 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from orchestrator.callbacks import MlflowTrialCallback, trial_name
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
+from orchestrator.policy import DECISION_WIDTH
 from orchestrator.tracking import GRACE_ENV
 
 #: Settings of this process that Tune reads where it runs (a Ray Client's Tuner runs on the cluster).
@@ -110,6 +111,7 @@ def reporter(cfg: SweepConfig) -> CLIReporter:
         metric=cfg.metric,
         mode=cfg.mode,
         sort_by_metric=True,
+        max_column_length=DECISION_WIDTH,  # Ray cuts longer texts and appends a hash
     )
 
 

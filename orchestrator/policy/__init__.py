@@ -58,7 +58,15 @@ Modules: ``decision`` (:class:`Decision`, the actions), ``config`` (:class:`Poli
 """
 
 from orchestrator.policy.config import PolicyConfig, PolicySettings, SettingError, thresholds_from
-from orchestrator.policy.decision import CONTINUE, PRUNE, RESTART, STOP, Decision, decision_text
+from orchestrator.policy.decision import (
+    CONTINUE,
+    DECISION_WIDTH,
+    PRUNE,
+    RESTART,
+    STOP,
+    Decision,
+    decision_text,
+)
 from orchestrator.policy.engine import INIT_KINDS, ConvergencePolicy
 from orchestrator.policy.rules import EPOCHS, SECONDS, GuardedRule, RankRule, Reading
 from orchestrator.policy.rungs import AshaRungs, CostRungs
@@ -89,6 +97,7 @@ __all__ = [
     "Reading",
     "SettingError",
     "decision_text",
+    "DECISION_WIDTH",
     "policy_from_settings",
     "thresholds_from",
 ]

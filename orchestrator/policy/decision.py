@@ -34,15 +34,21 @@ _DONE = {STOP: "stopped", PRUNE: "pruned", RESTART: "restarted"}
 _RANK_CUT = "rank rule: below its rung at "
 
 
-def decision_text(decision: Decision | None, width: int = 40, *, budget_done: bool = False) -> str:
+#: The widest decision text (Ray's progress table shows a column this wide).
+DECISION_WIDTH = 40
+
+
+def decision_text(
+    decision: Decision | None, width: int = DECISION_WIDTH, *, budget_done: bool = False
+) -> str:
     """The decision in a few words: ``running``, ``pruned: rank rule at epoch 3``, ``pruned:
     diverged at epoch 4``, ``stopped: converged at epoch 5``, ``restarted (attempt 1): stuck``.
 
     A rank rule's cut keeps where it cut (``rank rule at 12.5 s (epoch 2)`` on a time clock).
 
     Every reason is written as ``<cause>[: details]`` (or ``<cause> (details)``, ``<cause>;
-    more``); the text keeps the cause, its details dropped, cut to ``width`` characters with
-    ``...``. A trial that continues is ``running`` whatever its verdict, or ``completed`` when
+    more``); the text keeps the cause, its details dropped, the whole cut to ``width``
+    characters with ``...``. A trial that continues is ``running`` whatever its verdict, or ``completed`` when
     that epoch was the last of its budget (``budget_done``: it ends having trained it all); no
     decision yet (None) is the same. The verdict stays in the result as it was: this is the action.
     """
@@ -58,6 +64,7 @@ def decision_text(decision: Decision | None, width: int = 40, *, budget_done: bo
         cause = re.split(r"[:;(]", reason, maxsplit=1)[0].strip()
     if not cause and decision.verdict is not None:
         cause = decision.verdict.status
-    if len(cause) > width:
-        cause = cause[: max(width - 3, 0)].rstrip() + "..."
+    room = width - len(done) - 2
+    if len(cause) > room:
+        cause = cause[: max(room - 3, 0)].rstrip() + "..."
     return f"{done}: {cause}" if cause else done
