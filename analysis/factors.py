@@ -85,6 +85,9 @@ FACTORS: tuple[Factor, ...] = (
 COVERED = frozenset(
     {"optimizer", "lr", "hidden_layers", "activation", "init", "l1", "weight_decay", "dropout", "batch_size"}
 )
+#: Not factors: ``seed`` is the attempt's, set again by every restart (the lineage records it),
+#: so a Ray trial's config holds its last attempt's seed while MLflow's params hold the first.
+NOT_FACTORS = frozenset({"seed"})
 
 
 def _is_number(value: Any) -> bool:
@@ -178,7 +181,7 @@ def free_factors(params: Sequence[Mapping[str, Any]]) -> list[Factor]:
     reads and that some trial sets, sorted by name. Whether it varied is left to the table."""
     titles = {title for title, _, _ in FACTORS}
     out = []
-    for name in sorted({k for p in params for k in p} - COVERED):
+    for name in sorted({k for p in params for k in p} - COVERED - NOT_FACTORS):
         values = [p[name] for p in params if p.get(name) is not None]
         if values:
             title = f"{name} (hyperparameter)" if name in titles else name

@@ -170,3 +170,11 @@ def test_odd_values_group_without_error():
     assert key(params[2]) is NOT_SET and label(NOT_SET) == "(not set)"
     with pytest.raises(ValueError, match="finite"):
         bin_edges([1.0, float("inf")])
+
+
+def test_the_seed_is_no_factor():
+    """A restart sets a new seed in the trial's config: the seed says nothing about the configuration."""
+    from analysis.factors import free_factors
+
+    params = [{"seed": s, "units": u} for s, u in [(1, 8), (2, 16), (1287696695, 32)]]
+    assert [title for title, _, _ in free_factors(params)] == ["units"]
