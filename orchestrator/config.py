@@ -135,8 +135,21 @@ def _at_least(key: str, value: float | None, low: float, *, strict: bool = False
         raise ConfigError(f"{key}: must be {'>' if strict else '>='} {low:g}, got {value!r}")
 
 
+def _check_name(name: str) -> None:
+    """A sweep name names a directory (``<storage.path>/<name>_<time>``) and an MLflow experiment:
+    one path component of 1-100 printable characters, without ``/``, ``\\`` or ``:``, not
+    starting with ``.`` or a space (no ``..``, nothing hidden, nothing outside storage.path)."""
+    ok = 0 < len(name) <= 100 and name.isprintable() and not name.startswith((".", " "))
+    if not ok or any(c in name for c in "/\\:"):
+        raise ConfigError(
+            "name: must be one path component: 1-100 printable characters without '/', '\\' or "
+            f"':', not starting with '.' or a space (it names the results directory), got {name!r}"
+        )
+
+
 def validate(cfg: SweepConfig) -> SweepConfig:
     """Check the values of a built config against each other and their ranges."""
+    _check_name(cfg.name)
     _at_least("num_samples", cfg.num_samples, 1)
     _at_least("max_concurrent_trials", cfg.max_concurrent_trials, 1)
     _at_least("seed", cfg.seed, 0)

@@ -96,6 +96,12 @@ ROWS: list[tuple[str, list[str], str, str, Setup | None, dict[str, str] | None]]
      None, None),
     ("number-for-group", ["trainable=5"], "trainable", "must be a string or a list", None, None),
     ("empty-string", ["storage.path=''"], "storage.path", "must be a non-empty string", None, None),
+    # a sweep name that would leave storage.path or hide its directory
+    ("name-escapes-storage", ["name=../../escape"], "name", "got '../../escape'", None, None),
+    ("name-with-a-slash", ["name=a/b"], "name", "got 'a/b'", None, None),
+    ("name-hidden", ["name=.hidden"], "name", "not starting with '.'", None, None),
+    ("name-too-long", ["name=" + "n" * 101], "name", "1-100 printable characters", None, None),
+    ("name-not-printable", ["name=tab\tname"], "name", "printable", None, None),
     # impossible values and ranges
     ("negative-epochs", ["trainable.epochs=-1"], "trainable.epochs", "must be >= 1, got -1", None, None),
     ("zero-samples", ["num_samples=0"], "num_samples", "must be >= 1, got 0", None, None),

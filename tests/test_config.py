@@ -285,3 +285,8 @@ def test_convergence_settings_are_overridable_from_the_command_line():
 def test_bad_convergence_settings_name_the_key(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         _compose([override])
+
+
+@pytest.mark.parametrize("name", ["my sweep 2", "lr-study_v1.2", "étude", "a" * 100])
+def test_a_sweep_name_is_any_printable_path_component(name):
+    assert _compose([f"name='{name}'"]).name == name  # quoted: Hydra's grammar reads non-ASCII so
