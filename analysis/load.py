@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from analysis.curves import AttemptCurve
-from analysis.records import SweepRecord, TrialRecord, final_status, hyperparameters, parse_value
+from analysis.records import SweepRecord, TrialRecord, final_status, has_epoch, hyperparameters, parse_value
 
 #: Per-epoch series a report reads, besides the sweep's metric.
 SERIES = ("val_loss", "train_loss", "time_this_iter_s")
@@ -96,9 +96,9 @@ def load_ray_dir(sweep_dir: str, *, metric: str | None = None, mode: str | None 
     trials = []
     for trial_dir in trial_dirs:
         results_path = os.path.join(trial_dir, "result.json")
-        rows = read_results(results_path)
+        rows = [r for r in read_results(results_path) if has_epoch(r)]
         if not rows:
-            continue  # never trained an epoch
+            continue  # never trained an epoch (or never reported one: a broken metric contract)
         with open(os.path.join(trial_dir, "params.json")) as f:
             config = json.load(f)
         trials.append(_ray_trial(os.path.basename(trial_dir), config, rows, metric, statuses))

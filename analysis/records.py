@@ -18,6 +18,14 @@ from analysis.curves import AttemptCurve
 BOOKKEEPING: tuple[str, ...] = ("run", "attempt", "trial_index", "epochs")
 
 
+def has_epoch(result: Mapping[str, Any]) -> bool:
+    """The result's ``epoch`` is a whole number >= 1 (the step of the metric contract)."""
+    epoch = result.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or not math.isfinite(epoch):
+        return False
+    return epoch >= 1 and float(epoch).is_integer()
+
+
 def hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's hyperparameters: its config without the :data:`BOOKKEEPING` keys."""
     return {k: v for k, v in config.items() if k not in BOOKKEEPING}

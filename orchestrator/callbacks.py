@@ -16,7 +16,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from orchestrator.contract import LOGGED_KEYS, hyperparameters
+from orchestrator.contract import LOGGED_KEYS, hyperparameters, step_of
 from orchestrator.outcomes import Outcomes
 from orchestrator.policy import decision_text
 from orchestrator.tracking import SweepTracker
@@ -51,13 +51,14 @@ class VerdictCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         decision = self.scheduler.decision(trial.trial_id)
-        if decision is not None and decision.verdict is not None and decision.attempt >= result["attempt"]:
+        attempt = result.get("attempt", 0)
+        if decision is not None and decision.verdict is not None and decision.attempt >= attempt:
             result["verdict"] = decision.verdict.status
             result["verdict_reason"] = decision.verdict.reason
             result["action"] = decision.action
             result["decision_reason"] = decision.reason
             budget = trial.config.get("epochs")  # the epochs of an attempt
-            done = budget is not None and int(result.get("epoch", 0)) >= int(budget)
+            done = budget is not None and step_of(result) >= int(budget)
             result["decision"] = decision_text(decision, budget_done=done)
 
 
@@ -102,7 +103,9 @@ class MlflowTrialCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._ensure_run(trial)
         tid = trial.trial_id
-        attempt, epoch = int(result.get("attempt", 0)), int(result.get("epoch", result["training_iteration"]))
+        if self.scheduler is not None and self.scheduler.problem(tid) is not None:
+            return  # the result broke the metric contract: the run's `error` tag says how
+        attempt, epoch = int(result.get("attempt", 0)), step_of(result)
         decision = self._decision(tid)
         last = self._logged.get(tid)
         if last is not None and last[0] == attempt and epoch <= last[1]:

@@ -14,11 +14,10 @@ everywhere a config is shown, logged or compared, online and in the offline reco
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
-from analysis.records import BOOKKEEPING, hyperparameters
+from analysis.records import BOOKKEEPING, has_epoch, hyperparameters
 
 #: Keys every built-in trainable reports once per epoch.
 METRIC_KEYS: tuple[str, ...] = (
@@ -47,6 +46,7 @@ __all__ = [
     "OBJECTIVES",
     "contract_problem",
     "hyperparameters",
+    "step_of",
 ]
 
 
@@ -63,10 +63,14 @@ def contract_problem(result: Mapping[str, Any], metric: str, loss: str = "val_lo
         value = result[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"{key}: the trial reported {value!r}, not a number"
-    epoch = result["epoch"]
-    if not (math.isfinite(epoch) and epoch >= 1 and float(epoch).is_integer()):
-        return f"epoch: must be a whole number >= 1 (1-based within the attempt), got {epoch!r}"
+    if not has_epoch(result):
+        return f"epoch: must be a whole number >= 1 (1-based within the attempt), got {result['epoch']!r}"
     return None
+
+
+def step_of(result: Mapping[str, Any]) -> int:
+    """The result's epoch when it is a whole number >= 1, else Ray's ``training_iteration``."""
+    return int(result["epoch"]) if has_epoch(result) else int(result.get("training_iteration", 0))
 
 
 def _reported(result: Mapping[str, Any]) -> str:

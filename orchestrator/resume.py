@@ -26,7 +26,6 @@ from analysis.load import read_results
 from orchestrator.config import SweepConfig, load_config
 from orchestrator.contract import CHECKPOINT_FILE, LOGGED_KEYS, hyperparameters
 from orchestrator.errors import ConfigError
-from orchestrator.scheduler_schemas import SCHEDULER_SCHEMAS
 
 RECORD_FILE = "orchestrator.json"
 RECORD_VERSION = 2  # 2: scheduler.* holds only the chosen scheduler's keys
@@ -109,11 +108,19 @@ def read_record(path: str) -> tuple[SweepRecord, SweepConfig]:
         ) from None
     try:
         data = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"resume: {path}/{RECORD_FILE} is corrupt ({str(exc).splitlines()[0]})") from None
+    if isinstance(data, dict) and data.get("version") == 1:  # its tuner.pkl names modules that moved
+        raise ConfigError(
+            f"resume: {path} was started by an earlier release of the orchestrator (record version 1, "
+            "before its modules were split); resume it with that release"
+        )
+    try:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        if data.get("version") not in (1, RECORD_VERSION):
+        if data.get("version") != RECORD_VERSION:
             raise ValueError(f"version {data.get('version')!r}, expected {RECORD_VERSION}")
-        record = SweepRecord(**_upgraded(data))
+        record = SweepRecord(**data)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"resume: {path}/{RECORD_FILE} is corrupt ({str(exc).splitlines()[0]})") from None
     if record.experiment != os.path.basename(path.rstrip("/")):
@@ -127,22 +134,6 @@ def read_record(path: str) -> tuple[SweepRecord, SweepConfig]:
     record.storage = path.rsplit("/", 1)[0]  # the directory may have moved since
     _check_experiment_state(fs, directory, path)
     return record, cfg
-
-
-def _upgraded(data: dict[str, Any]) -> dict[str, Any]:
-    """A version-1 record (one flat ``scheduler.*`` for every scheduler) as version 2: the keys the
-    named scheduler's schema does not have are dropped, its thresholds completed with the defaults."""
-    if data.get("version") == RECORD_VERSION:
-        return data
-    config = dict(data.get("config") or {})
-    scheduler = dict(config.get("scheduler") or {})
-    schema = SCHEDULER_SCHEMAS.get(scheduler.get("name", "convergence"))
-    if schema is not None:
-        defaults = dataclasses.asdict(schema())
-        scheduler = {k: v for k, v in scheduler.items() if k in defaults or k == "name"}
-        if isinstance(defaults.get("thresholds"), dict):
-            scheduler["thresholds"] = {**defaults["thresholds"], **(scheduler.get("thresholds") or {})}
-    return {**data, "config": {**config, "scheduler": scheduler}, "version": RECORD_VERSION}
 
 
 def _check_experiment_state(fs: pyarrow.fs.FileSystem, directory: str, path: str) -> None:

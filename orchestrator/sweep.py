@@ -103,7 +103,9 @@ def _run(
     extra: Sequence[tune.Callback],
     record: SweepRecord | None,
 ) -> SweepSummary:
+    started = time.time()
     s = _prepare(cfg, resolved_yaml, overrides, record)
+    s.started = started  # the sweep's wall time counts its checks too
     try:
         s.own_ray = start_ray(cfg)
         have = ray.cluster_resources()

@@ -196,18 +196,14 @@ def test_resume_refuses_a_record_of_another_version(tmp_path):
     assert "version 99" in _refused(directory)
 
 
-def test_a_record_written_before_the_per_scheduler_schemas_still_resumes(tmp_path):
-    """Version 1 (the previous release) wrote one flat ``scheduler.*`` with every scheduler's keys
-    and only the overridden thresholds; it reads back as the same sweep's config."""
+def test_resume_refuses_a_sweep_of_the_release_before_the_module_split(tmp_path):
+    """Version-1 records come with a tuner.pkl that names modules which moved (orchestrator.rungs,
+    callbacks.FinishedTrials): one line that says which release can resume it."""
     directory = _sweep_dir(tmp_path)
     data = json.loads((directory / RECORD_FILE).read_text())
-    flat = {**data["config"]["scheduler"], "min_samples_required": 3, "thresholds": {"window": 7}}
-    old = {**data, "version": 1, "config": {**data["config"], "scheduler": flat}}
-    (directory / RECORD_FILE).write_text(json.dumps(old))
-    record, cfg = read_record(str(directory))
-    assert record.version == 2 and cfg.scheduler.name == "convergence"
-    assert cfg.scheduler.thresholds["window"] == 7 and cfg.scheduler.thresholds["grace"] == 5
-    assert not hasattr(cfg.scheduler, "min_samples_required")
+    (directory / RECORD_FILE).write_text(json.dumps({**data, "version": 1}))
+    message = _refused(directory)
+    assert "earlier release" in message and "version 1" in message
 
 
 def test_resume_refuses_a_record_copied_from_another_sweep(tmp_path):

@@ -285,3 +285,21 @@ def test_the_scheduler_refuses_a_mode_its_policy_does_not_rank_with():
     assert scheduler.set_search_properties("val_acc", "min") is False
     assert scheduler.set_search_properties("val_loss", "max") is False
     assert scheduler.set_search_properties("val_acc", "max") is True
+
+
+def test_the_verdict_callback_takes_results_without_the_optional_keys():
+    """``attempt`` and ``seed`` are filled in by the framework when it can: a result without them
+    (or whose epoch is broken, stopped by the contract check) is annotated, never a KeyError."""
+    from orchestrator.callbacks import VerdictCallback
+
+    searcher, controller, scheduler = setup()
+    trial = add_trial(searcher, controller, scheduler, "t0")
+    callback = VerdictCallback(scheduler)
+    plain = {k: v for k, v in result(1, 2.0, 0.4).items() if k not in ("attempt", "seed")}
+    scheduler.on_trial_result(controller, trial, plain)
+    callback.on_trial_result(0, [], trial, plain)
+    assert plain["decision"] == "running" and plain["verdict"] == "progressing"
+    broken = {**plain, "epoch": None}
+    assert scheduler.on_trial_result(controller, trial, broken) == TrialScheduler.STOP
+    callback.on_trial_result(0, [], trial, broken)
+    assert scheduler.problem("t0").startswith("epoch: the trial reported None")
