@@ -137,12 +137,13 @@ class ConvergenceScheduler(FIFOScheduler):
         value = _value(result, self._metric or "val_acc")
         if decision.action == STOP:
             self.policy.complete(tid, value, "converged")
-            self._tell_searcher(tune_controller, tid, "COMPLETE", value, decision)
+            self._tell_searcher(tune_controller, tid, "COMPLETE", value, _outcome(decision))
             return TrialScheduler.STOP
         if decision.action == PRUNE:
             self.policy.complete(tid, value, "pruned")
             nonfinite = decision.verdict is not None and decision.verdict.kind == "nonfinite"
-            self._tell_searcher(tune_controller, tid, "FAIL" if nonfinite else "PRUNED", None, decision)
+            state = "FAIL" if nonfinite else "PRUNED"
+            self._tell_searcher(tune_controller, tid, state, None, _outcome(decision))
             return TrialScheduler.STOP
         if decision.action == RESTART:
             self._restart(tune_controller, trial, decision)
@@ -211,25 +212,12 @@ class ConvergenceScheduler(FIFOScheduler):
         return TrialScheduler.STOP
 
     def _tell_searcher(
-        self,
-        tune_controller: Any,
-        trial_id: str,
-        state: str,
-        value: float | None,
-        decision: Decision | dict[str, Any],
+        self, tune_controller: Any, trial_id: str, state: str, value: float | None, attrs: dict[str, Any]
     ) -> None:
+        """Tell the searcher how the trial ended (``attrs`` become the Optuna trial's user attrs)."""
         searcher = _searcher(tune_controller)
-        if searcher is None or not hasattr(searcher, "record_outcome"):
-            return
-        if isinstance(decision, Decision):
-            attrs = {
-                "verdict": decision.verdict.status if decision.verdict else decision.action,
-                "reason": decision.reason,
-                "attempt": decision.attempt,
-            }
-        else:
-            attrs = decision
-        searcher.record_outcome(trial_id, state, value, attrs)
+        if searcher is not None and hasattr(searcher, "record_outcome"):
+            searcher.record_outcome(trial_id, state, value, attrs)
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -260,6 +248,12 @@ class ConvergenceScheduler(FIFOScheduler):
         self.save(tmp)
         os.replace(tmp, path)
         return path
+
+
+def _outcome(decision: Decision) -> dict[str, Any]:
+    """What the searcher keeps of the decision that ended a trial: verdict, reason, attempt."""
+    verdict = decision.verdict.status if decision.verdict else decision.action
+    return {"verdict": verdict, "reason": decision.reason, "attempt": decision.attempt}
 
 
 def _decision_data(d: Decision) -> dict[str, Any]:
