@@ -127,10 +127,14 @@ def check_data(cfg: SweepConfig) -> None:
         raise ConfigError(f"trainable.{exc}") from None
 
 
-def preflight(cfg: SweepConfig, launch_dir: str) -> None:
-    """Every check of storage, data, tracking and (cluster=local) resources; raises ConfigError."""
-    storage_dir(cfg.storage.path, launch_dir)
+def preflight(cfg: SweepConfig, launch_dir: str) -> str:
+    """Every check of storage, data, tracking and (cluster=local) resources; raises ConfigError.
+
+    Returns the absolute storage directory (or URI), as :func:`storage_dir` gives it.
+    """
+    storage = storage_dir(cfg.storage.path, launch_dir)
     check_data(cfg)
     check_tracking(cfg, launch_dir)
     if cfg.cluster.mode == "local":
         check_local_resources(cfg)
+    return storage

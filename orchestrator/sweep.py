@@ -25,7 +25,7 @@ from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.exporting import ModelExporter, WarmExporter, export_best
 from orchestrator.outcomes import Outcomes
-from orchestrator.preflight import check_data, check_local_resources, preflight, storage_dir
+from orchestrator.preflight import check_data, check_local_resources, preflight
 from orchestrator.provenance import sweep_params, sweep_tags
 from orchestrator.reporting import finish_report, report_location, start_report
 from orchestrator.resume import SweepRecord, SweepState, backfill, config_data, read_record, write_record
@@ -83,7 +83,7 @@ class _Sweep:
     searcher: Any
     scheduler: Any
     outcomes: Outcomes
-    started: float = field(default_factory=time.time)
+    started: float
     env: tuning.TuneEnv = field(default_factory=tuning.TuneEnv)
     early: StoreOpening | None = None
     tracker: SweepTracker | None = None
@@ -103,9 +103,7 @@ def _run(
     extra: Sequence[tune.Callback],
     record: SweepRecord | None,
 ) -> SweepSummary:
-    started = time.time()
-    s = _prepare(cfg, resolved_yaml, overrides, record)
-    s.started = started  # the sweep's wall time counts its checks too
+    s = _prepare(cfg, resolved_yaml, overrides, record, started=time.time())  # wall time counts the checks
     try:
         s.own_ray = start_ray(cfg)
         have = ray.cluster_resources()
@@ -126,14 +124,18 @@ def _run(
 
 
 def _prepare(
-    cfg: SweepConfig, resolved_yaml: str, overrides: tuple[str, ...], record: SweepRecord | None
+    cfg: SweepConfig,
+    resolved_yaml: str,
+    overrides: tuple[str, ...],
+    record: SweepRecord | None,
+    *,
+    started: float,
 ) -> _Sweep:
     """Check everything knowable before Ray starts; build the searcher and scheduler; start
     opening a new local MLflow store (~2 s for SQLite) in a thread while Ray starts."""
     if record is None:
         launch_dir = os.getcwd()
-        preflight(cfg, launch_dir)
-        storage = storage_dir(cfg.storage.path, launch_dir)
+        storage = preflight(cfg, launch_dir)
         uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None
         experiment = f"{cfg.name}_{time.strftime('%Y%m%d-%H%M%S')}"
     else:
@@ -159,6 +161,7 @@ def _prepare(
         searcher=build_searcher(cfg),
         scheduler=scheduler,
         outcomes=Outcomes(cfg.trainable.epochs, convergence),
+        started=started,
     )
     s.env.default("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if convergence is not None:  # Ray's classic table, which can show the verdicts; our contract check
