@@ -20,6 +20,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from orchestrator.tracking import is_pending
+
 logger = logging.getLogger(__name__)
 
 
@@ -144,7 +146,7 @@ def export_best(cfg: Any, grid: Any, tracker: Any, summary: Any, exporter: Model
     if best.checkpoint is None or not os.path.isdir(best.checkpoint.path) or tracker.parent_run_id is None:
         logger.warning("no local checkpoint of the best trial to log as a model")
         return
-    if tracker.parent_run_id.startswith("pending-"):
+    if is_pending(tracker.parent_run_id):
         logger.warning("MLflow at %s is unreachable: the best model is not logged", tracker.uri)
         return
     spec = {

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 from orchestrator.summary import SweepSummary
+from orchestrator.tracking import is_pending
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ def _parent(summary: SweepSummary) -> str | None:
     """The parent run the report is logged to; None without one (or while MLflow is unreachable:
     the report is written, not logged)."""
     parent = summary.parent_run_id
-    return None if parent is None or parent.startswith("pending-") else parent
+    return None if parent is None or is_pending(parent) else parent
 
 
 def report_location(summary: SweepSummary) -> str | None:

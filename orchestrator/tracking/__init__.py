@@ -34,6 +34,7 @@ _HOMES = {
     "StoreOpening": "opening",
     "SweepTracker": "tracker",
     "group_ops": "ops",
+    "is_pending": "runs",
     "log_pytorch_model": "model",
     "main": "replaying",
     "prepare_model_logging": "model",
@@ -50,6 +51,7 @@ __all__ = [
     "StoreOpening",
     "SweepTracker",
     "group_ops",
+    "is_pending",
     "log_pytorch_model",
     "main",
     "prepare_model_logging",
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
     from orchestrator.tracking.opening import StoreOpening
     from orchestrator.tracking.ops import group_ops
     from orchestrator.tracking.replaying import main, replay
+    from orchestrator.tracking.runs import is_pending
     from orchestrator.tracking.tracker import GRACE_ENV, NOTE_TAG, SweepTracker
     from orchestrator.tracking.uri import resolve_tracking_uri, ui_hint
 

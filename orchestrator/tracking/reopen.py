@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import ConfigError
 from orchestrator.tracking.deliver import KEY_TAG, PARENT_TAG
-from orchestrator.tracking.runs import _HANDLE_PREFIX, _OpenRun, _TrialRuns
+from orchestrator.tracking.runs import _OpenRun, _TrialRuns, is_pending
 
 if TYPE_CHECKING:
     from orchestrator.tracking.tracker import SweepTracker
@@ -33,7 +33,7 @@ def reopen_sweep(tracker: SweepTracker, parent_run_id: str) -> dict[str, tuple[i
         client.update_run(run_id, status="RUNNING")
         return _OpenRun(run_id)
 
-    if parent_run_id.startswith(_HANDLE_PREFIX):  # the store was down when the sweep started
+    if is_pending(parent_run_id):  # the store was down when the sweep started
         found = f"tags.`{KEY_TAG}` = '{parent_run_id}'"
         runs = client.search_runs([experiment_id], filter_string=found, max_results=1)
         if not runs:

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 _HANDLE_PREFIX = "pending-"
 
 
+def is_pending(run_id: str) -> bool:
+    """True for a run's client-side handle: the store had not created the run (it was unreachable)."""
+    return run_id.startswith(_HANDLE_PREFIX)
+
+
 def _new_handle() -> str:
     """A new run's client-side handle: ``pending-`` and 32 random hex digits."""
     return _HANDLE_PREFIX + uuid.uuid4().hex
