@@ -27,11 +27,6 @@ class Outcomes(Callback):
         self.scheduler = scheduler  # a ConvergenceScheduler, or None
         self.status: dict[str, str] = {}
 
-    @property
-    def ids(self) -> set[str]:
-        """The trials that ended on their own."""
-        return set(self.status)
-
     def of(self, trial_id: str) -> str:
         """The final status of ``trial_id``: INTERRUPTED while it has not ended on its own."""
         return self.status.get(trial_id, INTERRUPTED)
