@@ -16,7 +16,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from orchestrator.contract import LOGGED_KEYS, hyperparameters, step_of
+from orchestrator.contract import logged_metrics, hyperparameters, step_of
 from orchestrator.outcomes import Outcomes
 from orchestrator.policy import decision_text
 from orchestrator.tracking import SweepTracker
@@ -116,7 +116,7 @@ class MlflowTrialCallback(Callback):
         if attempt > 0 and (last is None or attempt > last[0]):
             self._start_attempt(trial, attempt, result.get("seed"))
         self._logged[tid] = (attempt, epoch)
-        metrics = {k: result[k] for k in LOGGED_KEYS if k in result}
+        metrics = logged_metrics(result)
         self.tracker.log_metrics(tid, metrics, step=epoch, attempt=attempt)
         if decision is not None and decision.action == "restart":
             self.tracker.set_tags(

@@ -14,12 +14,13 @@ import types
 import typing
 from typing import Any, Union
 
-from orchestrator.contract import OBJECTIVES
+from orchestrator.contract import OBJECTIVES, mode_of
 from orchestrator.errors import ConfigError
 from orchestrator.policy import SettingError
 from orchestrator.redact import is_secret_key
 from orchestrator.scheduler_schemas import SCHEDULER_SCHEMAS, SchedulerConfig
 from orchestrator.schema import SweepConfig
+from orchestrator.target import split_target
 from trainables.data import DATASETS
 from trainables.hparams import MODELS
 
@@ -37,6 +38,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and return it converted."""
     if tp == SchedulerConfig:
         return _build_scheduler(value, key)
+    if tp is Any:
+        return value
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
@@ -147,24 +150,58 @@ def _check_name(name: str) -> None:
         )
 
 
+def _objective(cfg: SweepConfig) -> SweepConfig:
+    """Check ``metric`` and ``mode``; a missing mode comes from the metric's name.
+
+    A built-in trainable optimises one of :data:`OBJECTIVES` in its direction; a user's
+    function any metric it reports, in the direction ``mode`` says (or its name).
+    """
+    named = mode_of(cfg.metric)
+    if not cfg.trainable.own:
+        _choose("metric", cfg.metric, tuple(OBJECTIVES))
+        named = OBJECTIVES[cfg.metric]
+        if cfg.mode is not None and cfg.mode != named:
+            raise ConfigError(f"mode: {cfg.metric} is better when {named}, got {cfg.mode!r}")
+    if cfg.mode is None:
+        if named is None:
+            raise ConfigError(
+                f"mode: required for metric {cfg.metric!r} (max or min): its name does not say which is better"
+            )
+        return dataclasses.replace(cfg, mode=named)
+    _choose("mode", cfg.mode, ("min", "max"))
+    return cfg
+
+
+def _check_trainable(t: Any) -> None:
+    """The trainable's own keys: a built-in model's dataset and data, or the user's function."""
+    _at_least("trainable.epochs", t.epochs, 1)
+    _at_least("trainable.checkpoint_every", t.checkpoint_every, 1)
+    if t.own:
+        if t.fn is None:
+            raise ConfigError("trainable.fn: required with trainable=function (module:function, e.g. mypkg.train:train)")
+        split_target(t.fn, "trainable.fn")
+        if t.model_fn is not None:
+            split_target(t.model_fn, "trainable.model_fn")
+    else:
+        for key in ("fn", "model_fn"):
+            if getattr(t, key) is not None:
+                raise ConfigError(f"trainable.{key}: only with trainable=function (trainable.model is {t.model!r})")
+        _choose("trainable.dataset", t.dataset, DATASETS)
+    if not 0.0 < t.data.val_fraction < 1.0:
+        raise ConfigError(f"trainable.data.val_fraction: must be in (0, 1), got {t.data.val_fraction!r}")
+    _at_least("trainable.data.max_samples", t.data.max_samples, 10)
+    _at_least("trainable.metrics.scale", t.metrics.scale, 0, strict=True)
+
+
 def validate(cfg: SweepConfig) -> SweepConfig:
     """Check the values of a built config against each other and their ranges."""
     _check_name(cfg.name)
     _at_least("num_samples", cfg.num_samples, 1)
     _at_least("max_concurrent_trials", cfg.max_concurrent_trials, 1)
     _at_least("seed", cfg.seed, 0)
-    _choose("metric", cfg.metric, tuple(OBJECTIVES))
-    _choose("mode", cfg.mode, ("min", "max"))
-    if cfg.mode != OBJECTIVES[cfg.metric]:
-        raise ConfigError(f"mode: {cfg.metric} is better when {OBJECTIVES[cfg.metric]}, got {cfg.mode!r}")
-    t = cfg.trainable
-    _choose("trainable.model", t.model, MODELS)
-    _choose("trainable.dataset", t.dataset, DATASETS)
-    _at_least("trainable.epochs", t.epochs, 1)
-    _at_least("trainable.checkpoint_every", t.checkpoint_every, 1)
-    if not 0.0 < t.data.val_fraction < 1.0:
-        raise ConfigError(f"trainable.data.val_fraction: must be in (0, 1), got {t.data.val_fraction!r}")
-    _at_least("trainable.data.max_samples", t.data.max_samples, 10)
+    _choose("trainable.model", cfg.trainable.model, (*MODELS, "function"))
+    cfg = _objective(cfg)
+    _check_trainable(cfg.trainable)
     space = cfg.space  # validates every hyperparameter and distribution
     if "epochs" in space.fixed:
         raise ConfigError("trainable.hparams.epochs: set the budget with trainable.epochs")

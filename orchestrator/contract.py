@@ -14,6 +14,7 @@ everywhere a config is shown, logged or compared, online and in the offline reco
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,10 +32,15 @@ METRIC_KEYS: tuple[str, ...] = (
     "attempt",
     "seed",
 )
-#: Metrics logged per epoch: the contract minus the step itself, plus the epoch's wall time.
+#: Metrics a built-in trial logs per epoch (:func:`logged_metrics` of its results): the
+#: contract minus the step itself, plus the epoch's wall time.
 LOGGED_KEYS: tuple[str, ...] = tuple(k for k in METRIC_KEYS if k != "epoch") + ("time_this_iter_s",)
-#: Metrics a sweep may optimise, with the direction that is better.
+#: Metrics a sweep of a built-in trainable may optimise, with the direction that is better.
 OBJECTIVES: dict[str, str] = {"val_acc": "max", "val_loss": "min", "train_loss": "min"}
+#: Parts of a metric's name that say which direction is better (checked in this order).
+_MIN_WORDS = ("loss", "mse", "mae", "error", "perplexity")
+_MAX_WORDS = ("acc",)
+_MAX_TOKENS = ("f1", "auc", "r2", "precision", "recall", "iou", "dice")
 #: The file a trial's checkpoint directory holds (trainables.train writes it).
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -45,6 +51,8 @@ __all__ = [
     "METRIC_KEYS",
     "OBJECTIVES",
     "contract_problem",
+    "logged_metrics",
+    "mode_of",
     "hyperparameters",
     "step_of",
 ]
@@ -68,6 +76,38 @@ def contract_problem(result: Mapping[str, Any], metric: str, loss: str = "val_lo
     return None
 
 
+def mode_of(metric: str) -> str | None:
+    """The better direction its name says: ``min`` when it contains loss, mse, mae, error or
+    perplexity; ``max`` when it contains acc or has a part f1, auc, r2, precision, recall, iou
+    or dice (parts split at non-alphanumerics); None when the name does not say."""
+    name = metric.lower()
+    if any(word in name for word in _MIN_WORDS):
+        return "min"
+    parts = set(re.split(r"[^a-z0-9]+", name))
+    if any(word in name for word in _MAX_WORDS) or parts & set(_MAX_TOKENS):
+        return "max"
+    return None
+
+
+def logged_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """What MLflow records of a result: every number the trial reported (not ``epoch``, the
+    step; not flags such as ``replayed``) and Ray's ``time_this_iter_s``."""
+    out = {
+        k: float(v)
+        for k, v in result.items()
+        if isinstance(k, str)
+        and k not in _RAY_KEYS
+        and k not in _NOT_LOGGED
+        and not k.startswith("config/")
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+    }
+    seconds = result.get("time_this_iter_s")
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+        out["time_this_iter_s"] = float(seconds)
+    return out
+
+
 def step_of(result: Mapping[str, Any]) -> int:
     """The result's epoch when it is a whole number >= 1, else Ray's ``training_iteration``."""
     return int(result["epoch"]) if has_epoch(result) else int(result.get("training_iteration", 0))
@@ -79,6 +119,8 @@ def _reported(result: Mapping[str, Any]) -> str:
     return ", ".join(own) if own else "nothing"
 
 
+#: Keys of a result that are not metrics to record.
+_NOT_LOGGED = frozenset({"epoch", "replayed", "warmup_time"})
 #: Keys Ray adds to every result (ray.tune.result); not the trial's own.
 _RAY_KEYS = frozenset(
     {

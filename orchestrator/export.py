@@ -2,8 +2,11 @@
 
 The sweep runs this in a subprocess, so the driver itself never imports torch. SPEC holds
 the checkpoint directory, the trial's config (hyperparameters and its ``run`` settings), the
-tracking URI, the run to log into and an optional registered model name. The checkpoint
-loads with ``weights_only=True``.
+tracking URI, the run to log into (the sweep's; ``trial_run_id`` the best trial's) and an
+optional registered model name. The checkpoint loads with ``weights_only=True``. A built-in
+model, or a user's with ``trainable.model_fn``, is logged as an MLflow PyTorch model with the
+input example its checkpoint kept; a user's function without ``model_fn`` has its checkpoint
+file logged on the best trial's run.
 
 ``python -m orchestrator.export --serve WARM.json`` is the same export, started early
 (:class:`orchestrator.exporting.ModelExporter`): it imports torch and MLflow, loads the
@@ -21,31 +24,64 @@ from typing import Any
 
 import torch
 
-from orchestrator.tracking import log_pytorch_model, prepare_model_logging
+from orchestrator.contract import CHECKPOINT_FILE, hyperparameters
+from orchestrator.target import load_target
+from orchestrator.tracking import log_checkpoint, log_pytorch_model, prepare_model_logging
 from trainables.hparams import TrialParams
 from trainables.models import build_model
-from trainables.train import CHECKPOINT_FILE, cached_dataset
+from trainables.train import cached_dataset
 
 
 def export(spec: dict[str, Any]) -> str:
-    """Rebuild the model of ``spec["config"]`` from its checkpoint and log it; return the model URI."""
+    """Log the best trial's model from its checkpoint; return the model URI (or, for a user's
+    function without ``model_fn``, the URI of the checkpoint logged on the trial's run)."""
     config, run = spec["config"], spec["config"]["run"]
-    data = cached_dataset(run)
-    model = build_model(run["model"], data.input_shape, data.num_classes, TrialParams.from_config(config))
-    state = torch.load(
-        os.path.join(spec["checkpoint"], CHECKPOINT_FILE), map_location="cpu", weights_only=True
-    )
-    model.load_state_dict(state["model"])
+    path = os.path.join(spec["checkpoint"], CHECKPOINT_FILE)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    built = _builtin_model(run["fn"], config) if _is_builtin(run["fn"]) else _own_model(run, config)
+    if built is None:
+        return log_checkpoint(spec["tracking_uri"], spec.get("trial_run_id") or spec["run_id"], path)
+    model, example, code = built
+    saved = state["state"]
+    model.load_state_dict(saved["model"])
     model.eval()
-    example = data.x_val[:2]
+    example = saved.get("example_input", example)
+    if example is None:
+        return log_checkpoint(spec["tracking_uri"], spec.get("trial_run_id") or spec["run_id"], path)
     return log_pytorch_model(
         spec["tracking_uri"],
         spec["run_id"],
         model,
-        example,
+        example.numpy() if isinstance(example, torch.Tensor) else example,
         registered_name=spec.get("register_as"),
         tags={"trial": spec.get("trial", ""), "checkpoint_epoch": str(state["epoch"])},
+        code_paths=code,
     )
+
+
+def _is_builtin(fn: Any) -> bool:
+    return isinstance(fn, dict) and fn.get("_target_") == "trainables.train.train"
+
+
+def _builtin_model(fn: dict[str, Any], config: dict[str, Any]) -> tuple[Any, Any, list[str]]:
+    """The built-in model of the trial's hyperparameters, an example input, its code."""
+    import trainables
+
+    data = cached_dataset(fn["dataset"], fn["data"])
+    model = build_model(fn["model"], data.input_shape, data.num_classes, TrialParams.from_config(config))
+    return model, data.x_val[:2], [os.path.dirname(trainables.__file__)]
+
+
+def _own_model(run: dict[str, Any], config: dict[str, Any]) -> tuple[Any, Any, list[str]] | None:
+    """The user's ``model_fn(hp)`` (None without one), no example (the checkpoint has it), the
+    code of its top-level package or module."""
+    if not run.get("model_fn"):
+        return None
+    launch_dir = run.get("launch_dir") if os.path.isdir(run.get("launch_dir") or "") else None
+    make = load_target(run["model_fn"], launch_dir)
+    top = sys.modules[make.__module__.split(".")[0]]
+    code = getattr(top, "__path__", None)
+    return make(hyperparameters(config)), None, [list(code)[0] if code else top.__file__]
 
 
 def warm_up(warm: dict[str, Any]) -> None:
@@ -56,7 +92,9 @@ def warm_up(warm: dict[str, Any]) -> None:
     torch.set_num_threads(1)  # the sweep's last trials still train beside this process
     prepare_model_logging(warm["tracking_uri"])
     try:
-        cached_dataset(warm["run"])
+        fn = warm["run"]["fn"]
+        if _is_builtin(fn):
+            cached_dataset(fn["dataset"], fn["data"])
     except Exception:  # noqa: BLE001, S110 - see the docstring
         pass
 

@@ -133,6 +133,14 @@ class WarmExporter(Callback):
         self._slot_freed(trials)
 
 
+def _trial_run(tracker: Any, trial_id: str | None) -> str | None:
+    """The MLflow run of ``trial_id`` when the store has it, else None (the sweep's run is used)."""
+    if trial_id is None or trial_id not in tracker.run_ids:
+        return None
+    run_id = tracker.run_ids[trial_id]
+    return None if is_pending(run_id) else run_id
+
+
 def export_best(cfg: Any, grid: Any, tracker: Any, summary: Any, exporter: ModelExporter) -> None:
     """Log the best trial's model on the sweep's run, in a subprocess (the driver stays torch-free),
     warmed up while the last trials trained when :class:`WarmExporter` could start it.
@@ -156,6 +164,7 @@ def export_best(cfg: Any, grid: Any, tracker: Any, summary: Any, exporter: Model
         "run_id": tracker.parent_run_id,
         "register_as": cfg.tracking.register_model,
         "trial": summary.best_trial or "",
+        "trial_run_id": _trial_run(tracker, best.metrics.get("trial_id")),
     }
     try:
         summary.model_uri = exporter.export(spec)

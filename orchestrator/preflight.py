@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.tracking.uri import is_http, resolve_tracking_uri, sqlite_path
+from orchestrator.target import check_target
 from trainables.data import DataError, check_data_root
 
 
@@ -120,7 +121,10 @@ def check_answers(url: str, key: str, timeout_s: float = 5.0) -> None:
 
 
 def check_data(cfg: SweepConfig) -> None:
-    """Refuse data files that are missing or malformed (ConfigError naming ``trainable.data.*``)."""
+    """Refuse data files that are missing or malformed (ConfigError naming ``trainable.data.*``);
+    a user's function brings its own data."""
+    if cfg.trainable.own:
+        return
     try:
         check_data_root(cfg.trainable.dataset, cfg.trainable.data.root)
     except DataError as exc:
@@ -133,6 +137,10 @@ def preflight(cfg: SweepConfig, launch_dir: str) -> str:
     Returns the absolute storage directory (or URI), as :func:`storage_dir` gives it.
     """
     storage = storage_dir(cfg.storage.path, launch_dir)
+    if cfg.trainable.own:
+        check_target(cfg.trainable.fn, launch_dir, "trainable.fn")
+        if cfg.trainable.model_fn is not None:
+            check_target(cfg.trainable.model_fn, launch_dir, "trainable.model_fn")
     check_data(cfg)
     check_tracking(cfg, launch_dir)
     if cfg.cluster.mode == "local":

@@ -24,7 +24,7 @@ from ray.tune import Callback
 
 from analysis.load import read_results
 from orchestrator.config import SweepConfig, load_config
-from orchestrator.contract import CHECKPOINT_FILE, LOGGED_KEYS, hyperparameters
+from orchestrator.contract import CHECKPOINT_FILE, logged_metrics, hyperparameters
 from orchestrator.errors import ConfigError
 
 RECORD_FILE = "orchestrator.json"
@@ -224,7 +224,7 @@ def backfill(directory: str, tracker: Any, recorder: Any) -> int:
             if key[0] > 0 and key[0] not in tracker.trials[tid].attempts:
                 tags = {"seed": str(row.get("seed", "")), "restart_reason": ""}
                 tracker.start_attempt(tid, key[0], f"{name} attempt {key[0]}", tags)
-            metrics = {k: row[k] for k in LOGGED_KEYS if k in row}
+            metrics = logged_metrics(row)
             tracker.log_metrics(tid, metrics, step=key[1], attempt=key[0])
             last, logged = key, logged + 1
         recorder.mark_logged({tid: last})

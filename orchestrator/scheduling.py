@@ -29,18 +29,37 @@ def build_policy(cfg: SweepConfig, num_trials: int) -> ConvergencePolicy:
     return policy_from_settings(
         cfg.scheduler,
         mode=cfg.mode,
-        chance=1.0 / NUM_CLASSES if cfg.metric == "val_acc" else None,
+        chance=chance_of(cfg),
         budget=epochs,
         total_epochs=num_trials * epochs,
         sweep_seed=cfg.seed,
     )
 
 
+def chance_of(cfg: SweepConfig) -> float | None:
+    """The objective's value for a random guess: ``trainable.metrics.chance``, else for a
+    built-in's ``val_acc`` one over the dataset's classes, else unknown (None)."""
+    if cfg.trainable.metrics.chance is not None:
+        return cfg.trainable.metrics.chance
+    if not cfg.trainable.own and cfg.metric == "val_acc":
+        return 1.0 / NUM_CLASSES
+    return None
+
+
+def loss_of(cfg: SweepConfig) -> str:
+    """The series that must go down: ``trainable.metrics.loss``, else ``val_loss`` for a
+    built-in or a ``mode=max`` objective, else the objective itself."""
+    if cfg.trainable.metrics.loss is not None:
+        return cfg.trainable.metrics.loss
+    return "val_loss" if not cfg.trainable.own or cfg.mode == "max" else cfg.metric
+
+
 def build_scheduler(cfg: SweepConfig, num_trials: int) -> TrialScheduler:
     """Build the configured scheduler; decisions are per epoch (Ray's ``training_iteration``)."""
     s, epochs = cfg.scheduler, cfg.trainable.epochs
     if s.name == "convergence":
-        return ConvergenceScheduler(build_policy(cfg, num_trials), metric=cfg.metric, mode=cfg.mode)
+        policy = build_policy(cfg, num_trials)
+        return ConvergenceScheduler(policy, metric=cfg.metric, mode=cfg.mode, loss_key=loss_of(cfg))
     if s.name == "fifo":
         return FIFOScheduler()
     if s.name == "asha":

@@ -21,6 +21,7 @@ from orchestrator.scheduler_schemas import (
     register_scheduler_schemas,
 )
 from orchestrator.space import SearchSpace, parse_space
+from trainables.hparams import DOMAINS
 
 #: The name of the sweep's schema in Hydra's ConfigStore (``conf/config.yaml`` lists it first).
 SWEEP_SCHEMA = "sweep_schema"
@@ -37,15 +38,42 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class TrainableConfig:
-    """``trainable.*``: the model, its data, the epoch budget and the search space (``hparams``)."""
+class MetricsConfig:
+    """``trainable.metrics.*``: what the convergence diagnosis reads besides the objective.
 
-    model: str = "mlp"  # mlp | cnn
-    dataset: str = "digits"  # digits | mnist1d | mnist | fashion_mnist | cifar10
+    ``loss``: the series that must go down (None: ``val_loss``, or the objective itself when
+    ``mode=min``); ``chance``: the objective's value for a random guess (None: unknown, as for
+    a regression; the built-ins derive it for ``val_acc``); ``scale``: the unit of the policy's
+    margins (None: 1 for a ``mode=max`` metric or the built-ins, else measured from the
+    trials' first epochs)."""
+
+    loss: str | None = None
+    chance: float | None = None
+    scale: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainableConfig:
+    """``trainable.*``: the model, its data, the epoch budget and the search space (``hparams``).
+
+    ``model: function`` is the user's own train function ``fn`` (``module:function`` or a
+    Hydra ``_target_`` with ``_partial_: true``); ``model_fn`` (``module:function``, ``hp ->
+    nn.Module``) lets the best checkpoint be logged as an MLflow model."""
+
+    model: str = "mlp"  # mlp | cnn | function
+    dataset: str = "digits"  # digits | mnist1d | mnist | fashion_mnist | cifar10 (built-ins)
     epochs: int = 20  # budget per trial (epochs of one attempt)
     checkpoint_every: int = 5  # save a Ray checkpoint every N epochs (and at the last one)
     data: DataConfig = field(default_factory=DataConfig)
     hparams: dict[str, Any] = field(default_factory=dict)  # fixed values and distributions
+    fn: Any = None  # model=function: the train function
+    model_fn: str | None = None  # model=function: builds the model for the MLflow model
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    @property
+    def own(self) -> bool:
+        """The user's own train function (``model: function``), not a built-in model."""
+        return self.model == "function"
 
 
 @dataclass(frozen=True)
@@ -120,7 +148,7 @@ class SweepConfig:
     num_samples: int = 24
     max_concurrent_trials: int | None = None
     metric: str = "val_acc"
-    mode: str = "max"
+    mode: str | None = None  # None: from the metric's name (acc, f1, auc, r2: max; loss, mse, mae, error: min)
     verbose: int = 1
     report: bool = True
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
@@ -135,7 +163,7 @@ class SweepConfig:
     @property
     def space(self) -> SearchSpace:
         """The validated search space of the trainable's hyperparameters."""
-        return parse_space(self.trainable.hparams)
+        return parse_space(self.trainable.hparams, domains=None if self.trainable.own else DOMAINS)
 
 
 def register_schemas() -> None:

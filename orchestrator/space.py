@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.errors import ConfigError
-from trainables.hparams import DOMAINS
+from analysis.records import BOOKKEEPING as RESERVED
+from trainables.hparams import DOMAINS, Domain
 
 DIST_TYPES = ("loguniform", "uniform", "int", "choice")
 
@@ -83,14 +85,20 @@ def _number(value: Any, key: str) -> float:
     return float(value)
 
 
-def _check_in_domain(name: str, value: Any, key: str) -> None:
-    problem = DOMAINS[name].problem(value)
+def _check_in_domain(name: str, value: Any, key: str, domains: Mapping[str, Domain] | None) -> None:
+    if domains is None:
+        return
+    problem = domains[name].problem(value)
     if problem is not None:
         raise ConfigError(f"{key}: {name} {problem}, got {value!r}")
 
 
-def parse_dist(name: str, spec: dict[str, Any], key: str) -> Dist:
-    """Parse one distribution mapping; every problem names ``key`` and the bad value."""
+def parse_dist(name: str, spec: dict[str, Any], key: str, domains: Mapping[str, Domain] | None = DOMAINS) -> Dist:
+    """Parse one distribution mapping; every problem names ``key`` and the bad value.
+
+    With ``domains`` None (a user's own train function) any name is taken and only the
+    distribution itself is checked.
+    """
     dtype = spec.get("type")
     if dtype not in DIST_TYPES:
         raise ConfigError(f"{key}.type: must be one of {', '.join(DIST_TYPES)}, got {dtype!r}")
@@ -98,34 +106,32 @@ def parse_dist(name: str, spec: dict[str, Any], key: str) -> Dist:
     for extra, value in spec.items():
         if extra not in allowed and value is not None:  # null: a base file's key switched off
             raise ConfigError(f"{key}.{extra}: unknown key for a {dtype} distribution")
-    domain = DOMAINS[name]
+    domain = domains[name] if domains is not None else None
     if dtype == "choice":
         values = spec.get("values")
         if not isinstance(values, (list, tuple)) or len(values) == 0:
             raise ConfigError(f"{key}.values: must be a non-empty list, got {values!r}")
         for i, v in enumerate(values):
-            _check_in_domain(name, v, f"{key}.values[{i}]")
+            _check_in_domain(name, v, f"{key}.values[{i}]", domains)
         if len(set(map(repr, values))) != len(values):
             raise ConfigError(f"{key}.values: must not repeat a value, got {list(values)!r}")
         return Dist("choice", values=tuple(values))
-    if domain.kind not in (int, float):
-        raise ConfigError(f"{key}.type: {name} takes {domain.kind.__name__} values; use choice")
-    if dtype == "int" and domain.kind is not int:
-        raise ConfigError(f"{key}.type: {name} is a float; use uniform or loguniform, not int")
-    if dtype != "int" and domain.kind is int:
-        raise ConfigError(f"{key}.type: {name} is an integer; use int or choice, not {dtype}")
+    if domain is not None:
+        _check_kind(name, dtype, domain, key)
     for bound in ("low", "high"):
         if bound not in spec:
             raise ConfigError(f"{key}.{bound}: required for a {dtype} distribution")
     low = _number(spec["low"], f"{key}.low")
     high = _number(spec["high"], f"{key}.high")
+    if domain is None and dtype == "int" and not (low.is_integer() and high.is_integer()):
+        raise ConfigError(f"{key}: an int distribution takes whole bounds, got low={spec['low']!r} high={spec['high']!r}")
     log = dtype == "loguniform" or bool(spec.get("log", False))
     if log and low <= 0:
         raise ConfigError(f"{key}.low: must be > 0 for a log scale, got {spec['low']!r}")
     if low >= high:
         raise ConfigError(f"{key}: low must be < high, got low={spec['low']!r} high={spec['high']!r}")
-    _check_in_domain(name, low, f"{key}.low")
-    _check_in_domain(name, high, f"{key}.high")
+    _check_in_domain(name, low, f"{key}.low", domains)
+    _check_in_domain(name, high, f"{key}.high", domains)
     step = spec.get("step")
     if step is not None:
         step = _number(step, f"{key}.step")
@@ -140,19 +146,37 @@ def parse_dist(name: str, spec: dict[str, Any], key: str) -> Dist:
     return Dist(dtype, low=low, high=high, step=step, log=log)
 
 
-def parse_space(hparams: dict[str, Any], prefix: str = "trainable.hparams") -> SearchSpace:
-    """Split a ``hparams`` mapping into fixed values and distributions, validating both."""
+def _check_kind(name: str, dtype: str, domain: Domain, key: str) -> None:
+    """A numeric distribution must suit the hyperparameter's kind (int or float)."""
+    if domain.kind not in (int, float):
+        raise ConfigError(f"{key}.type: {name} takes {domain.kind.__name__} values; use choice")
+    if dtype == "int" and domain.kind is not int:
+        raise ConfigError(f"{key}.type: {name} is a float; use uniform or loguniform, not int")
+    if dtype != "int" and domain.kind is int:
+        raise ConfigError(f"{key}.type: {name} is an integer; use int or choice, not {dtype}")
+
+
+def parse_space(
+    hparams: dict[str, Any], prefix: str = "trainable.hparams", domains: Mapping[str, Domain] | None = DOMAINS
+) -> SearchSpace:
+    """Split a ``hparams`` mapping into fixed values and distributions, validating both.
+
+    ``domains`` None takes free-form names (a user's train function): only the reserved
+    bookkeeping names (``run``, ``attempt``, ``trial_index``, ``epochs``) are refused.
+    """
     fixed: dict[str, Any] = {}
     searched: dict[str, Dist] = {}
     for name, spec in hparams.items():
         key = f"{prefix}.{name}"
-        if name not in DOMAINS:
-            raise ConfigError(f"{key}: unknown hyperparameter (known: {', '.join(DOMAINS)})")
+        if domains is not None and name not in domains:
+            raise ConfigError(f"{key}: unknown hyperparameter (known: {', '.join(domains)})")
+        if domains is None and name in RESERVED and name != "epochs":
+            raise ConfigError(f"{key}: reserved for the sweep's bookkeeping; name the hyperparameter otherwise")
         if spec is None:
             continue
         if isinstance(spec, dict):
-            searched[name] = parse_dist(name, spec, key)
+            searched[name] = parse_dist(name, spec, key, domains)
         else:
-            _check_in_domain(name, spec, key)
+            _check_in_domain(name, spec, key, domains)
             fixed[name] = spec
     return SearchSpace(fixed=fixed, searched=searched)

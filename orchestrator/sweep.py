@@ -34,7 +34,10 @@ from orchestrator.scheduling import build_scheduler
 from orchestrator.search import build_searcher, num_trials
 from orchestrator.summary import SweepSummary, summarize
 from orchestrator.tracking import StoreOpening, SweepTracker, resolve_tracking_uri
-from trainables.entry import train
+from orchestrator.entry import train
+
+#: The built-in trainables' train function, as a Hydra partial (``trainable.fn`` of a user).
+BUILTIN = {"_target_": "trainables.train.train", "_partial_": True, "_convert_": "all"}
 
 
 def run(
@@ -174,21 +177,35 @@ def _prepare(
 
 def _param_space(s: _Sweep) -> dict[str, Any]:
     """Every trial's config besides its searched values: fixed values, budget, run settings."""
-    cfg, t = s.cfg, s.cfg.trainable
-    root = os.path.abspath(os.path.join(s.launch_dir, t.data.root)) if t.data.root else None
-    run = {
-        "model": t.model,
-        "dataset": t.dataset,
+    cfg = s.cfg
+    return {**cfg.space.fixed, "epochs": cfg.trainable.epochs, "attempt": 0, "run": run_settings(cfg, s.launch_dir)}
+
+
+def run_settings(cfg: SweepConfig, launch_dir: str) -> dict[str, Any]:
+    """The ``run`` mapping of every trial's config (:mod:`orchestrator.runner` reads it)."""
+    t = cfg.trainable
+    return {
+        "fn": train_function(t, launch_dir),
+        "model_fn": t.model_fn,
         "checkpoint_every": t.checkpoint_every,
         "sweep_seed": cfg.seed,
-        "data": {
-            "root": root,
-            "val_fraction": t.data.val_fraction,
-            "split_seed": t.data.split_seed,
-            "max_samples": t.data.max_samples,
-        },
+        "launch_dir": launch_dir,
     }
-    return {**cfg.space.fixed, "epochs": t.epochs, "attempt": 0, "run": run}
+
+
+def train_function(t: Any, launch_dir: str) -> Any:
+    """What a trial calls: the user's ``trainable.fn``, or the built-in ``trainables.train.train``
+    bound to ``trainable.model``, ``dataset`` and ``data`` (its data root made absolute)."""
+    if t.own:
+        return {"_convert_": "all", **t.fn} if isinstance(t.fn, dict) else t.fn
+    root = os.path.abspath(os.path.join(launch_dir, t.data.root)) if t.data.root else None
+    data = {
+        "root": root,
+        "val_fraction": t.data.val_fraction,
+        "split_seed": t.data.split_seed,
+        "max_samples": t.data.max_samples,
+    }
+    return {**BUILTIN, "model": t.model, "dataset": t.dataset, "data": data}
 
 
 def _open_tracking(s: _Sweep) -> None:

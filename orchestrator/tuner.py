@@ -21,6 +21,7 @@ from orchestrator.callbacks import MlflowTrialCallback, trial_name
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.policy import DECISION_WIDTH
+from orchestrator.scheduling import loss_of
 from orchestrator.tracking import GRACE_ENV
 
 #: Settings of this process that Tune reads where it runs (a Ray Client's Tuner runs on the cluster).
@@ -97,13 +98,8 @@ def reporter(cfg: SweepConfig) -> CLIReporter:
     """Ray's status table with each trial's attempt and the policy's decision on it
     (``running``, ``pruned: rank rule at epoch 3``, ...; not the verdict, which is only the
     curve's diagnosis: a trial the rank rule prunes may still be ``progressing``)."""
-    metrics = {
-        "epoch": "epoch",
-        "attempt": "attempt",
-        cfg.metric: cfg.metric,
-        "val_loss": "val_loss",
-        "decision": "decision",
-    }
+    loss = loss_of(cfg)
+    metrics = {"epoch": "epoch", "attempt": "attempt", cfg.metric: cfg.metric, loss: loss, "decision": "decision"}
     return CLIReporter(
         metric_columns=metrics,
         parameter_columns=list(cfg.space.searched),

@@ -56,6 +56,16 @@ def _at(data: dict, path: str) -> object:
     return data
 
 
+#: What an option cannot run without (a user's function names itself, its space, its metric).
+NEEDS = {
+    "trainable=function": [
+        "trainable.fn=mypkg.train:train",
+        "+trainable.hparams.lr={type:loguniform,low:1e-4,high:1e-1}",
+        "metric=val_mae",
+    ]
+}
+
+
 @pytest.mark.parametrize("override", [f"{g}={o}" for g in GROUPS for o in _options(g)])
 def test_every_option_of_every_group_composes_and_validates(override):
     """Each option file's values reach the validated config (under its group, or at the top for
@@ -63,7 +73,7 @@ def test_every_option_of_every_group_composes_and_validates(override):
     group, option = override.split("=")
     text = (CONF / group / f"{option}.yaml").read_text()
     data = {k: v for k, v in (yaml.safe_load(text) or {}).items() if k not in ("defaults", "hydra")}
-    composed = dataclasses.asdict(_compose([override]))
+    composed = dataclasses.asdict(_compose([override, *NEEDS.get(override, [])]))
     leaves = _leaves(data, "" if text.startswith("# @package _global_") else group)
     for path, value in leaves:
         if isinstance(value, str) and "${" in value:
@@ -153,7 +163,7 @@ def test_contract_problem_names_the_key_and_what_was_reported():
 
 
 BAD = [
-    ("trainable=nope", "trainable: no such option 'nope' (choose from cnn, mlp)"),
+    ("trainable=nope", "trainable: no such option 'nope' (choose from cnn, function, mlp)"),
     ("search=nope", "search: no such option 'nope'"),
     ("bogus=1", "bogus: unknown key"),
     ("+bogus=1", "bogus: unknown key"),

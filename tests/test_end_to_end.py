@@ -24,8 +24,10 @@ from analysis.load import load_mlflow, load_ray_dir
 from analysis.report import build
 from orchestrator.config import load_config
 from orchestrator.sweep import run
-from trainables.entry import train
-from trainables.train import CHECKPOINT_FILE
+from orchestrator.contract import CHECKPOINT_FILE
+from orchestrator.entry import train
+from orchestrator.schema import DataConfig, SweepConfig, TrainableConfig
+from orchestrator.sweep import run_settings
 
 pytestmark = pytest.mark.slow
 
@@ -123,13 +125,7 @@ def _fit(tmp_path, name, callbacks):
         "epochs": 6,
         "attempt": 0,
         "seed": 11,
-        "run": {
-            "model": "mlp",
-            "dataset": "digits",
-            "checkpoint_every": 1,
-            "sweep_seed": 0,
-            "data": {"root": None, "val_fraction": 0.25, "split_seed": 0, "max_samples": 400},
-        },
+        "run": run_settings(SweepConfig(trainable=TrainableConfig(checkpoint_every=1, data=DataConfig(max_samples=400))), str(tmp_path)),
     }
     tuner = tune.Tuner(
         tune.with_resources(train, {"cpu": 1}),
@@ -163,8 +159,8 @@ def test_a_killed_trial_resumes_from_its_checkpoint_with_the_same_weights(tmp_pa
     assert epochs[-1] == 6 and epochs[:3] == [1, 2, 3]
     assert 4 in epochs and epochs.index(4) >= 3  # went on after the kill
     assert killed_state["epoch"] == straight_state["epoch"] == 6
-    for key, value in straight_state["model"].items():
-        assert torch.equal(value, killed_state["model"][key]), key
+    for key, value in straight_state["state"]["model"].items():
+        assert torch.equal(value, killed_state["state"]["model"][key]), key
     assert killed.metrics["val_acc"] == straight.metrics["val_acc"]
 
 

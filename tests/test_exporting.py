@@ -2,6 +2,7 @@
 
 import glob
 import os
+import shutil
 import tempfile
 
 import mlflow
@@ -13,16 +14,12 @@ from ray.tune.experiment import Trial
 from orchestrator.exporting import ExportError, ModelExporter, WarmExporter
 from trainables.data import load_dataset
 from trainables.hparams import TrialParams
-from trainables.train import CHECKPOINT_FILE
+from orchestrator.schema import SweepConfig, TrainableConfig
+from orchestrator.sweep import run_settings
+from orchestrator.trial import Trial as TrainTrial
 from trainables.trainer import Trainer
 
-RUN = {
-    "model": "mlp",
-    "dataset": "digits",
-    "checkpoint_every": 1,
-    "sweep_seed": 0,
-    "data": {"root": None, "val_fraction": 0.25, "split_seed": 0, "max_samples": None},
-}
+RUN = run_settings(SweepConfig(trainable=TrainableConfig(checkpoint_every=1)), os.getcwd())
 CONFIG = {"lr": 0.01, "optimizer": "adam", "hidden_layers": 1, "width": 16, "epochs": 2, "run": RUN}
 
 
@@ -35,11 +32,12 @@ def trained(tmp_path):
     """A 2-epoch checkpoint in the trainable's format, a store with an open run, the model's inputs."""
     data = load_dataset("digits", None, val_fraction=0.25, split_seed=0)
     trainer = Trainer("mlp", data, TrialParams.from_config(CONFIG), 7, "cpu")
-    trainer.train_epoch()
-    trainer.train_epoch()
     ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    torch.save(trainer.state_dict(0), ckpt / CHECKPOINT_FILE)
+    trial = TrainTrial(seed=7, attempt=0, epochs=2, hp={}, sink=lambda _r, d: d and shutil.copytree(d, ckpt, dirs_exist_ok=True))
+    trial.watch(trainer.model, trainer.optimizer)
+    for epoch in (1, 2):
+        trainer.train_epoch()
+        trial.report(epoch, val_acc=0.5, checkpoint={"model": trainer.model, "optimizer": trainer.optimizer})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
     run = client.create_run(client.create_experiment("x", artifact_location=str(tmp_path / "art")))

@@ -10,7 +10,7 @@ from torch import nn
 from trainables.hparams import TrialParams
 
 #: Activation modules whose units can be dead (inactive for every input).
-RELU_FAMILY = (nn.ReLU, nn.LeakyReLU)
+
 
 
 def make_activation(name: str) -> nn.Module:

@@ -1,37 +1,33 @@
-"""Epoch-by-epoch training of one model, with the diagnostics of the metric contract.
+"""Epoch-by-epoch training of one built-in model (MLP or CNN) on a classification dataset.
 
-Pure PyTorch: no Ray here, so it is testable in-process. Randomness is reseeded at the start
-of every epoch from (seed, epoch), so a run resumed from a checkpoint continues exactly as an
+Pure PyTorch: no Ray here, so it is testable in-process. The diagnostics (gradient norm, dead
+units, learning rate) are measured by :class:`orchestrator.watch.Watch`, as for any user's
+model. Randomness is reseeded at the start of every epoch from (seed, epoch), so a run resumed
+from a checkpoint of its model and optimizer (and ``epoch``) continues exactly as an
 uninterrupted run would.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import torch
 from torch import nn
 
 from trainables.data import Dataset
 from trainables.hparams import TrialParams
-from trainables.models import RELU_FAMILY, build_model
+from trainables.models import build_model
 from trainables.seeding import derive_seed
 
 EVAL_CHUNK = 4096
-CHECKPOINT_VERSION = 1
 
 
 @dataclass(frozen=True)
 class EpochMetrics:
-    """What one epoch measured (the trainer's part of the metric contract)."""
+    """What one epoch measured (the watch adds the diagnostics)."""
 
     train_loss: float
     val_loss: float
     val_acc: float
-    grad_norm: float
-    dead_frac: float
-    lr: float
 
 
 def make_optimizer(model: nn.Module, p: TrialParams) -> torch.optim.Optimizer:
@@ -94,15 +90,14 @@ class Trainer:
     def train_epoch(self) -> EpochMetrics:
         """Run one epoch of training, then evaluate on the validation split.
 
-        ``train_loss`` is the mean cross-entropy over the epoch's steps (without the L1 term);
-        ``grad_norm`` the mean over steps of the global L2 norm of the gradient. Non-finite
-        values are reported as they are.
+        ``train_loss`` is the mean cross-entropy over the epoch's steps (without the L1 term).
+        Non-finite values are reported as they are.
         """
         epoch = self.epoch + 1
         torch.manual_seed(derive_seed(self.seed, "epoch", epoch))  # dropout masks
         self.model.train()
         weights = [p for name, p in self.model.named_parameters() if name.endswith("weight")]
-        loss_sum, grad_sum, steps, seen = 0.0, 0.0, 0, 0
+        loss_sum, seen = 0.0, 0
         for idx in self._batches(epoch):
             xb, yb = self.x_train[idx], self.y_train[idx]
             self.optimizer.zero_grad(set_to_none=True)
@@ -111,77 +106,23 @@ class Trainer:
             if self.params.l1 > 0:
                 total = loss + self.params.l1 * sum(w.abs().sum() for w in weights)
             total.backward()
-            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            grad_sum += nn.utils.get_total_norm(grads).item()
             self.optimizer.step()
             loss_sum += loss.item() * len(idx)
             seen += len(idx)
-            steps += 1
         self.epoch = epoch
-        val_loss, val_acc, dead_frac = self.evaluate()
-        return EpochMetrics(
-            train_loss=loss_sum / max(seen, 1),
-            val_loss=val_loss,
-            val_acc=val_acc,
-            grad_norm=grad_sum / max(steps, 1),
-            dead_frac=dead_frac,
-            lr=float(self.optimizer.param_groups[0]["lr"]),
-        )
+        val_loss, val_acc = self.evaluate()
+        return EpochMetrics(train_loss=loss_sum / max(seen, 1), val_loss=val_loss, val_acc=val_acc)
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float, float]:
-        """Return (val_loss, val_acc, dead_frac) on the whole validation split.
-
-        ``dead_frac`` is the fraction of ReLU-family units (channels for convolutions) whose
-        output is not positive for any validation sample; 0 when the model has none.
-        """
+    def evaluate(self) -> tuple[float, float]:
+        """Return (val_loss, val_acc) on the whole validation split, in eval mode."""
         self.model.eval()
-        alive: dict[int, torch.Tensor] = {}
-
-        def hook(module: nn.Module, _inp: Any, out: torch.Tensor) -> None:
-            dims = [0, *range(2, out.dim())]
-            active = (out > 0).any(dim=dims) if out.dim() > 1 else (out > 0)
-            key = id(module)
-            alive[key] = alive[key] | active if key in alive else active
-
-        handles = [m.register_forward_hook(hook) for m in self.model.modules() if isinstance(m, RELU_FAMILY)]
-        try:
-            loss_sum, correct = 0.0, 0
-            for start in range(0, len(self.x_val), EVAL_CHUNK):
-                xb = self.x_val[start : start + EVAL_CHUNK]
-                yb = self.y_val[start : start + EVAL_CHUNK]
-                logits = self.model(xb)
-                loss_sum += float(self.loss_fn(logits, yb)) * len(xb)
-                correct += int((logits.argmax(dim=1) == yb).sum())
-        finally:
-            for h in handles:
-                h.remove()
+        loss_sum, correct = 0.0, 0
+        for start in range(0, len(self.x_val), EVAL_CHUNK):
+            xb = self.x_val[start : start + EVAL_CHUNK]
+            yb = self.y_val[start : start + EVAL_CHUNK]
+            logits = self.model(xb)
+            loss_sum += float(self.loss_fn(logits, yb)) * len(xb)
+            correct += int((logits.argmax(dim=1) == yb).sum())
         n = len(self.x_val)
-        units = sum(a.numel() for a in alive.values())
-        dead = sum(int((~a).sum()) for a in alive.values())
-        return loss_sum / n, correct / n, (dead / units if units else 0.0)
-
-    def state_dict(self, attempt: int) -> dict[str, Any]:
-        """Everything needed to continue: weights, optimizer, epoch, seed, attempt."""
-        return {
-            "version": CHECKPOINT_VERSION,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch,
-            "seed": self.seed,
-            "attempt": attempt,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; refuses a checkpoint of another seed or version."""
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"checkpoint: version {state.get('version')!r} is not {CHECKPOINT_VERSION}")
-        if state.get("seed") != self.seed:
-            raise ValueError(f"checkpoint: seed {state.get('seed')!r} does not match the trial's {self.seed}")
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise ValueError(f"checkpoint: does not match the model ({first})") from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch = int(state["epoch"])
+        return loss_sum / n, correct / n

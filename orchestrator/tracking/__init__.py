@@ -35,6 +35,7 @@ _HOMES = {
     "SweepTracker": "tracker",
     "group_ops": "ops",
     "is_pending": "runs",
+    "log_checkpoint": "model",
     "log_pytorch_model": "model",
     "main": "replaying",
     "prepare_model_logging": "model",
@@ -52,6 +53,7 @@ __all__ = [
     "SweepTracker",
     "group_ops",
     "is_pending",
+    "log_checkpoint",
     "log_pytorch_model",
     "main",
     "prepare_model_logging",
@@ -62,7 +64,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from orchestrator.tracking.deliver import KEY_TAG, PARENT_TAG
-    from orchestrator.tracking.model import log_pytorch_model, prepare_model_logging
+    from orchestrator.tracking.model import log_checkpoint, log_pytorch_model, prepare_model_logging
     from orchestrator.tracking.opening import StoreOpening
     from orchestrator.tracking.ops import group_ops
     from orchestrator.tracking.replaying import main, replay

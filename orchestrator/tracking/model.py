@@ -18,19 +18,18 @@ def log_pytorch_model(
     *,
     registered_name: str | None = None,
     tags: dict[str, str] | None = None,
+    code_paths: list[str] | None = None,
 ) -> str:
     """Log a PyTorch model (with an input example, hence a signature) to ``run_id``; return its URI.
 
     With ``registered_name`` the model is also registered in the Model Registry. The model's
-    code (the ``trainables`` package) travels with it, so it loads where the project is not
+    code (``code_paths``: a package directory or a module file) travels with it, so it loads where the project is not
     installed; its requirements are MLflow's defaults for the flavour (torch, cloudpickle at
     the installed versions; inferring them costs ~10 s). Imports ``mlflow.pytorch`` (and so
     torch): call it from a worker or an export subprocess.
     """
     import mlflow
     import mlflow.pytorch
-
-    import trainables
 
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id):
@@ -41,9 +40,18 @@ def log_pytorch_model(
             registered_model_name=registered_name,
             tags=tags or None,
             pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
-            code_paths=[os.path.dirname(trainables.__file__)],
+            code_paths=code_paths or None,
         )
     return info.model_uri
+
+
+def log_checkpoint(uri: str, run_id: str, path: str) -> str:
+    """Log the checkpoint file ``path`` as the run's artifact ``checkpoint/<name>``; return its URI."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    client.log_artifact(run_id, path, "checkpoint")
+    return f"runs:/{run_id}/checkpoint/{os.path.basename(path)}"
 
 
 def prepare_model_logging(uri: str) -> None:

@@ -1,0 +1,1 @@
+"""A small regression package tuned by the orchestrator (see ../README.md)."""
