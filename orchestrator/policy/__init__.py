@@ -56,10 +56,11 @@ Modules: ``decision`` (:class:`Decision`, the actions), ``config`` (:class:`Poli
 (:class:`ConvergencePolicy`), ``rules`` (:class:`RankRule`, :class:`GuardedRule`), ``rungs``
 (:class:`AshaRungs`, :class:`CostRungs`), ``state`` (save and restore as versioned data),
 ``settings`` (:class:`ConvergenceSettings`, :func:`policy_from_settings`), ``scale`` (the
-metric's unit, :class:`MetricScale`).
+metric's unit, :class:`MetricScale`), ``coverage`` (which rules were active, :func:`rule_coverage`).
 """
 
 from orchestrator.policy.config import PolicyConfig, PolicySettings, SettingError, thresholds_from
+from orchestrator.policy.coverage import OPTIONAL_KEYS, RULE_NAMES, coverage_line, rule_coverage
 from orchestrator.policy.decision import (
     CONTINUE,
     DECISION_WIDTH,
@@ -82,8 +83,10 @@ __all__ = [
     "EPOCHS",
     "INIT_KINDS",
     "INNER_RULES",
+    "OPTIONAL_KEYS",
     "PRUNE",
     "RESTART",
+    "RULE_NAMES",
     "SECONDS",
     "STATE_VERSION",
     "STOP",
@@ -100,8 +103,10 @@ __all__ = [
     "RankRule",
     "Reading",
     "SettingError",
+    "coverage_line",
     "decision_text",
     "DECISION_WIDTH",
     "policy_from_settings",
+    "rule_coverage",
     "thresholds_from",
 ]
