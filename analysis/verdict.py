@@ -77,7 +77,7 @@ class Thresholds:
     bad_margin: float = 0.05  # plateau_bad: converged worse than best by more than this
     predict_margin: float = 0.02  # predicted_worse: optimistic end worse than best by more than this
     predict_min_epochs: int = 8  # predicted_worse only from this epoch on
-    predict_headroom: float = 0.1  # share of the gap to the ideal (1 or 0) left open at epoch 0
+    predict_headroom: float = 0.1  # share of the gap to the ideal (scale or 0) left open at epoch 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
