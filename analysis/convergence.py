@@ -34,6 +34,7 @@ from analysis.verdict import (
     STUCK,
     Thresholds,
     Verdict,
+    level_origin,
     mode_sign,
     threshold_problem,
 )
@@ -41,7 +42,7 @@ from analysis.verdict import (
 __all__ = [
     "CONVERGED", "DIVERGED", "STUCK", "OSCILLATING", "PLATEAU_BAD", "PREDICTED_WORSE", "PROGRESSING",
     "STATUSES", "DEFAULT_THRESHOLDS", "Prediction", "Thresholds", "Verdict",
-    "convergence_epoch", "diagnose", "extrapolate", "optimistic_final", "threshold_problem",
+    "convergence_epoch", "diagnose", "extrapolate", "level_origin", "optimistic_final", "threshold_problem",
 ]  # fmt: skip
 _INF, _NAN = math.inf, math.nan
 
@@ -83,6 +84,9 @@ class _Curves(NamedTuple):
     budget: int | None
     best: float | None
     chance: float | None
+    guess: float | None  # the chance level as a uniform guess's probability, in (0, 1)
+    scale: float  # the metric's unit
+    origin: float  # where the target's level is measured from: 0, or scale for an error rate
 
     @property
     def target(self) -> list[float]:
@@ -116,6 +120,7 @@ def diagnose(
     initial_loss: float | None = None,
     best_loss: float | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    scale: float = 1.0,
 ) -> Verdict:
     """Online: the first rule that fires of diverged, stuck, oscillating, converged, predicted_worse.
 
@@ -126,6 +131,14 @@ def diagnose(
     ``start_epoch``: a caller keeping only a recent window passes ``initial_loss`` (the loss at
     epoch 1; default ``loss[0]``) and ``best_loss`` (the lowest loss before the window); the
     plateau start, "stays lower", the metric's baseline and the extrapolation see only the window.
+
+    ``scale`` is the metric's unit: the thresholds' margins in metric units are multiplied by
+    it (:meth:`Thresholds.scaled`), the ideal of a "max" metric is ``scale`` (0 for "min"), and
+    a ``chance`` level makes the metric an accuracy ("max") or an error rate ("min") in that
+    unit, so a uniform guess has probability ``chance / scale`` or ``1 - chance / scale``
+    (its cross-entropy ln(1/p) is a loss reference only for p in (0, 1)). The relative tests
+    (the plateau's ``rel_tol``, the oscillation's swing) measure the target's level from 0, or
+    from ``scale`` for an error rate (where its accuracy, ``scale - metric``, is 0).
 
     Raises:
         ValueError: empty ``loss``, series of unequal length, bad ``mode`` or ``start_epoch``.
@@ -140,29 +153,43 @@ def diagnose(
     lowest = min(lowest, _INF if best_loss is None else best_loss)
     metrics = _as_list("metric", metric, n)
     grad, dead = _as_list("grad_norm", grad_norm, n), _as_list("dead_frac", dead_frac, n)
+    guess = _guess(chance, mode, scale)
+    origin = level_origin(mode, chance, scale) if metrics is not None else 0.0
     sign = sign if metrics is not None else 1.0
-    c = _Curves(losses, metrics, sign, grad, dead, epoch, start_epoch, init, lowest, budget, best, chance)
+    series = (losses, metrics, sign, grad, dead, epoch, start_epoch, init, lowest)
+    c = _Curves(*series, budget, best, chance, guess, scale, origin)
+    th = thresholds.scaled(scale)
     for rule in (_diverged, _stuck, _oscillating, _converged, _predicted_worse):
-        if (verdict := rule(c, thresholds)) is not None:
+        if (verdict := rule(c, th)) is not None:
             return verdict
     return _verdict(PROGRESSING, f"progressing at epoch {epoch}", epoch, epochs=epoch)
+
+
+def _guess(chance: float | None, mode: str, scale: float) -> float | None:
+    """A uniform guess's probability: ``chance / scale`` ("max") or ``1 - chance / scale`` ("min");
+    None without a chance level or outside (0, 1)."""
+    if chance is None:
+        return None
+    p = chance / scale if mode == "max" else 1.0 - chance / scale
+    return p if 0.0 < p < 1.0 else None
 
 
 def _diverged(c: _Curves, th: Thresholds) -> Verdict | None:
     """Diverged: the latest loss is non-finite, or ``diverge_patience`` epochs above factor x best loss.
 
     The reference "best loss" is the lowest finite loss so far, or the loss of a uniform guess
-    (ln(1/chance)) when that is lower and the metric has stayed within ``chance_margin`` of
-    ``chance`` over those epochs: a run that blew up in its first epoch and learns nothing has
-    diverged too (a large loss alone is not enough: overconfident runs can score well).
+    (ln(1/p), p its probability: :func:`diagnose`) when that is lower and the metric has stayed
+    within ``chance_margin`` of ``chance`` over those epochs: a run that blew up in its first
+    epoch and learns nothing has diverged too (a large loss alone is not enough: overconfident
+    runs can score well).
     """
     if not math.isfinite(c.loss[-1]):
         reason, epoch = f"diverged at epoch {c.epoch}: val_loss is {c.loss[-1]}", c.epoch
         return _verdict(DIVERGED, reason, epoch, "nonfinite", epoch=epoch, loss=c.loss[-1], epochs=epoch)
     p, reference = th.diverge_patience, c.lowest
-    guessing = c.metric is not None and c.chance is not None and 0.0 < c.chance < 1.0
+    guessing = c.metric is not None and c.chance is not None and c.guess is not None
     if guessing and all(abs(m - c.chance) <= th.chance_margin for m in c.metric[-p:]):
-        reference = min(reference, math.log(1.0 / c.chance))
+        reference = min(reference, math.log(1.0 / c.guess))
     limit = th.diverge_factor * reference
     if len(c.loss) < p or not 0.0 < reference < _INF or not all(v > limit for v in c.loss[-p:]):
         return None
@@ -180,8 +207,8 @@ def _stuck(c: _Curves, th: Thresholds) -> Verdict | None:
 
     dead_relu: dead fraction >= ``dead_frac``; vanishing_grad: grad norm < ``vanishing_grad``;
     chance: metric within ``chance_margin`` of ``chance``; no_progress: the lowest loss is less
-    than ``progress_frac`` below the initial loss (at least ln(1/chance), a uniform guess's
-    cross-entropy, when ``chance`` is given) and the metric, if any, never beat its first value
+    than ``progress_frac`` below the initial loss (at least ln(1/p), a uniform guess's
+    cross-entropy, when ``chance`` gives its probability p) and the metric, if any, never beat its first value
     by more than ``chance_margin``. chance and no_progress wait while the loss still falls by
     ``stuck_trend`` of its level per window or more.
     """
@@ -203,7 +230,7 @@ def _stuck(c: _Curves, th: Thresholds) -> Verdict | None:
             reason = f"stuck: metric {tail[-1]:.3g} at chance {c.chance:.3g} ±{deviation:.3f} for {w} epochs"
             evidence = {"chance": c.chance, "metric": tail[-1], "deviation": deviation, "epochs": epoch}
             return _verdict(STUCK, reason, epoch, "chance", **evidence)
-    init = max(c.init, -math.log(c.chance)) if c.chance is not None and 0.0 < c.chance < 1.0 else c.init
+    init = max(c.init, -math.log(c.guess)) if c.guess is not None else c.init
     measured = math.isfinite(init) and init > 0.0 and math.isfinite(c.lowest)
     if not measured or (improvement := (init - min(c.lowest, init)) / init) >= th.progress_frac:
         return None
@@ -217,11 +244,11 @@ def _stuck(c: _Curves, th: Thresholds) -> Verdict | None:
 
 def _oscillating(c: _Curves, th: Thresholds) -> Verdict | None:
     """Oscillating: over the last 2 windows of the target, mean |change| / level > ``osc_rel_swing``
-    with no improving LS trend."""
+    with no improving LS trend (the level: |mean - origin|, :func:`diagnose`)."""
     tail = last_window(c.target, 2 * th.window)
     if c.epoch < th.min_epochs or tail is None:
         return None
-    level = abs(sum(tail)) / len(tail)
+    level = abs(sum(tail) - c.origin * len(tail)) / len(tail)
     swing = sum(abs(b - a) for a, b in itertools.pairwise(tail)) / (len(tail) - 1) / max(level, 1e-300)
     slope = c.sign * ls_slope(tail)  # > 0: getting worse
     if swing <= th.osc_rel_swing or slope < 0.0:
@@ -235,7 +262,7 @@ def _converged(c: _Curves, th: Thresholds) -> Verdict | None:
     budget, at least a window), not at chance level, and with a metric the loss falls < ``loss_trend``
     per window; plateau_bad if worse than ``best`` by > ``bad_margin``."""
     horizon = th.window if c.budget is None else max(th.window, c.budget - c.epoch)
-    found = None if c.epoch < th.min_epochs else find_plateau(c.target, c.sign, th, horizon)
+    found = None if c.epoch < th.min_epochs else find_plateau(c.target, c.sign, th, horizon, c.origin)
     if found is None or (c.metric is not None and loss_fall(c.loss, th.window) >= th.loss_trend):
         return None
     start, level, spread, tol = found
@@ -247,7 +274,7 @@ def _converged(c: _Curves, th: Thresholds) -> Verdict | None:
     if c.best is not None and c.sign * (window_best - c.best) > th.bad_margin:
         reason = f"plateau at a bad level since epoch {step}: {level:.4g} vs best {c.best:.4g}"
         return _verdict(PLATEAU_BAD, reason, step, best=c.best, gap=abs(window_best - c.best), **evidence)
-    rel = spread / abs(level) if level else 0.0
+    rel = spread / abs(level - c.origin) if level != c.origin else 0.0
     reason = f"converged at epoch {step} (last {th.window} epochs within {rel:.1%} of {level:.4g})"
     return _verdict(CONVERGED, reason, step, **evidence)
 
@@ -266,8 +293,8 @@ def _predicted_worse(c: _Curves, th: Thresholds) -> Verdict | None:
     fitted = finite[min(len(finite) // 3, len(finite) - 4) :] if len(finite) >= 4 else None
     if fitted is None or sign * (sum(fitted) / len(fitted) - c.best) <= th.predict_margin:
         return None
-    headroom = th.predict_headroom
-    found = optimistic_forecast(c.target, c.budget, mode=mode, start_epoch=c.start_epoch, headroom=headroom)
+    units = {"headroom": th.predict_headroom, "scale": c.scale, "origin": c.origin}
+    found = optimistic_forecast(c.target, c.budget, mode=mode, start_epoch=c.start_epoch, **units)
     if found is None:
         return None
     pred, optimistic = found

@@ -55,6 +55,7 @@ def extrapolate(
     mode: str = "max",
     bounds: tuple[float, float] | None = (0.0, 1.0),
     start_epoch: int = 1,
+    origin: float = 0.0,
 ) -> Prediction | None:
     """Predict ``curve`` at epoch ``at`` from power-law and exponential fits, with a band.
 
@@ -64,8 +65,9 @@ def extrapolate(
     early transient) while 4 remain. ``mean`` weighs each family's best fit by AIC; the band
     spans the fits within 4 AIC units of the best, each family's best and the best fit's grid
     neighbours, widened by 2 residual standard deviations x sqrt(1 + distance / t_last), then
-    clipped to ``bounds``. NaN policy: non-finite points are dropped (the rest keep their
-    epochs); fewer than 4 finite points give None.
+    clipped to ``bounds``. The residuals' floor is relative to the curve's level measured from
+    ``origin`` (:func:`analysis.verdict.level_origin`). NaN policy: non-finite points are
+    dropped (the rest keep their epochs); fewer than 4 finite points give None.
     """
     sign = mode_sign(mode)
     values = [float(v) for v in curve]
@@ -84,7 +86,7 @@ def extrapolate(
     yc = np.array(ys) - y_mean
     sgy = gc @ yc
     beta = np.minimum(sgy / sgg, 0.0) if sign < 0 else np.maximum(sgy / sgg, 0.0)
-    floor = n * (1e-3 * (abs(y_mean) + max(ys) - min(ys))) ** 2 + 1e-300
+    floor = n * (1e-3 * (abs(y_mean - origin) + max(ys) - min(ys))) ** 2 + 1e-300
     sse = np.maximum(float(yc @ yc) + floor - beta * sgy, floor).tolist()  # residual sum of squares + floor
     pred = (y_mean + beta * g_at).tolist()
     best = min(range(len(sse)), key=sse.__getitem__)
@@ -111,36 +113,48 @@ def optimistic_final(
     mode: str = "max",
     start_epoch: int = 1,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    scale: float = 1.0,
+    origin: float = 0.0,
 ) -> float | None:
     """The most a curve may plausibly still reach at ``budget``: its optimistic end.
 
     The better edge of :func:`extrapolate`'s band at ``budget`` (unbounded) plus
-    ``predict_headroom`` x (1 - epoch / budget) of that edge's gap to the ideal (1 for "max",
-    0 for "min"): an allowance for late take-offs that no fitted family foresees. None while
-    the curve has fewer than 4 finite points (NaN policy of :func:`extrapolate`) or has reached
-    ``budget``.
+    ``predict_headroom`` x (1 - epoch / budget) of that edge's gap to the ideal (``scale`` for
+    "max": 1 for a fraction, 100 for a percentage; 0 for "min"): an allowance for late
+    take-offs that no fitted family foresees. None while the curve has fewer than 4 finite
+    points (NaN policy of :func:`extrapolate`) or has reached ``budget``. ``origin``: see
+    :func:`extrapolate`.
     """
     mode_sign(mode)  # a bad mode is a ValueError even at the budget
     if budget <= start_epoch + len(curve) - 1:
         return None
     headroom = thresholds.predict_headroom
-    found = optimistic_forecast(curve, budget, mode=mode, start_epoch=start_epoch, headroom=headroom)
+    kw = {"mode": mode, "start_epoch": start_epoch, "headroom": headroom, "scale": scale, "origin": origin}
+    found = optimistic_forecast(curve, budget, **kw)
     return None if found is None else found[1]
 
 
 def optimistic_forecast(
-    curve: Sequence[float], budget: int, *, mode: str, start_epoch: int, headroom: float
+    curve: Sequence[float],
+    budget: int,
+    *,
+    mode: str,
+    start_epoch: int,
+    headroom: float,
+    scale: float = 1.0,
+    origin: float = 0.0,
 ) -> tuple[Prediction, float] | None:
     """The unbounded :func:`extrapolate` of ``curve`` at ``budget`` and its optimistic end.
 
     The optimistic end is the band's better edge plus ``headroom`` x (1 - epoch / budget) of
-    that edge's gap to the ideal (1 for "max", 0 for "min"), the epoch being the curve's last.
+    that edge's gap to the ideal (``scale`` for "max", 0 for "min"), the epoch being the curve's last.
     None when :func:`extrapolate` gives None (fewer than 4 finite points). Every extrapolation
     of the diagnosis goes through here, calling this module's ``extrapolate`` by name.
     """
     sign = mode_sign(mode)
-    if (pred := extrapolate(curve, budget, mode=mode, bounds=None, start_epoch=start_epoch)) is None:
+    pred = extrapolate(curve, budget, mode=mode, bounds=None, start_epoch=start_epoch, origin=origin)
+    if pred is None:
         return None
     epoch = start_epoch + len(curve) - 1
-    edge, ideal = (pred.low, 0.0) if sign > 0 else (pred.high, 1.0)
+    edge, ideal = (pred.low, 0.0) if sign > 0 else (pred.high, float(scale))
     return pred, edge - sign * headroom * (1.0 - epoch / budget) * max(sign * (edge - ideal), 0.0)

@@ -42,9 +42,12 @@ def loss_fall(loss: list[float], w: int) -> float:
     return -ls_slope(recent) * w / level if level > 0.0 else 0.0
 
 
-def find_plateau(y: list[float], sign: float, th: Thresholds, horizon: int) -> Plateau | None:
+def find_plateau(
+    y: list[float], sign: float, th: Thresholds, horizon: int, origin: float = 0.0
+) -> Plateau | None:
     """Plateau rule on ``z = sign * y`` (lower is better): the last ``window`` values are finite
-    with a range ``spread`` <= ``tol`` = ``rel_tol`` x |their median ``level``|, their minimum is
+    with a range ``spread`` <= ``tol`` = ``rel_tol`` x |their median ``level`` - ``origin``| (the
+    point levels are measured from, in units of ``y``), their minimum is
     within ``tol`` of the minimum before them (the curve stays lower), and the LS trend of the last
     2 windows gains < ``trend_frac`` x ``tol`` over ``horizon`` epochs. The plateau starts at the
     earliest index after which all values lie in one band of width ``tol``."""
@@ -53,7 +56,7 @@ def find_plateau(y: list[float], sign: float, th: Thresholds, horizon: int) -> P
         return None
     ordered = sorted(sign * v for v in tail)
     level = 0.5 * (ordered[(w - 1) // 2] + ordered[w // 2])
-    tol, lo, hi = th.rel_tol * abs(level), ordered[0], ordered[-1]
+    tol, lo, hi = th.rel_tol * abs(level - sign * origin), ordered[0], ordered[-1]
     if hi - lo > tol:
         return None
     z = [sign * v for v in y]

@@ -7,9 +7,10 @@ stdlib only.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 CONVERGED, DIVERGED, STUCK, OSCILLATING, PLATEAU_BAD, PREDICTED_WORSE, PROGRESSING = (
@@ -18,6 +19,8 @@ CONVERGED, DIVERGED, STUCK, OSCILLATING, PLATEAU_BAD, PREDICTED_WORSE, PROGRESSI
 STATUSES: tuple[str, ...] = (
     CONVERGED, DIVERGED, STUCK, OSCILLATING, PLATEAU_BAD, PREDICTED_WORSE, PROGRESSING)  # fmt: skip
 _INF = math.inf
+#: The thresholds in metric units: :meth:`Thresholds.scaled` multiplies them by the metric's scale.
+METRIC_MARGINS: tuple[str, ...] = ("chance_margin", "bad_margin", "predict_margin")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ _LIMITS: dict[str, tuple[float, float, bool]] = {  # threshold: (lowest, highest
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Every threshold of the rules; the margins are in metric units (0.05 = 5 accuracy points)."""
+    """Every threshold of the rules; the margins (:data:`METRIC_MARGINS`) are in units of the
+    metric's scale (0.05 = 5 accuracy points on a fraction: see :meth:`scaled`)."""
 
     window: int = 5  # plateau window (epochs); oscillation and trends look at 2 windows
     rel_tol: float = 0.01  # converged: the window's range within this fraction of its level
@@ -73,13 +77,26 @@ class Thresholds:
     bad_margin: float = 0.05  # plateau_bad: converged worse than best by more than this
     predict_margin: float = 0.02  # predicted_worse: optimistic end worse than best by more than this
     predict_min_epochs: int = 8  # predicted_worse only from this epoch on
-    predict_headroom: float = 0.1  # share of the gap to the ideal (1 or 0) left open at epoch 0
+    predict_headroom: float = 0.1  # share of the gap to the ideal (scale or 0) left open at epoch 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if (problem := threshold_problem(f.name, value)) is not None:
                 raise ValueError(f"Thresholds.{f.name} {problem}: got {f.name}={value!r}")
+
+    def scaled(self, scale: float) -> Thresholds:
+        """These thresholds with the margins in metric units (:data:`METRIC_MARGINS`) times ``scale``.
+
+        ``scale`` 1 gives these very thresholds (so every comparison is as before). Cached: the
+        diagnosis asks for it on every epoch.
+        """
+        return self if scale == 1.0 else _scaled(self, float(scale))
+
+
+@functools.lru_cache(maxsize=64)
+def _scaled(thresholds: Thresholds, scale: float) -> Thresholds:
+    return replace(thresholds, **{name: getattr(thresholds, name) * scale for name in METRIC_MARGINS})
 
 
 def threshold_problem(name: str, value: Any) -> str | None:
@@ -97,6 +114,12 @@ def threshold_problem(name: str, value: Any) -> str | None:
 
 
 DEFAULT_THRESHOLDS = Thresholds()
+
+
+def level_origin(mode: str, chance: float | None, scale: float) -> float:
+    """Where a metric's level is measured from by the relative tests: 0, or ``scale`` for a "min"
+    metric with a ``chance`` level (an error rate: its accuracy ``scale - metric`` is 0 there)."""
+    return float(scale) if mode == "min" and chance is not None else 0.0
 
 
 def mode_sign(mode: str) -> float:

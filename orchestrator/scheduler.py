@@ -24,7 +24,17 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from analysis.convergence import Verdict
 from orchestrator.contract import contract_problem, hyperparameters
-from orchestrator.policy import CONTINUE, PRUNE, RESTART, STOP, AttemptRecord, ConvergencePolicy, Decision
+from orchestrator.policy import (
+    CONTINUE,
+    OPTIONAL_KEYS,
+    PRUNE,
+    RESTART,
+    STOP,
+    AttemptRecord,
+    ConvergencePolicy,
+    Decision,
+    rule_coverage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +44,11 @@ STATE_FILE = "convergence_scheduler.json"
 def _value(result: dict[str, Any], key: str) -> float:
     value = result.get(key)
     return float(value) if value is not None else math.nan
+
+
+def _finite(value: Any) -> bool:
+    """A finite number (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _seconds(result: dict[str, Any]) -> float | None:
@@ -50,7 +65,7 @@ class ConvergenceScheduler(FIFOScheduler):
     its trial as failed, with the problem in :meth:`problem`, before the policy sees it; the
     mode is the policy's, and a searcher or Tuner asking for the other one is refused.
     Callbacks and the summary read decisions through :meth:`decision`, :meth:`lineage`,
-    :meth:`problem` and :attr:`restarts`.
+    :meth:`problem` and :attr:`restarts`, and which rules were active through :meth:`rules`.
     """
 
     def __init__(
@@ -71,6 +86,7 @@ class ConvergenceScheduler(FIFOScheduler):
         self.decisions: dict[str, Decision] = {}  # trial id -> its latest decision
         self.broken: dict[str, str] = {}  # trial id -> how its result broke the metric contract
         self._order: dict[str, int] = {}  # trial id -> when it was added
+        self.reported: set[str] = set()  # optional keys some valid result carried as a finite number
 
     # -- what callbacks and the summary read ---------------------------------------------
     @property
@@ -89,6 +105,11 @@ class ConvergenceScheduler(FIFOScheduler):
     def problem(self, trial_id: str) -> str | None:
         """How ``trial_id``'s result broke the metric contract (``<key>: <problem>``), or None."""
         return self.broken.get(trial_id)
+
+    def rules(self) -> tuple[list[str], dict[str, str]]:
+        """The policy's rules that were active, and each other rule with why it was off
+        (:func:`orchestrator.policy.rule_coverage`, from the optional keys trials reported)."""
+        return rule_coverage(self.policy.config, self.policy.rules, self.reported)
 
     def all_broken(self) -> bool:
         """True once some trial broke the contract and no trial has reported a valid result."""
@@ -118,6 +139,7 @@ class ConvergenceScheduler(FIFOScheduler):
             return TrialScheduler.NOOP
         if (problem := contract_problem(result, self._metric or "val_acc", self.loss_key)) is not None:
             return self._break(tune_controller, tid, problem)
+        self.reported.update(k for k in OPTIONAL_KEYS if k not in self.reported and _finite(result.get(k)))
         epoch = int(result["epoch"])
         if epoch <= self.policy.lineage(tid)[-1].epochs:  # replayed after a restore: decided already
             logger.debug("trial %s: epoch %d of attempt %d already observed", tid, epoch, attempt)
@@ -226,12 +248,14 @@ class ConvergenceScheduler(FIFOScheduler):
             "policy": self.policy.state_dict(),
             "decisions": {tid: _decision_data(d) for tid, d in self.decisions.items()},
             "broken": dict(self.broken),
+            "reported": sorted(self.reported),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self.decisions = {tid: _decision(d) for tid, d in state.get("decisions", {}).items()}
         self.broken = dict(state.get("broken", {}))
+        self.reported = set(state.get("reported", ()))
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "w") as f:

@@ -11,12 +11,17 @@ from ray import tune
 from orchestrator.callbacks import name_of
 from orchestrator.contract import hyperparameters
 from orchestrator.outcomes import INTERRUPTED, Outcomes
+from orchestrator.policy import coverage_line
 from orchestrator.tracking import SweepTracker, ui_hint
 
 
 @dataclass
 class SweepSummary:
-    """What a finished sweep found and where its records are."""
+    """What a finished sweep found and where its records are.
+
+    ``rules`` and ``rules_off`` are the convergence scheduler's rules that were active and the
+    others with why they were off (:meth:`ConvergenceScheduler.rules`); empty for other schedulers.
+    """
 
     name: str
     metric: str
@@ -38,6 +43,13 @@ class SweepSummary:
     interrupted: bool = False
     model_uri: str | None = None
     report: str | None = None
+    rules: list[str] = field(default_factory=list)
+    rules_off: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rules_line(self) -> str | None:
+        """``rules: a, b; off: c (why)``, or None when the sweep ran no convergence scheduler."""
+        return coverage_line(self.rules, self.rules_off) if self.rules or self.rules_off else None
 
     def render(self) -> str:
         """A short plain-text report for the terminal."""
@@ -58,6 +70,8 @@ class SweepSummary:
         lines.append(
             "  trials by final status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
         )
+        if self.rules_line:
+            lines.append(f"  {self.rules_line}")
         lines.append(f"  Ray results: {self.results_dir}")
         if self.tracking_uri:
             lines.append(
@@ -94,6 +108,8 @@ class SweepSummary:
             f"- {sum(self.statuses.values())} trials; epochs: {self.epochs_run} run of {self.epochs_budget} "
             f"budgeted ({saved} saved); restarts: {self.restarts}",
         ]
+        if self.rules_line:
+            lines.append(f"- {self.rules_line}")
         if self.model_uri:
             lines.append(f"- best model: `{self.model_uri}`")
         if report:
@@ -114,6 +130,14 @@ class SweepSummary:
             metrics[f"best_{self.metric}"] = self.best_value
         metrics.update({f"trials_{k.lower()}": float(v) for k, v in self.statuses.items()})
         return metrics
+
+    def tags(self) -> dict[str, str]:
+        """The summary as the parent run's tags: ``rules`` (the active ones, comma-separated) and
+        ``rules_off`` (``name (why)``, comma-separated); none without a convergence scheduler."""
+        if not self.rules_line:
+            return {}
+        off = ", ".join(f"{name} ({why})" for name, why in self.rules_off.items())
+        return {"rules": ", ".join(self.rules), "rules_off": off}
 
 
 def _fmt(value: Any) -> str:
@@ -136,8 +160,9 @@ def summarize(
 ) -> SweepSummary:
     """The summary of a fitted sweep; each trial's status is the one :class:`Outcomes` decided.
 
-    ``scheduler`` is the convergence scheduler (its lineage counts restarts and their epochs)
-    or None; a trial that never ended on its own makes the sweep interrupted.
+    ``scheduler`` is the convergence scheduler (its lineage counts restarts and their epochs;
+    its :meth:`rules` say which rules were active) or None; a trial that never ended on its own
+    makes the sweep interrupted.
     """
     statuses: dict[str, int] = {}
     rows, epochs_run, restarts = [], 0, 0
@@ -155,17 +180,7 @@ def summarize(
         else:
             epochs_run += int(last.get("epoch", 0))
         decision = scheduler.decision(tid) if scheduler is not None and tid else None
-        rows.append(
-            {
-                **hyperparameters(result.config),
-                "trial_id": tid,
-                "status": status,
-                "value": last.get(cfg.metric),
-                "epochs": last.get("epoch"),
-                "attempts": int(last.get("attempt", 0)) + 1,
-                "verdict": decision.verdict.status if decision is not None and decision.verdict else None,
-            }
-        )
+        rows.append(_row(cfg, result.config, last, tid, status, decision))
     summary = SweepSummary(
         name=cfg.name,
         metric=cfg.metric,
@@ -182,8 +197,23 @@ def summarize(
         trials=rows,
         interrupted=INTERRUPTED in statuses,
     )
+    if scheduler is not None:
+        summary.rules, summary.rules_off = scheduler.rules()
     _best(summary, grid, tracker)
     return summary
+
+
+def _row(cfg: Any, config: dict, last: dict, tid: str | None, status: str, decision: Any) -> dict[str, Any]:
+    """One trial's row of the summary: its hyperparameters, status, value, epochs and verdict."""
+    return {
+        **hyperparameters(config),
+        "trial_id": tid,
+        "status": status,
+        "value": last.get(cfg.metric),
+        "epochs": last.get("epoch"),
+        "attempts": int(last.get("attempt", 0)) + 1,
+        "verdict": decision.verdict.status if decision is not None and decision.verdict else None,
+    }
 
 
 def _trial_id(result: Any) -> str | None:

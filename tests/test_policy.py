@@ -351,7 +351,7 @@ def test_a_state_saved_before_rules_were_a_list_loads_as_the_same_state():
     restored = scenario_policy()
     restored.load_state_dict(old)
     assert restored.state_dict() == json.loads(json.dumps(live.state_dict()))
-    assert restored.state_dict()["version"] == STATE_VERSION == 3
+    assert restored.state_dict()["version"] == STATE_VERSION == 4
     for tid in ("b", "c", "d", "e"):  # and it decides as the sweep it was saved from
         epoch = live.trials[tid].epoch + 1
         numbers = (tid, epoch, 0.5, 0.6)

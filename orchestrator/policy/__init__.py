@@ -6,8 +6,9 @@ decision can be replayed on recorded curves and reproduced offline. Keyed by ``t
 Two references, in metric units: the *best final*, the best value of the trials that
 finished (completed, or stopped as converged), and the *leader*, the best metric any other
 trial has reported so far (at any epoch) or the best final when that is better. Rules,
-checked in this order on each epoch of a trial's current attempt (margins in metric units;
-``thresholds`` are :class:`analysis.convergence.Thresholds`):
+checked in this order on each epoch of a trial's current attempt (margins in metric units are
+in units of the metric's scale, ``PolicyConfig.scale``: given, or measured by ``scale``'s
+:class:`MetricScale`; ``thresholds`` are :class:`analysis.convergence.Thresholds`):
 
 1. The curve is diagnosed by :func:`analysis.convergence.diagnose` against the leader.
 2. ``diverged`` -> **prune** at once.
@@ -54,10 +55,12 @@ Modules: ``decision`` (:class:`Decision`, the actions), ``config`` (:class:`Poli
 :class:`SettingError`), ``trial`` (what is kept per trial, :class:`AttemptRecord`), ``engine``
 (:class:`ConvergencePolicy`), ``rules`` (:class:`RankRule`, :class:`GuardedRule`), ``rungs``
 (:class:`AshaRungs`, :class:`CostRungs`), ``state`` (save and restore as versioned data),
-``settings`` (:class:`ConvergenceSettings`, :func:`policy_from_settings`).
+``settings`` (:class:`ConvergenceSettings`, :func:`policy_from_settings`), ``scale`` (the
+metric's unit, :class:`MetricScale`), ``coverage`` (which rules were active, :func:`rule_coverage`).
 """
 
 from orchestrator.policy.config import PolicyConfig, PolicySettings, SettingError, thresholds_from
+from orchestrator.policy.coverage import OPTIONAL_KEYS, RULE_NAMES, coverage_line, rule_coverage
 from orchestrator.policy.decision import (
     CONTINUE,
     DECISION_WIDTH,
@@ -70,6 +73,7 @@ from orchestrator.policy.decision import (
 from orchestrator.policy.engine import INIT_KINDS, ConvergencePolicy
 from orchestrator.policy.rules import EPOCHS, SECONDS, GuardedRule, RankRule, Reading
 from orchestrator.policy.rungs import AshaRungs, CostRungs
+from orchestrator.policy.scale import MetricScale
 from orchestrator.policy.settings import INNER_RULES, ConvergenceSettings, policy_from_settings
 from orchestrator.policy.state import STATE_VERSION
 from orchestrator.policy.trial import AttemptRecord
@@ -79,8 +83,10 @@ __all__ = [
     "EPOCHS",
     "INIT_KINDS",
     "INNER_RULES",
+    "OPTIONAL_KEYS",
     "PRUNE",
     "RESTART",
+    "RULE_NAMES",
     "SECONDS",
     "STATE_VERSION",
     "STOP",
@@ -91,13 +97,16 @@ __all__ = [
     "CostRungs",
     "Decision",
     "GuardedRule",
+    "MetricScale",
     "PolicyConfig",
     "PolicySettings",
     "RankRule",
     "Reading",
     "SettingError",
+    "coverage_line",
     "decision_text",
     "DECISION_WIDTH",
     "policy_from_settings",
+    "rule_coverage",
     "thresholds_from",
 ]

@@ -7,6 +7,7 @@ says what is wrong once, as ``<key>: <problem>, got <value>`` (the config loader
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -92,12 +93,18 @@ class PolicyConfig(PolicySettings):
     Args:
         mode: "max" when a higher metric is better, else "min".
         chance: the metric of a random guess (e.g. 0.1 for 10 classes), or None.
+        scale: the unit of the margins in metric units (``collapse_margin``,
+            ``contender_margin`` and the thresholds' :data:`analysis.verdict.METRIC_MARGINS`
+            are multiplied by it); for "max" also the metric's ideal (1 for a fraction, 100 for
+            a percentage). None ("min" only): measured, the median |metric| at epoch 1 of the
+            first attempts so far (:attr:`ConvergencePolicy.scale`).
         history: epochs of each series kept per trial.
         thresholds: the thresholds of the diagnosis.
     """
 
     mode: str = "max"
     chance: float | None = None
+    scale: float | None = 1.0
     history: int = 64
     thresholds: Thresholds = field(default_factory=Thresholds)
 
@@ -105,8 +112,23 @@ class PolicyConfig(PolicySettings):
         if self.mode not in ("max", "min"):
             raise SettingError("mode", "must be 'max' or 'min'", self.mode)
         super().__post_init__()
+        if (problem := scale_problem(self.scale, self.mode)) is not None:
+            raise SettingError("scale", *problem)
         if self.history < 2 * self.thresholds.window:
             raise SettingError("history", "must be at least 2 x thresholds.window", self.history)
+
+
+def scale_problem(scale: Any, mode: str) -> tuple[str] | tuple[str, Any] | None:
+    """What is wrong with ``scale`` for a metric of ``mode``: (problem,) or (problem, value); None if fine.
+
+    A scale is a finite number > 0 (not a bool), or None (measured) for "min" only.
+    """
+    if scale is None:
+        return ("must be given for mode=max (the metric's best possible value)",) if mode == "max" else None
+    number = isinstance(scale, (int, float)) and not isinstance(scale, bool)
+    if not number or not (math.isfinite(scale) and scale > 0.0):
+        return ("must be a finite number > 0, or null (measured, mode=min only)", scale)
+    return None
 
 
 def thresholds_from(values: Mapping[str, Any]) -> Thresholds:

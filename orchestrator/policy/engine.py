@@ -18,13 +18,16 @@ from analysis.convergence import (
     PLATEAU_BAD,
     PREDICTED_WORSE,
     STUCK,
+    Thresholds,
     Verdict,
     diagnose,
+    level_origin,
     optimistic_final,
 )
 from orchestrator.policy.config import PolicyConfig
 from orchestrator.policy.decision import CONTINUE, PRUNE, RESTART, STOP, Decision
 from orchestrator.policy.rules import RankRule, Reading
+from orchestrator.policy.scale import MetricScale
 from orchestrator.policy.state import load_policy_state, policy_state
 from orchestrator.policy.trial import AttemptRecord, _Trial
 from orchestrator.seeding import derive_seed
@@ -70,6 +73,17 @@ class ConvergencePolicy:
         self.epochs = 0
         self.restarts_finished = 0
         self.restarts_succeeded = 0
+        self.metric_scale = MetricScale(config.scale)
+
+    @property
+    def scale(self) -> float:
+        """The metric's unit now: ``config.scale``, or measured (:class:`MetricScale`) when None."""
+        return self.metric_scale.unit
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The config's thresholds with their margins in metric units times :attr:`scale`."""
+        return self.config.thresholds.scaled(self.scale)
 
     # -- bookkeeping ---------------------------------------------------------------------
     def _trial(self, trial_id: str) -> _Trial:
@@ -129,7 +143,7 @@ class ConvergencePolicy:
         before = trial.lineage[-2].final
         self.restarts_finished += 1
         if final is not None and before is not None and math.isfinite(final) and math.isfinite(before):
-            self.restarts_succeeded += self.sign * (final - before) > self.config.thresholds.chance_margin
+            self.restarts_succeeded += self.sign * (final - before) > self.thresholds.chance_margin
 
     def complete(self, trial_id: str, final: float | None, outcome: str = "completed") -> None:
         """Record a trial's end; a finite final value of a finished trial updates the best.
@@ -165,9 +179,10 @@ class ConvergencePolicy:
         counts its epochs after the first (start-up work goes into the first), and the second
         epochs of first attempts calibrate the rules' unit. NaN policy: a non-finite loss is
         kept and diagnosed as divergence; a missing or NaN diagnostic (grad_norm, dead_frac,
-        seconds) only disables the rule that needs it.
+        seconds) only disables the rule that needs it. Margins are in units of :attr:`scale`.
         """
         trial = self._trial(trial_id)
+        self.metric_scale.observe(trial_id, epoch, trial.attempt, metric)
         counted = trial.record(epoch, loss, metric, self.sign, grad_norm, dead_frac, seconds)
         if counted is not None and epoch == 2 and trial.attempt == 0:
             for rule in self.rules:
@@ -190,16 +205,17 @@ class ConvergencePolicy:
             initial_loss=trial.initial_loss,
             best_loss=trial.lowest_loss,
             thresholds=self.config.thresholds,
+            scale=self.scale,
         )
         return self._decide(trial_id, trial, verdict, leader)
 
     def _decide(self, trial_id: str, trial: _Trial, verdict: Verdict, leader: float | None) -> Decision:
         """The decision for the trial's verdict: the module's rules 2 to 10, in their order."""
-        c, th, status = self.config, self.config.thresholds, verdict.status
+        c, th, status, unit = self.config, self.thresholds, verdict.status, self.scale
         attempt = trial.attempt
         if status == DIVERGED:
             return Decision(PRUNE, verdict.reason, verdict, attempt)
-        if trial.collapsed(c.chance, self.sign, c.collapse_margin, th):
+        if trial.collapsed(c.chance, self.sign, c.collapse_margin * unit, th):
             peak, chance = self.sign * (trial.peak or 0.0), self.config.chance
             reason = f"stuck: collapsed back to chance {chance:.3g} after reaching {peak:.3g}"
             if restart := self._restart(trial_id, trial, verdict, "stuck (collapsed)", reason):
@@ -228,7 +244,8 @@ class ConvergencePolicy:
                 return Decision(PRUNE, reason, verdict, attempt)
         if status == CONVERGED and c.stop_converged:
             level = verdict.evidence["level"]
-            contender = self.best is not None and self.sign * (level - self.best) >= -c.contender_margin
+            margin = c.contender_margin * unit
+            contender = self.best is not None and self.sign * (level - self.best) >= -margin
             if not contender and self.budget - trial.epoch >= c.stop_min_left * self.budget:
                 return Decision(STOP, verdict.reason, verdict, attempt)
             why = "a contender" if contender else "close to its budget"
@@ -242,10 +259,10 @@ class ConvergencePolicy:
         chance, but fewer than a window of epochs are: a collapse may be under way. Held while a
         restart is still possible, so whether a collapse is restarted does not depend on which
         other trials happened to report first (the leader they set would prune it)."""
-        c, th = self.config, self.config.thresholds
+        c, th = self.config, self.thresholds
         if c.chance is None or trial.peak is None or not trial.metric:
             return False
-        if trial.peak - self.sign * c.chance <= c.collapse_margin:
+        if trial.peak - self.sign * c.chance <= c.collapse_margin * self.scale:
             return False
         if not abs(trial.metric[-1] - c.chance) <= th.chance_margin:
             return False
@@ -273,6 +290,8 @@ class ConvergencePolicy:
             mode=self.config.mode,
             start_epoch=trial.epoch - len(trial.metric) + 1,
             thresholds=self.config.thresholds,
+            scale=self.scale,
+            origin=level_origin(self.config.mode, self.config.chance, self.scale),
         )
         return cuts[0] if optimistic is None or self.sign * (optimistic - leader) < 0.0 else None
 

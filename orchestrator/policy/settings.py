@@ -84,10 +84,12 @@ class ConvergenceSettings(PolicySettings):
                 raise SettingError(name, f"unknown scheduler setting (known: {', '.join(known)})")
         return cls(**settings)
 
-    def policy_config(self, *, mode: str, chance: float | None) -> PolicyConfig:
-        """The policy's config: these settings, the sweep's ``mode`` and ``chance``."""
+    def policy_config(self, *, mode: str, chance: float | None, scale: float | None = 1.0) -> PolicyConfig:
+        """The policy's config: these settings, the sweep's ``mode``, ``chance`` and ``scale``
+        (:class:`PolicyConfig`: the metric's unit; None: measured, "min" only)."""
         chosen = {f.name: getattr(self, f.name) for f in fields(PolicySettings)}
-        return PolicyConfig(mode=mode, chance=chance, thresholds=thresholds_from(self.thresholds), **chosen)
+        th = thresholds_from(self.thresholds)
+        return PolicyConfig(mode=mode, chance=chance, scale=scale, thresholds=th, **chosen)
 
     def rank_rules(self, *, budget: int, total_epochs: int | None) -> list[RankRule]:
         """The rank rules these settings place for a sweep of ``total_epochs`` (None: unbounded).
@@ -120,17 +122,19 @@ def policy_from_settings(
     budget: int,
     total_epochs: int | None,
     sweep_seed: int = 0,
+    scale: float | None = 1.0,
 ) -> ConvergencePolicy:
     """The policy configured by ``settings`` (a mapping is read by :meth:`ConvergenceSettings.from_mapping`).
 
-    ``mode`` and ``chance`` are the sweep's metric's; ``budget`` is the epochs of one attempt,
+    ``mode``, ``chance`` and ``scale`` (the unit of the margins in metric units, 1 for a
+    fraction; None: measured, "min" only) are the sweep's metric's; ``budget`` is the epochs of one attempt,
     ``total_epochs`` the sweep's (trials x budget; None: no sweep-wide restart budget and rank
     rules in any sweep); ``sweep_seed`` seeds the restarts.
     """
     if not isinstance(settings, ConvergenceSettings):
         settings = ConvergenceSettings.from_mapping(settings)
     return ConvergencePolicy(
-        settings.policy_config(mode=mode, chance=chance),
+        settings.policy_config(mode=mode, chance=chance, scale=scale),
         budget=budget,
         total_epochs=total_epochs,
         sweep_seed=sweep_seed,

@@ -1,10 +1,14 @@
 """The policy's state as plain, versioned data: JSON-serialisable, never pickled objects.
 
-Version 3 holds the rank rules' states as a list, in the order of the policy's ``rules``.
+Version 4 adds the metric's measured scale (``scale``: the opening values and the unit,
+:class:`orchestrator.policy.scale.MetricScale`); version 3, saved before scales, is read as a
+state whose scale has seen nothing yet. Version 3 holds the rank rules' states as a list, in
+the order of the policy's ``rules``.
 Version 2 (before rules were composed as a list) held them in four named slots: ``inner``
 (with its loss guard ``loss_inner``) and ``cost_inner`` (with ``cost_loss_inner``); it is read
 by turning the slots that hold a state into that list, in that order, as
-:func:`orchestrator.policy.policy_from_settings` orders the rules. Any other version is refused.
+:func:`orchestrator.policy.policy_from_settings` orders the rules, then as version 3. Any other
+version is refused.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from orchestrator.policy.trial import AttemptRecord, _Trial
 if TYPE_CHECKING:
     from orchestrator.policy.engine import ConvergencePolicy
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 _SERIES = ("loss", "metric", "grad", "dead")
 #: Version 2's slots of the rank rules: (rule, its loss guard), in the order of the rules.
 _V2_SLOTS = (("inner", "loss_inner"), ("cost_inner", "cost_loss_inner"))
@@ -35,11 +39,12 @@ def policy_state(policy: ConvergencePolicy) -> dict[str, Any]:
         "restarts_succeeded": policy.restarts_succeeded,
         "trials": {tid: _trial_state(t) for tid, t in policy.trials.items()},
         "rules": [rule.state_dict() for rule in policy.rules],
+        "scale": policy.metric_scale.state_dict(),
     }
 
 
 def load_policy_state(policy: ConvergencePolicy, state: dict[str, Any]) -> None:
-    """Restore ``policy`` from :func:`policy_state` (this version or version 2).
+    """Restore ``policy`` from :func:`policy_state` (this version, version 3 or version 2).
 
     Raises:
         ValueError: another version, or states for another number of rank rules than the
@@ -47,6 +52,8 @@ def load_policy_state(policy: ConvergencePolicy, state: dict[str, Any]) -> None:
     """
     if state.get("version") == 2:
         state = upgrade_v2(state)
+    if state.get("version") == 3:
+        state = {**state, "version": STATE_VERSION, "scale": {}}
     if state.get("version") != STATE_VERSION:
         raise ValueError(f"policy state version {state.get('version')!r} is not {STATE_VERSION}")
     if len(state["rules"]) != len(policy.rules):
@@ -62,6 +69,7 @@ def load_policy_state(policy: ConvergencePolicy, state: dict[str, Any]) -> None:
     policy.trials = {tid: _trial_from(data, policy.config.history) for tid, data in state["trials"].items()}
     for rule, rule_state in zip(policy.rules, state["rules"], strict=True):
         rule.load_state_dict(rule_state)
+    policy.metric_scale.load_state_dict(state["scale"])
 
 
 def upgrade_v2(state: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +81,7 @@ def upgrade_v2(state: dict[str, Any]) -> dict[str, Any]:
             rules.append({"rule": state[rule], "guard": state[guard]} if guarded else state[rule])
     names = {name for slots in _V2_SLOTS for name in slots}
     kept = {k: v for k, v in state.items() if k not in names}
-    return {**kept, "version": STATE_VERSION, "rules": rules}
+    return {**kept, "version": 3, "rules": rules}
 
 
 def _trial_state(trial: _Trial) -> dict[str, Any]:
