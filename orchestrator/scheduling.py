@@ -30,6 +30,7 @@ def build_policy(cfg: SweepConfig, num_trials: int) -> ConvergencePolicy:
         cfg.scheduler,
         mode=cfg.mode,
         chance=chance_of(cfg),
+        scale=scale_of(cfg),
         budget=epochs,
         total_epochs=num_trials * epochs,
         sweep_seed=cfg.seed,
@@ -44,6 +45,14 @@ def chance_of(cfg: SweepConfig) -> float | None:
     if not cfg.trainable.own and cfg.metric == "val_acc":
         return 1.0 / NUM_CLASSES
     return None
+
+
+def scale_of(cfg: SweepConfig) -> float | None:
+    """The unit of the policy's margins: ``trainable.metrics.scale``, else 1 for a built-in or
+    a ``mode=max`` metric (a fraction), else None: measured from the trials' first epochs."""
+    if cfg.trainable.metrics.scale is not None:
+        return cfg.trainable.metrics.scale
+    return 1.0 if not cfg.trainable.own or cfg.mode == "max" else None
 
 
 def loss_of(cfg: SweepConfig) -> str:

@@ -314,7 +314,8 @@ def _finish(s: _Sweep, summary: SweepSummary, grid: tune.ResultGrid) -> SweepSum
         status = "KILLED" if summary.interrupted else "FINISHED"
         final = "INTERRUPTED" if summary.interrupted else "FINISHED"
         where = report_location(summary) if reporting else None  # the report is written after
-        s.tracker.end_sweep(status, {"final_status": final}, summary.metrics(), summary.markdown(where))
+        tags = {**summary.tags(), "final_status": final}
+        s.tracker.end_sweep(status, tags, summary.metrics(), summary.markdown(where))
     if reporting and report is None:  # results on remote storage: the report reads MLflow
         report = start_report(summary)
     summary.report = finish_report(report)
