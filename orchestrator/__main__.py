@@ -44,6 +44,10 @@ def _hydra_main(cfg: DictConfig) -> None:
         data = OmegaConf.to_container(cfg, resolve=True)
         sweep_cfg = load_config(data)  # type: ignore[arg-type]
         preflight(sweep_cfg, os.getcwd())
+        if sweep_cfg.check:
+            from orchestrator.check import check  # imports torch and the user's code
+
+            sys.exit(check(sweep_cfg, os.getcwd()))
         if sweep_cfg.tracking.token is not None:
             os.environ["MLFLOW_TRACKING_TOKEN"] = sweep_cfg.tracking.token
         from orchestrator.sweep import run  # imports Ray: only once the config is known good

@@ -16,7 +16,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from orchestrator.contract import logged_metrics, hyperparameters, step_of
+from orchestrator.contract import hyperparameters, logged_metrics, step_of
 from orchestrator.outcomes import Outcomes
 from orchestrator.policy import decision_text
 from orchestrator.tracking import SweepTracker

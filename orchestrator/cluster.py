@@ -122,17 +122,32 @@ def alive_nodes() -> list[dict[str, float]]:
     return [{"CPU": float(n.get("CPU", 0.0)), "GPU": float(n.get("GPU", 0.0))} for n in nodes]
 
 
-def start_ray(cfg: SweepConfig) -> bool:
+def launch_env(cfg: SweepConfig, launch_dir: str) -> dict | None:
+    """The runtime environment that makes a user's train function importable on every node of
+    a joined cluster: the launch directory as the trials' working directory (uploaded by Ray;
+    results, MLflow stores and VCS data left out). None for the built-ins, and inside a
+    ``ray job submit`` job, whose own ``--working-dir`` already is the launch directory."""
+    if not cfg.trainable.own or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+        return None
+    excludes = [".git", "__pycache__", "mlruns", "mlflow.db*", "*.ckpt", "outputs", "multirun"]
+    storage = os.path.abspath(os.path.join(launch_dir, cfg.storage.path))
+    if "://" not in cfg.storage.path and storage.startswith(os.path.join(launch_dir, "")):
+        excludes.append("/" + os.path.relpath(storage, launch_dir))
+    return {"working_dir": launch_dir, "excludes": excludes}
+
+
+def start_ray(cfg: SweepConfig, launch_dir: str | None = None) -> bool:
     """Start the embedded Ray (cluster=local) or join the cluster (cluster=ray) unless Ray is
     already initialised; True when this call connected.
 
-    An unreachable cluster is a ConfigError naming ``cluster.address``, raised within
-    ``cluster.connect_timeout_s`` and before anything is created.
+    Joining a cluster with a user's train function ships ``launch_dir`` to the nodes
+    (:func:`launch_env`). An unreachable cluster is a ConfigError naming ``cluster.address``,
+    raised within ``cluster.connect_timeout_s`` and before anything is created.
     """
     if ray.is_initialized():
         return False
     if cfg.cluster.mode == "ray":
-        _join(cfg)
+        _join(cfg, launch_env(cfg, launch_dir) if launch_dir else None)
         return True
     ray.init(
         address="local",  # a new embedded Ray, never a `ray start` cluster found on this machine
@@ -145,7 +160,7 @@ def start_ray(cfg: SweepConfig) -> bool:
     return True
 
 
-def _join(cfg: SweepConfig) -> None:
+def _join(cfg: SweepConfig, runtime_env: dict | None = None) -> None:
     """Join the cluster at :func:`cluster_address`; a Ray Client session the head failed to start
     (it can, when busy) is asked for once more."""
     from_env = cfg.cluster.address is None and "RAY_ADDRESS" in os.environ
@@ -156,7 +171,12 @@ def _join(cfg: SweepConfig) -> None:
         try:
             with warnings.catch_warnings():  # Ray Client warns before it raises: the error says it once
                 warnings.filterwarnings("ignore", "Ray Client connection timed out")
-                ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+                ray.init(
+                    address=address,
+                    runtime_env=runtime_env,
+                    log_to_driver=True,
+                    logging_level=logging.WARNING,
+                )
             return
         except Exception as exc:  # noqa: BLE001 - Ray raises many kinds here; all mean "cannot join"
             reason = join_failure(exc, address)

@@ -156,6 +156,8 @@ def _objective(cfg: SweepConfig) -> SweepConfig:
     A built-in trainable optimises one of :data:`OBJECTIVES` in its direction; a user's
     function any metric it reports, in the direction ``mode`` says (or its name).
     """
+    if cfg.mode is not None:
+        _choose("mode", cfg.mode, ("min", "max"))
     named = mode_of(cfg.metric)
     if not cfg.trainable.own:
         _choose("metric", cfg.metric, tuple(OBJECTIVES))
@@ -165,10 +167,10 @@ def _objective(cfg: SweepConfig) -> SweepConfig:
     if cfg.mode is None:
         if named is None:
             raise ConfigError(
-                f"mode: required for metric {cfg.metric!r} (max or min): its name does not say which is better"
+                f"mode: required for metric {cfg.metric!r} (max or min): "
+                "its name does not say which is better"
             )
         return dataclasses.replace(cfg, mode=named)
-    _choose("mode", cfg.mode, ("min", "max"))
     return cfg
 
 
@@ -178,14 +180,18 @@ def _check_trainable(t: Any) -> None:
     _at_least("trainable.checkpoint_every", t.checkpoint_every, 1)
     if t.own:
         if t.fn is None:
-            raise ConfigError("trainable.fn: required with trainable=function (module:function, e.g. mypkg.train:train)")
+            raise ConfigError(
+                "trainable.fn: required with trainable=function (module:function, e.g. mypkg.train:train)"
+            )
         split_target(t.fn, "trainable.fn")
         if t.model_fn is not None:
             split_target(t.model_fn, "trainable.model_fn")
     else:
         for key in ("fn", "model_fn"):
             if getattr(t, key) is not None:
-                raise ConfigError(f"trainable.{key}: only with trainable=function (trainable.model is {t.model!r})")
+                raise ConfigError(
+                    f"trainable.{key}: only with trainable=function (trainable.model is {t.model!r})"
+                )
         _choose("trainable.dataset", t.dataset, DATASETS)
     if not 0.0 < t.data.val_fraction < 1.0:
         raise ConfigError(f"trainable.data.val_fraction: must be in (0, 1), got {t.data.val_fraction!r}")

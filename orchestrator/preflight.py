@@ -20,8 +20,8 @@ from urllib.parse import urlparse
 
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
-from orchestrator.tracking.uri import is_http, resolve_tracking_uri, sqlite_path
 from orchestrator.target import check_target
+from orchestrator.tracking.uri import is_http, resolve_tracking_uri, sqlite_path
 from trainables.data import DataError, check_data_root
 
 

@@ -24,11 +24,16 @@ from ray.tune import Callback
 
 from analysis.load import read_results
 from orchestrator.config import SweepConfig, load_config
-from orchestrator.contract import CHECKPOINT_FILE, logged_metrics, hyperparameters
+from orchestrator.contract import CHECKPOINT_FILE, hyperparameters, logged_metrics
 from orchestrator.errors import ConfigError
 
 RECORD_FILE = "orchestrator.json"
-RECORD_VERSION = 2  # 2: scheduler.* holds only the chosen scheduler's keys
+RECORD_VERSION = 3  # 2: scheduler.* holds only the chosen scheduler's keys; 3: trials run train functions
+#: What changed in each earlier record version, so that such a sweep cannot be resumed here.
+_EARLIER = {
+    1: "before its modules were split",
+    2: "before trials ran train functions (its tuner.pkl names trainables.entry)",
+}
 _SECRET_PATHS = (("tracking", "token"),)  # never written to disk: given again through the environment
 
 
@@ -110,10 +115,11 @@ def read_record(path: str) -> tuple[SweepRecord, SweepConfig]:
         data = json.loads(raw)
     except ValueError as exc:
         raise ConfigError(f"resume: {path}/{RECORD_FILE} is corrupt ({str(exc).splitlines()[0]})") from None
-    if isinstance(data, dict) and data.get("version") == 1:  # its tuner.pkl names modules that moved
+    if isinstance(data, dict) and data.get("version") in _EARLIER:  # its tuner.pkl names modules that moved
+        version = data["version"]
         raise ConfigError(
-            f"resume: {path} was started by an earlier release of the orchestrator (record version 1, "
-            "before its modules were split); resume it with that release"
+            f"resume: {path} was started by an earlier release of the orchestrator (record version "
+            f"{version}, {_EARLIER[version]}); resume it with that release"
         )
     try:
         if not isinstance(data, dict):

@@ -3,8 +3,8 @@ call the train function named in the trial's ``run`` settings, report through Ra
 
 The trial config holds the hyperparameters (searched and fixed) plus bookkeeping: ``attempt``,
 ``trial_index``, ``epochs`` (the budget of one attempt) and a ``run`` mapping the same for
-every trial (``fn``, ``model_fn``, ``checkpoint_every``, ``sweep_seed``, ``launch_dir``). ``random``, numpy and torch are seeded
-with the attempt's seed before the function is called.
+every trial (``fn``, ``model_fn``, ``checkpoint_every``, ``sweep_seed``, ``launch_dir``).
+``random``, numpy and torch are seeded with the attempt's seed before the function is called.
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ def run_trial(config: dict[str, Any]) -> None:
     with active(trial):
         fn(dict(trial.hp), trial)
     if trial.reported == 0:
-        raise RuntimeError("trainable.fn: the function returned without reporting (call trial.report(epoch, ...))")
+        raise RuntimeError(
+            "trainable.fn: the function returned without reporting (call trial.report(epoch, ...))"
+        )
 
 
 def _checkpoint() -> Any:

@@ -141,16 +141,20 @@ class SweepConfig:
     ``seed`` seeds the searcher (trial seeds derive from it); ``max_concurrent_trials`` None runs
     as many trials as the resources fit; ``metric`` with ``mode`` is the objective; ``verbose``
     is Ray Tune's progress output (0 silent, 1 status table, 2 per result); ``report`` writes the
-    convergence report at the end and logs it to the parent run."""
+    convergence report at the end and logs it to the parent run; ``check`` runs one trial for
+    two epochs in this process instead of the sweep and prints what it reported."""
 
     name: str = "default"
     seed: int = 0
     num_samples: int = 24
     max_concurrent_trials: int | None = None
     metric: str = "val_acc"
-    mode: str | None = None  # None: from the metric's name (acc, f1, auc, r2: max; loss, mse, mae, error: min)
+    mode: str | None = (
+        None  # None: from the metric's name (acc, f1, auc, r2: max; loss, mse, mae, error: min)
+    )
     verbose: int = 1
     report: bool = True
+    check: bool = False
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     scheduler: SchedulerConfig = field(default_factory=ConvergenceSchedulerConfig)

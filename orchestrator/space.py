@@ -17,12 +17,12 @@ other keys to null: ``lr: {type: choice, values: [0.01, 0.1], low: null, high: n
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.errors import ConfigError
 from analysis.records import BOOKKEEPING as RESERVED
+from orchestrator.errors import ConfigError
 from trainables.hparams import DOMAINS, Domain
 
 DIST_TYPES = ("loguniform", "uniform", "int", "choice")
@@ -93,7 +93,9 @@ def _check_in_domain(name: str, value: Any, key: str, domains: Mapping[str, Doma
         raise ConfigError(f"{key}: {name} {problem}, got {value!r}")
 
 
-def parse_dist(name: str, spec: dict[str, Any], key: str, domains: Mapping[str, Domain] | None = DOMAINS) -> Dist:
+def parse_dist(
+    name: str, spec: dict[str, Any], key: str, domains: Mapping[str, Domain] | None = DOMAINS
+) -> Dist:
     """Parse one distribution mapping; every problem names ``key`` and the bad value.
 
     With ``domains`` None (a user's own train function) any name is taken and only the
@@ -124,7 +126,9 @@ def parse_dist(name: str, spec: dict[str, Any], key: str, domains: Mapping[str, 
     low = _number(spec["low"], f"{key}.low")
     high = _number(spec["high"], f"{key}.high")
     if domain is None and dtype == "int" and not (low.is_integer() and high.is_integer()):
-        raise ConfigError(f"{key}: an int distribution takes whole bounds, got low={spec['low']!r} high={spec['high']!r}")
+        raise ConfigError(
+            f"{key}: an int distribution takes whole bounds, got low={spec['low']!r} high={spec['high']!r}"
+        )
     log = dtype == "loguniform" or bool(spec.get("log", False))
     if log and low <= 0:
         raise ConfigError(f"{key}.low: must be > 0 for a log scale, got {spec['low']!r}")
@@ -171,7 +175,9 @@ def parse_space(
         if domains is not None and name not in domains:
             raise ConfigError(f"{key}: unknown hyperparameter (known: {', '.join(domains)})")
         if domains is None and name in RESERVED and name != "epochs":
-            raise ConfigError(f"{key}: reserved for the sweep's bookkeeping; name the hyperparameter otherwise")
+            raise ConfigError(
+                f"{key}: reserved for the sweep's bookkeeping; name the hyperparameter otherwise"
+            )
         if spec is None:
             continue
         if isinstance(spec, dict):

@@ -22,6 +22,7 @@ from orchestrator import tuner as tuning
 from orchestrator.callbacks import MlflowTrialCallback, VerdictCallback
 from orchestrator.cluster import alive_nodes, check_resources, start_ray
 from orchestrator.config import SweepConfig
+from orchestrator.entry import train
 from orchestrator.errors import ConfigError
 from orchestrator.exporting import ModelExporter, WarmExporter, export_best
 from orchestrator.outcomes import Outcomes
@@ -34,7 +35,6 @@ from orchestrator.scheduling import build_scheduler
 from orchestrator.search import build_searcher, num_trials
 from orchestrator.summary import SweepSummary, summarize
 from orchestrator.tracking import StoreOpening, SweepTracker, resolve_tracking_uri
-from orchestrator.entry import train
 
 #: The built-in trainables' train function, as a Hydra partial (``trainable.fn`` of a user).
 BUILTIN = {"_target_": "trainables.train.train", "_partial_": True, "_convert_": "all"}
@@ -108,7 +108,7 @@ def _run(
 ) -> SweepSummary:
     s = _prepare(cfg, resolved_yaml, overrides, record, started=time.time())  # wall time counts the checks
     try:
-        s.own_ray = start_ray(cfg)
+        s.own_ray = start_ray(cfg, s.launch_dir)
         have = ray.cluster_resources()
         slots = check_resources(
             cfg, alive_nodes() or [{"CPU": have.get("CPU", 0.0), "GPU": have.get("GPU", 0.0)}]
@@ -178,18 +178,27 @@ def _prepare(
 def _param_space(s: _Sweep) -> dict[str, Any]:
     """Every trial's config besides its searched values: fixed values, budget, run settings."""
     cfg = s.cfg
-    return {**cfg.space.fixed, "epochs": cfg.trainable.epochs, "attempt": 0, "run": run_settings(cfg, s.launch_dir)}
+    return {
+        **cfg.space.fixed,
+        "epochs": cfg.trainable.epochs,
+        "attempt": 0,
+        "run": run_settings(cfg, s.launch_dir),
+    }
 
 
 def run_settings(cfg: SweepConfig, launch_dir: str) -> dict[str, Any]:
-    """The ``run`` mapping of every trial's config (:mod:`orchestrator.runner` reads it)."""
+    """The ``run`` mapping of every trial's config (:mod:`orchestrator.runner` reads it).
+
+    On this machine the trials import the user's function from ``launch_dir``; on a joined
+    cluster from the copy of it Ray ships as their working directory
+    (:func:`orchestrator.cluster.launch_env`)."""
     t = cfg.trainable
     return {
         "fn": train_function(t, launch_dir),
         "model_fn": t.model_fn,
         "checkpoint_every": t.checkpoint_every,
         "sweep_seed": cfg.seed,
-        "launch_dir": launch_dir,
+        "launch_dir": launch_dir if cfg.cluster.mode == "local" else None,  # a cluster gets a copy
     }
 
 

@@ -34,7 +34,9 @@ def split_target(spec: Any, key: str = KEY) -> tuple[str, str]:
         if not isinstance(target, str) or "." not in target:
             raise ConfigError(f"{key}._target_: must be a dotted path module.function, got {target!r}")
         if spec.get("_partial_") is not True:
-            raise ConfigError(f"{key}._partial_: must be true (the trial calls the function with (hp, trial))")
+            raise ConfigError(
+                f"{key}._partial_: must be true (the trial calls the function with (hp, trial))"
+            )
         module, _, name = target.rpartition(".")
         return module, name
     raise ConfigError(f"{key}: must be module:function or a mapping with _target_, got {spec!r}")

@@ -21,7 +21,8 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager as ContextManager
+from typing import Any
 
 import torch
 
@@ -146,7 +147,10 @@ class Trial:
         if state.get("attempt") != self.attempt or state.get("seed") != self.seed:
             logger.warning(
                 "ignoring a checkpoint of attempt %s seed %s (this is attempt %s seed %s)",
-                state.get("attempt"), state.get("seed"), self.attempt, self.seed,
+                state.get("attempt"),
+                state.get("seed"),
+                self.attempt,
+                self.seed,
             )
             return 0
         saved = state["state"]
@@ -154,7 +158,9 @@ class Trial:
             if obj is None:
                 continue
             if name not in saved:
-                raise ValueError(f"checkpoint: has no {name!r} (saved: {', '.join(sorted(saved)) or 'nothing'})")
+                raise ValueError(
+                    f"checkpoint: has no {name!r} (saved: {', '.join(sorted(saved)) or 'nothing'})"
+                )
             obj.load_state_dict(saved[name])
         self.restored = saved
         self._send({**state["metrics"], "replayed": True}, None)
@@ -192,8 +198,8 @@ def _state_of(name: str, obj: Any) -> Any:
     if _storable(obj):
         return obj
     raise TypeError(
-        f"checkpoint: {name!r} is a {type(obj).__name__}: give an object with state_dict() "
-        "or tensors, numbers and strings"
+        f"checkpoint: {name!r} ({type(obj).__name__}) cannot be saved: give an object with "
+        "state_dict() or tensors, numbers and strings"
     )
 
 

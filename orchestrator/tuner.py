@@ -99,7 +99,13 @@ def reporter(cfg: SweepConfig) -> CLIReporter:
     (``running``, ``pruned: rank rule at epoch 3``, ...; not the verdict, which is only the
     curve's diagnosis: a trial the rank rule prunes may still be ``progressing``)."""
     loss = loss_of(cfg)
-    metrics = {"epoch": "epoch", "attempt": "attempt", cfg.metric: cfg.metric, loss: loss, "decision": "decision"}
+    metrics = {
+        "epoch": "epoch",
+        "attempt": "attempt",
+        cfg.metric: cfg.metric,
+        loss: loss,
+        "decision": "decision",
+    }
     return CLIReporter(
         metric_columns=metrics,
         parameter_columns=list(cfg.space.searched),

@@ -70,7 +70,16 @@ def _bad_cifar(work: Path) -> None:
     (batches / "data_batch_1").write_bytes(b"this is not a pickle")
 
 
+def _user_package(work: Path) -> None:
+    """A user's package beside the launch directory whose module has no ``train``."""
+    (work / "mypkg").mkdir()
+    (work / "mypkg" / "__init__.py").write_text("")
+    (work / "mypkg" / "train.py").write_text("def fit(hp, trial):\n    pass\n")
+
+
 NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}
+#: A user's function with a space and a metric, for the rows about trainable=function.
+OWN = ["trainable=function", "+trainable.hparams.lr={type:loguniform,low:1e-4,high:1e-1}", "metric=val_mae"]
 
 ROWS: list[tuple[str, list[str], str, str, Setup | None, dict[str, str] | None]] = [
     # unknown options and keys
@@ -126,6 +135,24 @@ ROWS: list[tuple[str, list[str], str, str, Setup | None, dict[str, str] | None]]
     ("metric-not-in-contract", ["metric=accuracy"], "metric", "must be one of val_acc", None, None),
     ("mode-not-min-max", ["mode=up"], "mode", "must be one of min, max, got 'up'", None, None),
     ("mode-against-metric", ["mode=min"], "mode", "val_acc is better when max", None, None),
+    # a user's own train function
+    ("fn-missing", OWN, "trainable.fn", "required with trainable=function", None, None),
+    ("fn-not-module-function", [*OWN, "trainable.fn=mypkg.train"], "trainable.fn", "must be module:function",
+     None, None),
+    ("fn-no-such-module", [*OWN, "trainable.fn=nosuchpkg.train:train"], "trainable.fn",
+     "cannot import 'nosuchpkg.train'", None, None),
+    ("fn-not-defined", [*OWN, "trainable.fn=mypkg.train:train"], "trainable.fn", "defines no 'train'",
+     _user_package, None),
+    ("fn-target-not-partial", [*OWN, "trainable.fn={_target_:mypkg.train.fit}"], "trainable.fn._partial_",
+     "must be true", _user_package, None),
+    ("fn-with-built-in", ["trainable.fn=mypkg.train:train"], "trainable.fn", "only with trainable=function",
+     None, None),
+    ("mode-not-in-name", [*OWN, "trainable.fn=mypkg.train:fit", "metric=score"], "mode",
+     "required for metric 'score'", _user_package, None),
+    ("hparam-reserved", [*OWN, "trainable.fn=mypkg.train:fit", "+trainable.hparams.attempt=2"],
+     "trainable.hparams.attempt", "reserved", _user_package, None),
+    ("scale-not-positive", ["trainable.metrics.scale=0"], "trainable.metrics.scale", "must be > 0",
+     None, None),
     ("unknown-search-algorithm", ["search.algorithm=annealing"], "search.algorithm", "got 'annealing'",
      None, None),
     ("bad-search-option", ["search=cmaes", "search.cmaes_popsize=1"], "search.cmaes_popsize",

@@ -23,11 +23,10 @@ from analysis.convergence import convergence_epoch
 from analysis.load import load_mlflow, load_ray_dir
 from analysis.report import build
 from orchestrator.config import load_config
-from orchestrator.sweep import run
 from orchestrator.contract import CHECKPOINT_FILE
 from orchestrator.entry import train
 from orchestrator.schema import DataConfig, SweepConfig, TrainableConfig
-from orchestrator.sweep import run_settings
+from orchestrator.sweep import run, run_settings
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +124,10 @@ def _fit(tmp_path, name, callbacks):
         "epochs": 6,
         "attempt": 0,
         "seed": 11,
-        "run": run_settings(SweepConfig(trainable=TrainableConfig(checkpoint_every=1, data=DataConfig(max_samples=400))), str(tmp_path)),
+        "run": run_settings(
+            SweepConfig(trainable=TrainableConfig(checkpoint_every=1, data=DataConfig(max_samples=400))),
+            str(tmp_path),
+        ),
     }
     tuner = tune.Tuner(
         tune.with_resources(train, {"cpu": 1}),

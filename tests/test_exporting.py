@@ -12,11 +12,11 @@ from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
 from orchestrator.exporting import ExportError, ModelExporter, WarmExporter
-from trainables.data import load_dataset
-from trainables.hparams import TrialParams
 from orchestrator.schema import SweepConfig, TrainableConfig
 from orchestrator.sweep import run_settings
 from orchestrator.trial import Trial as TrainTrial
+from trainables.data import load_dataset
+from trainables.hparams import TrialParams
 from trainables.trainer import Trainer
 
 RUN = run_settings(SweepConfig(trainable=TrainableConfig(checkpoint_every=1)), os.getcwd())
@@ -33,7 +33,13 @@ def trained(tmp_path):
     data = load_dataset("digits", None, val_fraction=0.25, split_seed=0)
     trainer = Trainer("mlp", data, TrialParams.from_config(CONFIG), 7, "cpu")
     ckpt = tmp_path / "ckpt"
-    trial = TrainTrial(seed=7, attempt=0, epochs=2, hp={}, sink=lambda _r, d: d and shutil.copytree(d, ckpt, dirs_exist_ok=True))
+    trial = TrainTrial(
+        seed=7,
+        attempt=0,
+        epochs=2,
+        hp={},
+        sink=lambda _r, d: d and shutil.copytree(d, ckpt, dirs_exist_ok=True),
+    )
     trial.watch(trainer.model, trainer.optimizer)
     for epoch in (1, 2):
         trainer.train_epoch()

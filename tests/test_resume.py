@@ -196,14 +196,15 @@ def test_resume_refuses_a_record_of_another_version(tmp_path):
     assert "version 99" in _refused(directory)
 
 
-def test_resume_refuses_a_sweep_of_the_release_before_the_module_split(tmp_path):
-    """Version-1 records come with a tuner.pkl that names modules which moved (orchestrator.rungs,
-    callbacks.FinishedTrials): one line that says which release can resume it."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_resume_refuses_a_sweep_of_an_earlier_release(tmp_path, version):
+    """Records of earlier versions come with a tuner.pkl that names modules which moved
+    (orchestrator.rungs, trainables.entry): one line that says which release can resume it."""
     directory = _sweep_dir(tmp_path)
     data = json.loads((directory / RECORD_FILE).read_text())
-    (directory / RECORD_FILE).write_text(json.dumps({**data, "version": 1}))
+    (directory / RECORD_FILE).write_text(json.dumps({**data, "version": version}))
     message = _refused(directory)
-    assert "earlier release" in message and "version 1" in message
+    assert "earlier release" in message and f"version {version}" in message
 
 
 def test_resume_refuses_a_record_copied_from_another_sweep(tmp_path):

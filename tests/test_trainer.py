@@ -5,10 +5,10 @@ import io
 import pytest
 import torch
 
+from orchestrator.watch import Watch
 from trainables.data import load_dataset
 from trainables.hparams import TrialParams
 from trainables.seeding import derive_seed
-from orchestrator.watch import Watch
 from trainables.trainer import Trainer
 
 

@@ -10,6 +10,7 @@ uninterrupted run would.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 from torch import nn
 

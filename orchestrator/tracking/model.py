@@ -23,8 +23,8 @@ def log_pytorch_model(
     """Log a PyTorch model (with an input example, hence a signature) to ``run_id``; return its URI.
 
     With ``registered_name`` the model is also registered in the Model Registry. The model's
-    code (``code_paths``: a package directory or a module file) travels with it, so it loads where the project is not
-    installed; its requirements are MLflow's defaults for the flavour (torch, cloudpickle at
+    code (``code_paths``: a package directory or a module file) travels with it, so it loads
+    where that code is not installed; its requirements are MLflow's defaults for the flavour (torch, cloudpickle at
     the installed versions; inferring them costs ~10 s). Imports ``mlflow.pytorch`` (and so
     torch): call it from a worker or an export subprocess.
     """
