@@ -202,6 +202,52 @@ def test_a_sweep_over_ray_client_runs_on_the_cluster(ray_cluster, tmp_path):
     )
 
 
+USER_TRAIN = """
+import torch
+from torch import nn
+
+def train(hp, trial):
+    torch.manual_seed(trial.seed)
+    x = torch.randn(64, 4)
+    y = x.sum(dim=1, keepdim=True)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=hp["lr"])
+    trial.watch(model, opt)
+    for epoch in range(1, trial.epochs + 1):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        in_copy = float("runtime_resources" in __file__)  # imported from Ray's copy of the launch dir
+        trial.report(epoch, val_loss=loss.item(), in_copy=in_copy)
+"""
+
+
+@pytest.mark.slow
+def test_a_users_function_is_shipped_to_the_cluster(ray_cluster, tmp_path):
+    """cluster=ray with trainable=function: the launch directory travels to the nodes as the
+    trials' working directory, and the trials import the user's module from that copy."""
+    address, _, env, _ = ray_cluster
+    work = tmp_path / "user"
+    (work / "userpkg").mkdir(parents=True)
+    (work / "userpkg" / "__init__.py").write_text("")
+    (work / "userpkg" / "train.py").write_text(USER_TRAIN)
+    results, db = tmp_path / "results", tmp_path / "mlflow.db"
+    own = ["trainable=function", "trainable.fn=userpkg.train:train", "metric=val_loss", "trainable.epochs=3"]
+    proc = _orchestrator(
+        work,
+        "cluster=ray",
+        f"cluster.address={address}",
+        *own,
+        *_small_sweep(results, db),
+        "+trainable.hparams.lr={type:loguniform,low:1e-3,high:1e-1}",
+        env=env,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    _, children = _assert_complete_record(results, db)
+    assert all(run.data.metrics["in_copy"] == 1.0 for run in children)
+
+
 def test_a_pickled_tracker_records_under_the_drivers_parent_run(tmp_path):
     """What a ray:// sweep relies on: a pickled SweepTracker opens nothing until it logs, records
     its trials under the driver's parent run, delivers everything in ``end_copy`` (or at exit; a
