@@ -5,8 +5,8 @@ the checkpoint directory, the trial's config (hyperparameters and its ``run`` se
 tracking URI, the run to log into (the sweep's; ``trial_run_id`` the best trial's) and an
 optional registered model name. The checkpoint loads with ``weights_only=True``. A built-in
 model, or a user's with ``trainable.model_fn``, is logged as an MLflow PyTorch model with the
-input example its checkpoint kept; a user's function without ``model_fn`` has its checkpoint
-file logged on the best trial's run.
+input example its checkpoint kept; a user's function also has its checkpoint file logged on
+the best trial's run.
 
 ``python -m orchestrator.export --serve WARM.json`` is the same export, started early
 (:class:`orchestrator.exporting.ModelExporter`): it imports torch and MLflow, loads the
@@ -33,21 +33,28 @@ from trainables.train import cached_dataset
 
 
 def export(spec: dict[str, Any]) -> str:
-    """Log the best trial's model from its checkpoint; return the model URI (or, for a user's
-    function without ``model_fn``, the URI of the checkpoint logged on the trial's run)."""
+    """Log the best trial's model from its checkpoint; return the model URI.
+
+    A user's function has its checkpoint file logged on the best trial's run first; without
+    ``model_fn`` (or a ``model`` in the checkpoint, or an input example) that file's URI is
+    returned."""
     config, run = spec["config"], spec["config"]["run"]
     path = os.path.join(spec["checkpoint"], CHECKPOINT_FILE)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    built = _builtin_model(run["fn"], config) if _is_builtin(run["fn"]) else _own_model(run, config)
-    if built is None:
-        return log_checkpoint(spec["tracking_uri"], spec.get("trial_run_id") or spec["run_id"], path)
-    model, example, code = built
+    builtin = _is_builtin(run["fn"])
+    logged = (
+        None
+        if builtin
+        else log_checkpoint(spec["tracking_uri"], spec.get("trial_run_id") or spec["run_id"], path)
+    )
+    built = _builtin_model(run["fn"], config) if builtin else _own_model(run, config)
     saved = state["state"]
+    example = saved.get("example_input", built[1] if built else None)
+    if built is None or example is None or "model" not in saved:
+        return logged or ""
+    model, _, code = built
     model.load_state_dict(saved["model"])
     model.eval()
-    example = saved.get("example_input", example)
-    if example is None:
-        return log_checkpoint(spec["tracking_uri"], spec.get("trial_run_id") or spec["run_id"], path)
     return log_pytorch_model(
         spec["tracking_uri"],
         spec["run_id"],

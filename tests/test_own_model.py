@@ -113,6 +113,8 @@ def test_a_users_function_is_tuned_on_its_own_metric(tmp_path):
         finals.append(history[-1].value)
     assert best == pytest.approx(min(finals), rel=1e-4)
     assert "best model: models:/" in out, out
+    best_run = out.split("best trial run ")[1].split(")")[0]
+    assert [a.path for a in client.list_artifacts(best_run, "checkpoint")] == ["checkpoint/checkpoint.pt"]
     assert "rules:" in out and "collapse (no chance level)" in out, out
 
 
