@@ -3,7 +3,7 @@
 - ``python -m benchmarks.overhead_runs plain_ray --trials N --epochs E --dir D``: Ray Tune as its
   documentation teaches: ``Tuner`` + ``OptunaSearch`` + ``MLflowLoggerCallback``, Ray's defaults
   (``ray.init`` by Tune, default logger callbacks, ``reuse_actors`` default), running the project's
-  train function (``trainables.train.train_trial``) with ``max_concurrent_trials=2``.
+  train function (``orchestrator.entry.train``) with ``max_concurrent_trials=2``.
 - ``python -m benchmarks.overhead_runs floor --trials N --epochs E --workers 2``: the same training
   (``trainables.trainer.Trainer``, one thread per process as a 1-CPU Ray trial) in a plain loop in
   ``workers`` processes: no search, no scheduler, no tracking, no checkpoints.
@@ -20,6 +20,9 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any
+
+from orchestrator.schema import SweepConfig
+from orchestrator.sweep import run_settings
 
 #: The fixed hyperparameters every variant trains (the trainables' defaults, spelled out).
 FIXED: dict[str, Any] = {
@@ -38,13 +41,7 @@ FIXED: dict[str, Any] = {
     "init_scale": 1.0,
 }
 LR_LOW, LR_HIGH, LR = 0.0009, 0.0011, 0.001
-RUN = {
-    "model": "mlp",
-    "dataset": "digits",
-    "checkpoint_every": 5,
-    "sweep_seed": 0,
-    "data": {"root": None, "val_fraction": 0.25, "split_seed": 0, "max_samples": None},
-}
+RUN = run_settings(SweepConfig(), os.getcwd())  # the built-in MLP on digits, as a sweep sets it
 
 
 def plain_ray(trials: int, epochs: int, directory: str) -> None:
@@ -53,11 +50,11 @@ def plain_ray(trials: int, epochs: int, directory: str) -> None:
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.search.optuna import OptunaSearch
 
-    from trainables.train import train_trial
+    from orchestrator.entry import train
 
     param_space = {**FIXED, "lr": tune.loguniform(LR_LOW, LR_HIGH), "epochs": epochs, "run": RUN}
     tuner = tune.Tuner(
-        train_trial,
+        train,
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric="val_acc",
@@ -95,7 +92,7 @@ def _floor_trial(index: int, epochs: int) -> float:
 
     torch.set_num_threads(1)  # as a 1-CPU Ray trial (trainables.train sets the same)
     if not _DATA:
-        data = RUN["data"]
+        data = RUN["fn"]["data"]
         _DATA.append(load_dataset("digits", None, val_fraction=data["val_fraction"], split_seed=0))
     params = TrialParams.from_config({**FIXED, "lr": LR, "epochs": epochs})
     trainer = Trainer("mlp", _DATA[0], params, derive_seed(0, index, 0), "cpu")

@@ -73,8 +73,8 @@ def config_id(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
+def _finite_or_none(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 @functools.lru_cache(maxsize=2)
@@ -88,17 +88,20 @@ def _train(model: str, dataset: str, config: dict[str, Any], seed: int) -> tuple
     """Train one run; return its per-epoch series and whether it stopped on a non-finite loss."""
     import torch
 
+    from orchestrator.watch import Watch
     from trainables.hparams import TrialParams
     from trainables.trainer import Trainer
 
     params = TrialParams.from_config(config)
     trainer = Trainer(model, _dataset(dataset), params, seed, torch.device("cpu"))
+    watch = Watch(trainer.model, trainer.optimizer)  # the diagnostics, measured as in a sweep
     series: dict[str, list[float | None]] = {name: [] for name in SERIES}
     while trainer.epoch < params.epochs:
         started = time.perf_counter()
         m = trainer.train_epoch()
         elapsed = time.perf_counter() - started
-        values = (m.train_loss, m.val_loss, m.val_acc, m.grad_norm, m.dead_frac, elapsed)
+        seen = watch.take()
+        values = (m.train_loss, m.val_loss, m.val_acc, seen.get("grad_norm"), seen.get("dead_frac"), elapsed)
         for name, value in zip(SERIES, values, strict=True):
             series[name].append(_finite_or_none(value))
         if not math.isfinite(m.val_loss):

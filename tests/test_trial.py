@@ -128,21 +128,21 @@ def test_the_running_trial_is_current_and_unwatched_after(tmp_path):
 
 
 def test_a_train_function_is_named_and_found_without_running_it(tmp_path):
-    pkg = tmp_path / "mypkg"
+    pkg = tmp_path / "namedpkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "train.py").write_text(
         "from functools import partial as bound\nRAN = []\n"
         "def fit(hp, trial, scale=1):\n    return scale\nalias = fit\nRAN.append(1)\n"
     )
-    assert split_target("mypkg.train:fit") == ("mypkg.train", "fit")
+    assert split_target("namedpkg.train:fit") == ("namedpkg.train", "fit")
     for name in ("fit", "alias", "bound"):
-        check_target(f"mypkg.train:{name}", str(tmp_path))
+        check_target(f"namedpkg.train:{name}", str(tmp_path))
     with pytest.raises(ConfigError, match="defines no 'train'"):
-        check_target("mypkg.train:train", str(tmp_path))
+        check_target("namedpkg.train:train", str(tmp_path))
     with pytest.raises(ConfigError, match="must be module:function"):
-        split_target("mypkg/train.py")
-    fn = load_target({"_target_": "mypkg.train.fit", "_partial_": True, "scale": 3}, str(tmp_path))
+        split_target("namedpkg/train.py")
+    fn = load_target({"_target_": "namedpkg.train.fit", "_partial_": True, "scale": 3}, str(tmp_path))
     assert fn({}, None) == 3
 
 
