@@ -139,13 +139,16 @@ class ConvergenceCallback(pl.Callback):
         if trainer.max_epochs != trial.epochs:
             logger.warning(
                 "ConvergenceCallback: Trainer(max_epochs=%s) set to the trial's budget, %d epochs",
-                trainer.max_epochs, trial.epochs,
+                trainer.max_epochs,
+                trial.epochs,
             )
             trainer.fit_loop.max_epochs = trial.epochs
         if trial.device.type != trainer.strategy.root_device.type:
             logger.warning(
                 "ConvergenceCallback: the trial runs on %s but the Trainer on %s "
-                "(pass accelerator=trial.device.type, devices=1)", trial.device, trainer.strategy.root_device,
+                "(pass accelerator=trial.device.type, devices=1)",
+                trial.device,
+                trainer.strategy.root_device,
             )
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         self._watch = trial.watch(pl_module, optimizer, step_hook=False)
