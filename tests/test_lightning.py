@@ -228,6 +228,7 @@ def test_the_lightning_example_sweeps_through_the_command_line(tmp_path):
     )
     assert "sweep 'lightning_digits' finished in" in out and "2 trials" in out
     assert "best val_acc (max):" in out
+    assert "best model: models:/" in out  # the LightningModule logged through trainable.model_fn
     client = mlflow.tracking.MlflowClient(f"sqlite:///{db}")
     (experiment,) = [e for e in client.search_experiments() if e.name == "lightning_digits"]
     runs = client.search_runs([experiment.experiment_id])
