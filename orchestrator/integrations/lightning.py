@@ -19,10 +19,12 @@ Rules:
   (reported name -> logged name), or, without ``metrics``, every scalar there under its own
   name ("/" kept: MLflow and Ray Tune accept it). A mapped name missing at the first report is
   an error naming it and the names logged; later, a missing value is left out (never filled in).
+  Values the module logs in its own ``on_train_epoch_end`` come after this callback's report.
 - ``grad_norm`` is the mean over the epoch's optimizer steps of the global L2 norm of the
-  gradients (read in ``on_before_optimizer_step``, after Lightning's closure ran the backward
-  pass and unscaled them; clipping comes after); ``dead_frac`` comes from the LightningModule's
-  ReLU-family modules during validation (eval mode); ``lr`` from the first optimizer.
+  gradients (read in ``on_before_optimizer_step``: after Lightning's closure ran the backward
+  pass and unscaled them, before Lightning's gradient clipping); ``dead_frac`` comes from the
+  LightningModule's ReLU-family modules during validation (eval mode; the sanity check does not
+  count); ``lr`` from the first optimizer.
 - The trial's budget wins: a Trainer whose ``max_epochs`` is not ``trial.epochs`` is set to it
   (a warning says so). Validation must run every epoch (``check_val_every_n_epoch=1``).
 - On the epochs the trial checkpoints (every ``checkpoint_every``-th and the last) the
