@@ -7,7 +7,9 @@ next ``trial.attempt``. :meth:`Trial.report` sends one epoch's metrics with what
 fills in (``epoch``, ``attempt``, ``seed``, and from a watched model ``lr``, ``grad_norm``,
 ``dead_frac``); its ``checkpoint`` is saved every ``checkpoint_every`` epochs and at the last.
 :meth:`Trial.restore` loads this attempt's checkpoint (``weights_only=True``) and returns its
-epoch; a checkpoint of an older attempt is refused (the trial starts over).
+epoch; a checkpoint of an older attempt is refused (the trial starts over). A checkpoint may
+carry files of the user's framework next to ``checkpoint.pt`` (``report(files=...)``, e.g. a
+Lightning checkpoint); :meth:`Trial.restore` hands them back in :attr:`Trial.restored_files`.
 
 The trial does not talk to Ray itself: a ``sink`` takes each result (and the directory of its
 checkpoint, if any) and a ``source`` hands the checkpoint to restore, so the same object runs
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager as ContextManager
@@ -36,6 +39,8 @@ CHECKPOINT_VERSION = 2
 
 Sink = Callable[[dict[str, Any], "str | None"], None]
 Source = Callable[[], "ContextManager[str] | None"]
+#: Writes one file of a checkpoint at the path it is given.
+FileWriter = Callable[[str], Any]
 
 _current: list[Trial] = []
 
@@ -53,7 +58,7 @@ def active(trial: Trial) -> Iterator[Trial]:
         yield trial
     finally:
         _current.remove(trial)
-        trial.unwatch()
+        trial.close()
 
 
 class Trial:
@@ -86,13 +91,27 @@ class Trial:
         self.reported = 0  # results sent (replays included)
         self.last: dict[str, Any] = {}
         self.restored: dict[str, Any] = {}  # the values :meth:`restore` loaded
+        self.restored_files: dict[str, str] = {}  # name -> path of the files :meth:`restore` found
         self._sink, self._source = sink, source
         self._watch: Watch | None = None
+        self._files_dir: tempfile.TemporaryDirectory[str] | None = None
 
-    def watch(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Measure ``grad_norm`` (needs the optimizer), ``dead_frac`` and ``lr`` for each report."""
+    def watch(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        step_hook: bool = True,
+    ) -> Watch:
+        """Measure ``grad_norm`` (needs the optimizer), ``dead_frac`` and ``lr`` for each report.
+
+        ``step_hook=False`` leaves the optimizer's steps uncounted: the caller counts each step
+        with the returned watch's :meth:`~orchestrator.watch.Watch.add_step` once its gradients
+        are computed (a framework whose ``step`` runs the backward pass in a closure).
+        """
         self.unwatch()
-        self._watch = Watch(model, optimizer)
+        self._watch = Watch(model, optimizer, step_hook=step_hook)
+        return self._watch
 
     def unwatch(self) -> None:
         """Stop measuring (the hooks are removed)."""
@@ -100,36 +119,69 @@ class Trial:
             self._watch.close()
             self._watch = None
 
-    def report(self, epoch: int, checkpoint: Mapping[str, Any] | None = None, **metrics: Any) -> None:
+    def close(self) -> None:
+        """Stop measuring and delete the files :meth:`restore` copied out."""
+        self.unwatch()
+        if self._files_dir is not None:
+            self._files_dir.cleanup()
+            self._files_dir, self.restored_files = None, {}
+
+    def checkpoint_due(self, epoch: int) -> bool:
+        """Whether :meth:`report` saves a checkpoint at ``epoch``: every ``checkpoint_every``-th
+        epoch and the last of the budget."""
+        return isinstance(epoch, int) and (epoch % self.checkpoint_every == 0 or epoch >= self.epochs)
+
+    def report(
+        self,
+        epoch: int,
+        checkpoint: Mapping[str, Any] | None = None,
+        files: Mapping[str, FileWriter] | None = None,
+        **metrics: Any,
+    ) -> None:
         """Report epoch ``epoch`` (1-based within the attempt) with ``metrics``.
 
         ``checkpoint`` maps names to objects with ``state_dict()`` (model, optimizer, LR
         scheduler) or to tensors and plain values; it is saved on every ``checkpoint_every``-th
-        epoch and the last. Values the user reports win over the ones the framework fills in.
+        epoch and the last (:meth:`checkpoint_due`). ``files`` maps file names to writers called
+        with the path to write, in the same directory, on the same epochs (``checkpoint.pt`` then
+        holds ``checkpoint`` or nothing but the epoch and its metrics). Values the user reports
+        win over the ones the framework fills in.
         """
         result = {name: _plain(value) for name, value in metrics.items()}
         if self._watch is not None:
             for name, value in self._watch.take().items():
                 result.setdefault(name, value)
         result.update(epoch=_plain(epoch), attempt=self.attempt, seed=self.seed)
-        due = isinstance(epoch, int) and (epoch % self.checkpoint_every == 0 or epoch >= self.epochs)
-        if checkpoint is not None and due:
-            state = {name: _state_of(name, obj) for name, obj in checkpoint.items()}
-            if self._watch is not None and self._watch.example is not None:
-                state.setdefault("example_input", self._watch.example)
-            with tempfile.TemporaryDirectory() as tmp:
-                saved = {
-                    "version": CHECKPOINT_VERSION,
-                    "attempt": self.attempt,
-                    "seed": self.seed,
-                    "epoch": epoch,
-                    "metrics": result,
-                    "state": state,
-                }
-                torch.save(saved, os.path.join(tmp, CHECKPOINT_FILE))
-                self._send(result, tmp)
+        if (checkpoint is not None or files) and self.checkpoint_due(epoch):
+            self._save(result, checkpoint or {}, files or {})
         else:
             self._send(result, None)
+
+    def _save(
+        self, result: dict[str, Any], checkpoint: Mapping[str, Any], files: Mapping[str, FileWriter]
+    ) -> None:
+        """Write the checkpoint directory (``checkpoint.pt`` and ``files``) and send it with ``result``."""
+        for name in files:
+            if name == CHECKPOINT_FILE or not name or os.path.basename(name) != name or name.startswith("."):
+                raise ValueError(
+                    f"checkpoint: a file needs a plain name other than {CHECKPOINT_FILE}; got {name=}"
+                )
+        state = {name: _state_of(name, obj) for name, obj in checkpoint.items()}
+        if self._watch is not None and self._watch.example is not None:
+            state.setdefault("example_input", self._watch.example)
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = {
+                "version": CHECKPOINT_VERSION,
+                "attempt": self.attempt,
+                "seed": self.seed,
+                "epoch": result["epoch"],
+                "metrics": result,
+                "state": state,
+            }
+            torch.save(saved, os.path.join(tmp, CHECKPOINT_FILE))
+            for name, write in files.items():
+                write(os.path.join(tmp, name))
+            self._send(result, tmp)
 
     def restore(self, **objects: Any) -> int:
         """Load this attempt's checkpoint into ``objects`` (by the names they were saved under);
@@ -137,7 +189,9 @@ class Trial:
 
         A checkpoint of an older attempt or another seed is refused (0: the attempt starts over).
         The checkpoint's epoch is reported again, marked ``replayed`` (the driver skips it when
-        it has it). The saved values are in :attr:`restored` afterwards.
+        it has it). The saved values are in :attr:`restored` afterwards, and the checkpoint's
+        other files (``report(files=...)``) in :attr:`restored_files`, copied to a directory kept
+        until :meth:`close`.
         """
         state = self._load()
         if state is None:
@@ -168,12 +222,30 @@ class Trial:
         return int(state["epoch"])
 
     def _load(self) -> dict[str, Any] | None:
+        """The checkpoint's content, its other files copied out when it is this attempt's."""
         found = self._source() if self._source is not None else None
         if found is None:
             return None
         with found as directory:
             path = os.path.join(directory, CHECKPOINT_FILE)
-            return torch.load(path, map_location=self.device, weights_only=True)
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            if state.get("attempt") == self.attempt and state.get("seed") == self.seed:
+                self._copy_files(directory)
+            return state
+
+    def _copy_files(self, directory: str) -> None:
+        """Copy the checkpoint's files other than ``checkpoint.pt`` out of ``directory``."""
+        others = sorted(n for n in os.listdir(directory) if n != CHECKPOINT_FILE)
+        if not others:
+            return
+        if self._files_dir is None:
+            self._files_dir = tempfile.TemporaryDirectory(prefix="trial-files-")
+        self.restored_files = {}
+        for name in others:
+            target = os.path.join(self._files_dir.name, name)
+            source = os.path.join(directory, name)
+            (shutil.copytree if os.path.isdir(source) else shutil.copy2)(source, target)
+            self.restored_files[name] = target
 
     def _send(self, result: dict[str, Any], directory: str | None) -> None:
         self._sink(result, directory)

@@ -5,7 +5,9 @@ calls (one epoch):
 
 - ``grad_norm``: the mean over optimizer steps of the global L2 norm of the gradients the step
   is about to apply (an optimizer step pre-hook, so it sees every gradient the user's loop
-  produced, clipping included);
+  produced, clipping included; a framework that computes the gradients inside ``step`` (a
+  closure, as Lightning does) passes ``step_hook=False`` and calls :meth:`Watch.add_step`
+  when the gradients are ready);
 - ``dead_frac``: the share of ReLU-family units (channels for convolutions) whose output was
   not positive for any sample the model saw in eval mode (forward hooks that record only when
   the module is not training, i.e. during validation);
@@ -31,7 +33,9 @@ RELU_FAMILY: tuple[type[nn.Module], ...] = (nn.ReLU, nn.LeakyReLU, nn.ReLU6)
 class Watch:
     """Hooks on ``model`` (and ``optimizer`` when given); :meth:`take` reads and resets them."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, step_hook: bool = True
+    ) -> None:
         self.optimizer = optimizer
         self._grad_sum, self._steps = 0.0, 0
         self._alive: dict[int, torch.Tensor] = {}
@@ -40,10 +44,15 @@ class Watch:
         self._units = [m for m in model.modules() if isinstance(m, RELU_FAMILY)]
         self._handles = [m.register_forward_hook(self._on_forward) for m in self._units]
         self._handles += [model.register_forward_hook(self._on_model_forward)]
-        if optimizer is not None:
+        if optimizer is not None and step_hook:
             self._handles.append(optimizer.register_step_pre_hook(self._on_step))
 
     def _on_step(self, optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        self.add_step(optimizer)
+
+    def add_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Count one optimizer step: the global L2 norm of the gradients ``optimizer`` is about to
+        apply enters the epoch's mean ``grad_norm`` (a step without gradients is not counted)."""
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads:
             self._grad_sum += float(nn.utils.get_total_norm(grads))
