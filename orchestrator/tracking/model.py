@@ -25,8 +25,8 @@ def log_pytorch_model(
     With ``registered_name`` the model is also registered in the Model Registry. The model's
     code (``code_paths``: a package directory or a module file) travels with it, so it loads
     where that code is not installed; its requirements are MLflow's defaults for the flavour
-    (torch, cloudpickle at the installed versions; inferring them costs ~10 s). Imports ``mlflow.pytorch`` (and so
-    torch): call it from a worker or an export subprocess.
+    (torch, cloudpickle at the installed versions; inferring them costs ~10 s). Imports
+    ``mlflow.pytorch`` (and so torch): call it from a worker or an export subprocess.
     """
     import mlflow
     import mlflow.pytorch
