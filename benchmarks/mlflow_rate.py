@@ -1,7 +1,8 @@
 """How many results per second a local ``mlflow server`` takes when written as the sweep writes them.
 
-``python -m benchmarks.mlflow_rate [--quick] [--results N] [--trials T] [--json PATH]`` starts
-``mlflow server --backend-store-uri sqlite:///<tmp>/mlflow.db --host 127.0.0.1 --port <free>``
+``python -m benchmarks.mlflow_rate [--quick] [--results N] [--trials T] [--backend B] [--json PATH]``
+starts ``mlflow server --backend-store-uri sqlite:///<tmp>/mlflow.db --host 127.0.0.1 --port <free>``
+(``--backend postgresql``: over a PostgreSQL started here, :mod:`benchmarks.pgserver`)
 (one worker), writes ``N`` results (default 20,000; ``--quick`` 2,000) spread round-robin over
 ``T`` trial runs (default 32) of one sweep, then stops the server. A result is the 9 values the
 MLflow callback logs per epoch (``orchestrator.contract.LOGGED_KEYS``). Two writers:
@@ -50,15 +51,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def mlflow_server(root: str, *, timeout_s: float = 120) -> Iterator[str]:
-    """A real ``mlflow server`` on 127.0.0.1 backed by SQLite under ``root``; yields its URL.
+def mlflow_server(root: str, *, backend: str | None = None, timeout_s: float = 120) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 backed by ``backend`` (a database URI; default
+    SQLite under ``root``), its artifacts under ``root``; yields its URL.
 
     Started in its own session and stopped (its process group, by id) on exit, even on error.
     """
     port = free_port()
     command = [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{os.path.join(root, 'mlflow.db')}",
+        "--backend-store-uri", backend or f"sqlite:///{os.path.join(root, 'mlflow.db')}",
         "--artifacts-destination", os.path.join(root, "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
@@ -171,6 +173,18 @@ def _report(
     }
 
 
+@contextmanager
+def _backend(name: str, root: str) -> Iterator[str | None]:
+    """The server's store: None (SQLite under ``root``) or a PostgreSQL started for the run."""
+    if name == "sqlite":
+        yield None
+        return
+    from benchmarks.pgserver import postgres_server
+
+    with postgres_server(tempfile.mkdtemp(prefix="bench-pg-", dir="/tmp")) as uri:
+        yield uri
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.mlflow_rate", description=__doc__.split("\n")[0]
@@ -180,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--writers", default="batched,tracker", help="comma-separated: batched, tracker")
     parser.add_argument("--flush-every", type=int, default=FLUSH_EVERY, help="batched: values per log_batch")
+    parser.add_argument(
+        "--backend", choices=("sqlite", "postgresql"), default="sqlite",
+        help="the server's store: SQLite, or a PostgreSQL started here (benchmarks/pgserver.py)",
+    )  # fmt: skip
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if not 1 <= args.flush_every <= 1000:
@@ -199,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     out: dict[str, Any] = {}
     try:
-        with mlflow_server(root) as url:
+        with _backend(args.backend, root) as backend, mlflow_server(root, backend=backend) as url:
             for name in wanted:
                 out[name] = writers[name](url, results, args.trials)
     finally:
@@ -207,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         **out,
         "flush_every": args.flush_every,
+        "backend": args.backend,
         "target_results_per_s": TARGET_RESULTS_PER_S,
         "settings": {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -224,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         verdict = "met" if r["results_per_s"] >= TARGET_RESULTS_PER_S and r["dropped"] == 0 else "MISSED"
         print(f"  target >= {TARGET_RESULTS_PER_S:.0f} results/s, nothing dropped: {verdict}")
-    print(f"load average {load} -> {os.getloadavg()}")
+    print(f"backend {args.backend}; load average {load} -> {os.getloadavg()}")
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=2))
     return 0 if all(r["dropped"] == 0 for r in out.values()) else 1

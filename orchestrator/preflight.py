@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.target import check_target
+from orchestrator.tracking.database import check_database, is_database
 from orchestrator.tracking.uri import is_http, resolve_tracking_uri, sqlite_path
 from trainables.data import DataError, check_data_root
 
@@ -90,7 +91,8 @@ def check_local_resources(cfg: SweepConfig) -> None:
 
 def check_tracking(cfg: SweepConfig, launch_dir: str) -> None:
     """Refuse a tracking URI that does not parse, a local store whose directory cannot be
-    written, or a tracking server nothing answers at."""
+    written, a tracking server nothing answers at, or a database whose driver is missing or
+    that cannot be connected to."""
     if not cfg.tracking.enabled:
         return
     if cfg.tracking.uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
@@ -102,6 +104,8 @@ def check_tracking(cfg: SweepConfig, launch_dir: str) -> None:
         writable_dir(os.path.dirname(db_path), "tracking.uri")
     elif is_http(uri):
         check_answers(uri, "tracking.uri")
+    elif is_database(uri):
+        check_database(uri, "tracking.uri")
 
 
 def check_answers(url: str, key: str, timeout_s: float = 5.0) -> None:
