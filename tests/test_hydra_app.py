@@ -21,7 +21,13 @@ from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 
 from orchestrator import __main__ as entry  # noqa: E402
-from orchestrator.integrations.hydra_app import format_value, hp_overrides, train  # noqa: E402
+from orchestrator.integrations.hydra_app import (  # noqa: E402
+    callback_overrides,
+    compose_app,
+    format_value,
+    hp_overrides,
+    train,
+)
 from orchestrator.integrations.lightning import ConvergenceCallback  # noqa: E402
 from orchestrator.trial import Trial, active  # noqa: E402
 
@@ -83,7 +89,8 @@ APP = {
 
             def setup(self, stage=None):
                 x, y = load_digits(return_X_y=True)
-                x_tr, x_va, y_tr, y_va = train_test_split(x / 16.0, y, test_size=0.25, random_state=0, stratify=y)
+                split = train_test_split(x / 16.0, y, test_size=0.25, random_state=0, stratify=y)
+                x_tr, x_va, y_tr, y_va = split
                 as_set = lambda a, b: TensorDataset(torch.tensor(a, dtype=torch.float32), torch.tensor(b))
                 self.train_set, self.val_set = as_set(x_tr, y_tr), as_set(x_va, y_va)
 
@@ -198,7 +205,9 @@ class Run:
     def __call__(self, result: dict, directory: str | None) -> None:
         self.results.append(dict(result))
         if directory is not None:
-            self.checkpoints[result["epoch"]] = str(shutil.copytree(directory, self.root / f"e{result['epoch']}"))
+            self.checkpoints[result["epoch"]] = str(
+                shutil.copytree(directory, self.root / f"e{result['epoch']}")
+            )
 
 
 def _run(app: Path, tmp: Path, hp: dict, *, seed: int = 7, epochs: int = 2, source=None) -> tuple[Run, tuple]:
@@ -236,7 +245,9 @@ def test_the_apps_task_reports_each_epoch_with_the_trials_values(in_app, tmp_pat
 
 
 def test_the_seed_is_the_trials_not_the_apps(in_app, tmp_path):
-    first = lambda seed, name: _run(in_app, tmp_path / name, {"lr": 0.003}, seed=seed, epochs=1)[0].results[0]
+    def first(seed: int, name: str) -> dict:
+        return _run(in_app, tmp_path / name, {"lr": 0.003}, seed=seed, epochs=1)[0].results[0]
+
     a, again, other = first(1, "a"), first(1, "again"), first(2, "other")
     assert a["val_loss"] == again["val_loss"] and a["val_loss"] != other["val_loss"]
 
@@ -260,6 +271,19 @@ def test_values_are_written_so_hydra_reads_them_back_equal(tmp_path):
         "model='cnn'",  # a config group of the app: its option is chosen
         "++model.lr=0.1",
     ]
+
+
+@pytest.mark.parametrize("text", ["seed: 1\n", "seed: 1\ncallbacks: null\n"])
+def test_the_callback_is_added_to_an_app_without_callbacks(tmp_path, text):
+    (tmp_path / "train.yaml").write_text(text)
+    cfg = compose_app(str(tmp_path), "train", callback_overrides({"val_acc": "val/acc"}))
+    assert cfg.callbacks == {
+        "convergence": {
+            "_target_": "orchestrator.integrations.lightning.ConvergenceCallback",
+            "metrics": {"val_acc": "val/acc"},
+        }
+    }
+    assert not GlobalHydra.instance().is_initialized()
 
 
 def test_a_missing_config_dir_is_one_line_at_preflight(app, tmp_path, monkeypatch, capsys):
@@ -300,7 +324,9 @@ def test_the_app_sweeps_through_the_command_line(app, tmp_path):
     assert "sweep 'hydra_app' finished in" in out and "2 trials" in out
     client = mlflow.tracking.MlflowClient(f"sqlite:///{db}")
     (experiment,) = [e for e in client.search_experiments() if e.name == "hydra_app"]
-    children = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    children = [
+        r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags
+    ]
     assert len(children) == 2
     for child in children:
         history = client.get_metric_history(child.info.run_id, "val_acc")
