@@ -16,6 +16,8 @@ import os
 import socket
 import tempfile
 import urllib.request
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 from orchestrator.config import SweepConfig
@@ -24,6 +26,9 @@ from orchestrator.target import check_target
 from orchestrator.tracking.database import check_database, is_database
 from orchestrator.tracking.uri import is_http, resolve_tracking_uri, sqlite_path
 from trainables.data import DataError, check_data_root
+
+#: ``trainable.fn``'s ``_target_`` for a Hydra app (:mod:`orchestrator.integrations.hydra_app`).
+HYDRA_APP = "orchestrator.integrations.hydra_app.train"
 
 
 def writable_dir(path: str, key: str) -> None:
@@ -124,6 +129,25 @@ def check_answers(url: str, key: str, timeout_s: float = 5.0) -> None:
         raise ConfigError(f"{key}: nothing answers at {host}:{port} ({exc.strerror or exc})") from None
 
 
+def check_hydra_app(spec: Any, launch_dir: str) -> None:
+    """When ``trainable.fn`` is the Hydra app adapter: refuse a missing ``task``, ``config_dir``
+    or ``config_name``, a config directory or file that does not exist (a relative directory is
+    read from ``launch_dir``), or a task :func:`check_target` refuses."""
+    if not isinstance(spec, Mapping) or spec.get("_target_") != HYDRA_APP:
+        return
+    for name in ("task", "config_dir", "config_name"):
+        if not isinstance(spec.get(name), str) or not spec[name]:
+            raise ConfigError(f"trainable.fn.{name}: required by {HYDRA_APP}, got {spec.get(name)!r}")
+    directory = os.path.abspath(os.path.join(launch_dir, os.path.expanduser(spec["config_dir"])))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"trainable.fn.config_dir: no directory {directory}")
+    name = spec["config_name"]
+    name = name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"
+    if not os.path.isfile(os.path.join(directory, name)):
+        raise ConfigError(f"trainable.fn.config_name: no {name} in {directory}")
+    check_target(spec["task"], launch_dir, "trainable.fn.task")
+
+
 def check_data(cfg: SweepConfig) -> None:
     """Refuse data files that are missing or malformed (ConfigError naming ``trainable.data.*``);
     a user's function brings its own data."""
@@ -143,6 +167,7 @@ def preflight(cfg: SweepConfig, launch_dir: str) -> str:
     storage = storage_dir(cfg.storage.path, launch_dir)
     if cfg.trainable.own:
         check_target(cfg.trainable.fn, launch_dir, "trainable.fn")
+        check_hydra_app(cfg.trainable.fn, launch_dir)
         if cfg.trainable.model_fn is not None:
             check_target(cfg.trainable.model_fn, launch_dir, "trainable.model_fn")
     check_data(cfg)
