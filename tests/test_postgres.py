@@ -8,6 +8,7 @@ The server is a real PostgreSQL started on 127.0.0.1 for this module (benchmarks
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 
 import pytest
@@ -19,7 +20,10 @@ from benchmarks.mlflow_rate import free_port, mlflow_server
 from orchestrator.errors import ConfigError
 from orchestrator.tracking.database import check_database
 
-needs_postgres = pytest.mark.skipif(not pgserver.available(), reason="PostgreSQL is not installed")
+needs_postgres = pytest.mark.skipif(
+    not pgserver.available() or importlib.util.find_spec("psycopg") is None,
+    reason="PostgreSQL or its driver (the [postgres] extra) is not installed",
+)
 
 
 @pytest.fixture(scope="module")
