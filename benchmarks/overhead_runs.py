@@ -22,7 +22,7 @@ from multiprocessing import get_context
 from typing import Any
 
 from orchestrator.schema import SweepConfig
-from orchestrator.sweep import run_settings
+from orchestrator.trials import run_settings
 
 #: The fixed hyperparameters every variant trains (the trainables' defaults, spelled out).
 FIXED: dict[str, Any] = {

@@ -17,6 +17,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,6 +28,8 @@ from omegaconf.errors import OmegaConfBaseException
 import conf
 from orchestrator.config import known_keys, load_config
 from orchestrator.errors import ConfigError
+from orchestrator.preemption import EXIT_PREEMPTED, latest_unfinished, preempted
+from orchestrator.preemption import install as install_preemption
 from orchestrator.preflight import preflight
 from orchestrator.redact import is_secret_key, redact, redact_assignments, redact_overrides, redact_yaml
 from orchestrator.schema import register_schemas
@@ -43,25 +46,39 @@ def _hydra_main(cfg: DictConfig) -> None:
     try:
         data = OmegaConf.to_container(cfg, resolve=True)
         sweep_cfg = load_config(data)  # type: ignore[arg-type]
-        preflight(sweep_cfg, os.getcwd())
+        storage = preflight(sweep_cfg, os.getcwd())
         if sweep_cfg.check:
             from orchestrator.check import check  # imports torch and the user's code
 
             sys.exit(check(sweep_cfg, os.getcwd()))
         if sweep_cfg.tracking.token is not None:
             os.environ["MLFLOW_TRACKING_TOKEN"] = sweep_cfg.tracking.token
-        from orchestrator.sweep import run  # imports Ray: only once the config is known good
+        from orchestrator.resume import RECORD_FILE
+        from orchestrator.sweep import resume, run  # imports Ray: only once the config is known good
 
-        summary = run(
-            sweep_cfg,
-            resolved_yaml=OmegaConf.to_yaml(redact(data)),
-            overrides=tuple(redact_overrides(HydraConfig.get().overrides.task)),
-        )
+        unfinished = latest_unfinished(storage, sweep_cfg.name, RECORD_FILE) if _AUTO else None
+        if unfinished is not None:
+            print(f"resume=auto: resuming {unfinished}", flush=True)
+            summary = resume(unfinished)
+        else:
+            summary = run(
+                sweep_cfg,
+                resolved_yaml=OmegaConf.to_yaml(redact(data)),
+                overrides=tuple(redact_overrides(HydraConfig.get().overrides.task)),
+            )
     except (ConfigError, OmegaConfBaseException) as exc:
         _config_exit(exc)
     except KeyboardInterrupt:  # Tune had no chance to end the sweep itself (a second Ctrl+C, ray://)
         _interrupted_exit()
+    _summary_exit(summary)
+
+
+def _summary_exit(summary: Any) -> None:
+    """Print the summary; exit 75 after SIGTERM (resumable), 130 after Ctrl+C, else 0."""
     print(summary.render(), flush=True)
+    if summary.interrupted and preempted():
+        print(f"error: {_PREEMPTED_LINE}", file=sys.stderr)
+        sys.exit(EXIT_PREEMPTED)
     if summary.interrupted:
         sys.exit(EXIT_INTERRUPTED)
 
@@ -73,12 +90,22 @@ def _config_exit(exc: BaseException) -> None:
 
 
 def _interrupted_exit() -> None:
-    """Exit 130 with one line; the sweep has already ended its MLflow runs (KILLED, INTERRUPTED)."""
+    """Exit 130 with one line (75 after SIGTERM); the sweep has already ended its MLflow runs
+    (KILLED, INTERRUPTED)."""
+    if preempted():
+        print(f"error: {_PREEMPTED_LINE}", file=sys.stderr)
+        sys.exit(EXIT_PREEMPTED)
     print("error: interrupted", file=sys.stderr)
     sys.exit(EXIT_INTERRUPTED)
 
 
+_PREEMPTED_LINE = (
+    "preempted (SIGTERM): the sweep was saved; run the same command with resume=auto to finish it"
+)
+
+
 _STARTED: list[bool] = []  # set once Hydra has composed the config and called the task
+_AUTO: list[bool] = []  # resume=auto was given
 _PRINTING = ("-c", "--cfg", "-i", "--info")  # Hydra's flags that print the config
 _QUOTED_KEY = re.compile(r"'([+~]*[\w.\-/@]+)'")
 
@@ -137,6 +164,11 @@ def main() -> None:
     """Compose the config, validate it, run the sweep; exit 2 with one line on a config error."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's printer
     _STARTED.clear()
+    install_preemption()
+    _AUTO.clear()
+    if "resume=auto" in sys.argv[1:]:  # the sweep of this name left unfinished, else a new one
+        _AUTO.append(True)
+        sys.argv.remove("resume=auto")
     if any(a.startswith("resume=") for a in sys.argv[1:]):
         _resume(sys.argv[1:])
         return
@@ -174,9 +206,7 @@ def _resume(args: list[str]) -> None:
         _config_exit(exc)
     except KeyboardInterrupt:
         _interrupted_exit()
-    print(summary.render(), flush=True)
-    if summary.interrupted:
-        sys.exit(EXIT_INTERRUPTED)
+    _summary_exit(summary)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ from orchestrator.policy import OPTIONAL_KEYS, rule_coverage
 from orchestrator.runner import seed_everything, trial_device
 from orchestrator.scheduling import build_policy, loss_of
 from orchestrator.seeding import attempt_seed
-from orchestrator.sweep import run_settings
 from orchestrator.target import load_target
 from orchestrator.trial import Trial, active
+from orchestrator.trials import run_settings
 
 CHECK_EPOCHS = 2
 

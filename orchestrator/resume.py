@@ -49,6 +49,7 @@ class SweepRecord:
     resolved_yaml: str = ""
     tracking_uri: str | None = None
     parent_run_id: str | None = None
+    finished: bool = False  # set when the sweep ended without being interrupted
     version: int = RECORD_VERSION
 
     @property

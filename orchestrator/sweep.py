@@ -18,6 +18,7 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+from orchestrator import preemption
 from orchestrator import tuner as tuning
 from orchestrator.callbacks import MlflowTrialCallback, VerdictCallback
 from orchestrator.cluster import alive_nodes, check_resources, start_ray
@@ -35,9 +36,7 @@ from orchestrator.scheduling import build_scheduler
 from orchestrator.search import build_searcher, num_trials
 from orchestrator.summary import SweepSummary, summarize
 from orchestrator.tracking import StoreOpening, SweepTracker, resolve_tracking_uri
-
-#: The built-in trainables' train function, as a Hydra partial (``trainable.fn`` of a user).
-BUILTIN = {"_target_": "trainables.train.train", "_partial_": True, "_convert_": "all"}
+from orchestrator.trials import param_space
 
 
 def run(
@@ -93,6 +92,7 @@ class _Sweep:
     recorder: MlflowTrialCallback | None = None
     exporter: ModelExporter | None = None
     own_ray: bool = False
+    lock: preemption.DriverLock | None = None  # held while this driver runs the sweep
 
     @property
     def convergence(self) -> ConvergenceScheduler | None:
@@ -109,6 +109,7 @@ def _run(
     s = _prepare(cfg, resolved_yaml, overrides, record, started=time.time())  # wall time counts the checks
     try:
         s.own_ray = start_ray(cfg, s.launch_dir)
+        preemption.install()  # ray.init replaced the SIGTERM handler with one that exits at once
         have = ray.cluster_resources()
         slots = check_resources(
             cfg, alive_nodes() or [{"CPU": have.get("CPU", 0.0), "GPU": have.get("GPU", 0.0)}]
@@ -116,7 +117,7 @@ def _run(
         trainable = tune.with_resources(
             train, {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
         )
-        space = _param_space(s)
+        space = param_space(cfg, s.launch_dir)
         restored = tuning.restore_tuner(s.record.directory, trainable, space) if s.resuming else None
         _open_tracking(s)
         concurrent = min(cfg.max_concurrent_trials or slots, s.trials)
@@ -141,12 +142,16 @@ def _prepare(
         storage = preflight(cfg, launch_dir)
         uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None
         experiment = f"{cfg.name}_{time.strftime('%Y%m%d-%H%M%S')}"
+        lock = None  # taken once the sweep directory exists (_fit)
     else:
         launch_dir, storage, experiment = record.launch_dir, record.storage, record.experiment
         uri = record.tracking_uri
         check_data(cfg)
         if cfg.cluster.mode == "local":
             check_local_resources(cfg)
+        lock = preemption.DriverLock(record.directory)
+        if not lock.acquire() and "://" not in record.directory:
+            raise ConfigError(f"resume: another driver is running the sweep in {record.directory}")
     trials = num_trials(cfg)
     scheduler = build_scheduler(cfg, trials)
     convergence = scheduler if isinstance(scheduler, ConvergenceScheduler) else None
@@ -165,6 +170,7 @@ def _prepare(
         scheduler=scheduler,
         outcomes=Outcomes(cfg.trainable.epochs, convergence),
         started=started,
+        lock=lock,
     )
     s.env.default("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if convergence is not None:  # Ray's classic table, which can show the verdicts; our contract check
@@ -173,48 +179,6 @@ def _prepare(
     if uri and record is None and cfg.cluster.mode == "local" and not ray.is_initialized():
         s.early = StoreOpening(uri, cfg.tracking.experiment or cfg.name)
     return s
-
-
-def _param_space(s: _Sweep) -> dict[str, Any]:
-    """Every trial's config besides its searched values: fixed values, budget, run settings."""
-    cfg = s.cfg
-    return {
-        **cfg.space.fixed,
-        "epochs": cfg.trainable.epochs,
-        "attempt": 0,
-        "run": run_settings(cfg, s.launch_dir),
-    }
-
-
-def run_settings(cfg: SweepConfig, launch_dir: str) -> dict[str, Any]:
-    """The ``run`` mapping of every trial's config (:mod:`orchestrator.runner` reads it).
-
-    On this machine the trials import the user's function from ``launch_dir``; on a joined
-    cluster from the copy of it Ray ships as their working directory
-    (:func:`orchestrator.cluster.launch_env`)."""
-    t = cfg.trainable
-    return {
-        "fn": train_function(t, launch_dir),
-        "model_fn": t.model_fn,
-        "checkpoint_every": t.checkpoint_every,
-        "sweep_seed": cfg.seed,
-        "launch_dir": launch_dir if cfg.cluster.mode == "local" else None,  # a cluster gets a copy
-    }
-
-
-def train_function(t: Any, launch_dir: str) -> Any:
-    """What a trial calls: the user's ``trainable.fn``, or the built-in ``trainables.train.train``
-    bound to ``trainable.model``, ``dataset`` and ``data`` (its data root made absolute)."""
-    if t.own:
-        return {"_convert_": "all", **t.fn} if isinstance(t.fn, dict) else t.fn
-    root = os.path.abspath(os.path.join(launch_dir, t.data.root)) if t.data.root else None
-    data = {
-        "root": root,
-        "val_fraction": t.data.val_fraction,
-        "split_seed": t.data.split_seed,
-        "max_samples": t.data.max_samples,
-    }
-    return {**BUILTIN, "model": t.model, "dataset": t.dataset, "data": data}
 
 
 def _open_tracking(s: _Sweep) -> None:
@@ -265,6 +229,8 @@ def _fit(
             s.experiment, s.storage, s.launch_dir, data, list(s.overrides), s.resolved_yaml, s.uri, parent
         )
         write_record(s.record)
+        s.lock = preemption.DriverLock(s.record.directory)
+        s.lock.acquire()
     tconf = tuning.tune_config(cfg, s.searcher, s.scheduler, s.trials, concurrent)
     rconf = tuning.run_config(cfg, s.experiment, s.storage, s.convergence)
     try:
@@ -325,6 +291,9 @@ def _finish(s: _Sweep, summary: SweepSummary, grid: tune.ResultGrid) -> SweepSum
         where = report_location(summary) if reporting else None  # the report is written after
         tags = {**summary.tags(), "final_status": final}
         s.tracker.end_sweep(status, tags, summary.metrics(), summary.markdown(where))
+    if not summary.interrupted and s.record is not None:
+        s.record.finished = True  # resume=auto passes it by
+        write_record(s.record)
     if reporting and report is None:  # results on remote storage: the report reads MLflow
         report = start_report(summary)
     summary.report = finish_report(report)
@@ -333,6 +302,8 @@ def _finish(s: _Sweep, summary: SweepSummary, grid: tune.ResultGrid) -> SweepSum
 
 def _close(s: _Sweep) -> None:
     """Whatever happened: stop the export, a store opened for nothing, our Ray, our Tune settings."""
+    if s.lock is not None:
+        s.lock.release()
     if s.exporter is not None:
         s.exporter.close()
     if s.early is not None and s.tracker is None:  # failed before the sweep took its store (Ray's start)

@@ -26,7 +26,8 @@ from orchestrator.config import load_config
 from orchestrator.contract import CHECKPOINT_FILE
 from orchestrator.entry import train
 from orchestrator.schema import DataConfig, SweepConfig, TrainableConfig
-from orchestrator.sweep import run, run_settings
+from orchestrator.sweep import run
+from orchestrator.trials import run_settings
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from ray.tune.experiment import Trial
 
 from orchestrator.exporting import ExportError, ModelExporter, WarmExporter
 from orchestrator.schema import SweepConfig, TrainableConfig
-from orchestrator.sweep import run_settings
 from orchestrator.trial import Trial as TrainTrial
+from orchestrator.trials import run_settings
 from trainables.data import load_dataset
 from trainables.hparams import TrialParams
 from trainables.trainer import Trainer

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import cli, cli_env, run_cli
@@ -21,6 +22,7 @@ from omegaconf import OmegaConf
 from analysis.load import read_results
 from orchestrator.config import load_config
 from orchestrator.errors import ConfigError
+from orchestrator.preemption import latest_unfinished
 from orchestrator.resume import RECORD_FILE, SweepRecord, config_data, read_record, write_record
 
 
@@ -83,10 +85,8 @@ def check_mlflow_record(db, sweep_dir, num_trials):
     return by_trial
 
 
-@pytest.mark.slow
-def test_a_sweep_whose_driver_was_killed_is_finished_by_resume(tmp_path):
-    results = tmp_path / "results"
-    args = [
+def _sweep_args(results) -> list[str]:
+    return [
         "debug=default",
         "num_samples=3",
         "trainable.epochs=6",
@@ -97,28 +97,38 @@ def test_a_sweep_whose_driver_was_killed_is_finished_by_resume(tmp_path):
         "verbose=0",
         f"storage.path={results}",
     ]
+
+
+def _start_until_mid_sweep(tmp_path, results, **popen) -> subprocess.Popen:
+    """Start the sweep of :func:`_sweep_args`; return once one trial is done, the next one
+    training, and Ray's snapshot knows both."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", *args],
+        [sys.executable, "-m", "orchestrator", *_sweep_args(results)],
         cwd=tmp_path,
         env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
         start_new_session=True,
+        **({"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL} | popen),
     )
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        sweeps = glob.glob(str(results / "*"))
+        trials = {
+            rows[0]["trial_id"]: len(rows)
+            for rows in map(_rows, glob.glob(str(results / "*" / "trial_*")))
+            if rows
+        }
+        if len(trials) >= 2 and sum(trials.values()) >= 8 and _snapshot_has(sweeps[0], trials):
+            return proc
+        time.sleep(0.2)
+    _kill_group(proc)
+    raise AssertionError("the sweep ended before it could be stopped mid-way")
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_driver_was_killed_is_finished_by_resume(tmp_path):
+    results = tmp_path / "results"
+    proc = _start_until_mid_sweep(tmp_path, results)
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            sweeps = glob.glob(str(results / "*"))
-            trials = {
-                rows[0]["trial_id"]: len(rows)
-                for rows in map(_rows, glob.glob(str(results / "*" / "trial_*")))
-                if rows
-            }
-            # mid-sweep: one trial done, the next one training, and Ray's snapshot knows both
-            if len(trials) >= 2 and sum(trials.values()) >= 8 and _snapshot_has(sweeps[0], trials):
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, "the sweep ended before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -147,6 +157,41 @@ def test_a_sweep_whose_driver_was_killed_is_finished_by_resume(tmp_path):
     )
     assert parent.data.metrics["epochs_run"] == trained
     assert parent.data.metrics["trials"] == 3
+
+
+@pytest.mark.slow
+def test_a_preempted_sweep_exits_resumable_and_resume_auto_finishes_it(tmp_path):
+    """SIGTERM (SLURM's or Kubernetes' preemption) mid-sweep: the driver saves the sweep, ends
+    its MLflow runs and exits 75 within 30 s; the same command with resume=auto finds the
+    sweep and finishes it, nothing lost or trained twice; a finished sweep is not resumed."""
+    results = tmp_path / "results"
+    proc = _start_until_mid_sweep(tmp_path, results, stderr=subprocess.PIPE, text=True)
+    try:
+        sent = time.time()
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        took = time.time() - sent
+    finally:
+        _kill_group(proc)
+    assert proc.returncode == 75, err[-3000:]
+    assert took < 30, took
+    assert err.strip().splitlines()[-1].startswith("error: preempted (SIGTERM): the sweep was saved"), err[
+        -2000:
+    ]
+    (sweep_dir,) = glob.glob(str(results / "*"))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs(["1"])
+    assert runs and all(r.info.status != "RUNNING" for r in runs)
+    assert not json.loads((Path(sweep_dir) / RECORD_FILE).read_text())["finished"]
+
+    out = run_cli(tmp_path, *_sweep_args(results), "resume=auto")
+    assert f"resume=auto: resuming {sweep_dir}" in out and f"Ray results: {sweep_dir}" in out, out
+    by_trial = check_mlflow_record(tmp_path / "mlflow.db", sweep_dir, 3)
+    for tid, rows in by_trial.items():
+        fresh_starts = [r for r in rows if r["epoch"] == 1 and r["attempt"] == 0 and not r.get("replayed")]
+        assert len(fresh_starts) == 1, f"trial {tid} trained from scratch twice"
+    assert json.loads((Path(sweep_dir) / RECORD_FILE).read_text())["finished"]
+    assert latest_unfinished(str(results), "debug", RECORD_FILE) is None
 
 
 # -- bad resume inputs: one line naming `resume`, exit 2, nothing started -------------------------

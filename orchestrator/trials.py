@@ -1,0 +1,54 @@
+"""What every trial of a sweep is given besides its searched values: the fixed values, the
+budget, and the ``run`` settings :mod:`orchestrator.runner` reads (which function to call,
+how often to checkpoint, the sweep seed, where the user's code is)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from orchestrator.config import SweepConfig
+
+#: The built-in trainables' train function, as a Hydra partial (``trainable.fn`` of a user).
+BUILTIN = {"_target_": "trainables.train.train", "_partial_": True, "_convert_": "all"}
+
+
+def param_space(cfg: SweepConfig, launch_dir: str) -> dict[str, Any]:
+    """Every trial's config besides its searched values: fixed values, budget, run settings."""
+    return {
+        **cfg.space.fixed,
+        "epochs": cfg.trainable.epochs,
+        "attempt": 0,
+        "run": run_settings(cfg, launch_dir),
+    }
+
+
+def run_settings(cfg: SweepConfig, launch_dir: str) -> dict[str, Any]:
+    """The ``run`` mapping of every trial's config (:mod:`orchestrator.runner` reads it).
+
+    On this machine the trials import the user's function from ``launch_dir``; on a joined
+    cluster from the copy of it Ray ships as their working directory
+    (:func:`orchestrator.cluster.launch_env`)."""
+    t = cfg.trainable
+    return {
+        "fn": train_function(t, launch_dir),
+        "model_fn": t.model_fn,
+        "checkpoint_every": t.checkpoint_every,
+        "sweep_seed": cfg.seed,
+        "launch_dir": launch_dir if cfg.cluster.mode == "local" else None,  # a cluster gets a copy
+    }
+
+
+def train_function(t: Any, launch_dir: str) -> Any:
+    """What a trial calls: the user's ``trainable.fn``, or the built-in ``trainables.train.train``
+    bound to ``trainable.model``, ``dataset`` and ``data`` (its data root made absolute)."""
+    if t.own:
+        return {"_convert_": "all", **t.fn} if isinstance(t.fn, dict) else t.fn
+    root = os.path.abspath(os.path.join(launch_dir, t.data.root)) if t.data.root else None
+    data = {
+        "root": root,
+        "val_fraction": t.data.val_fraction,
+        "split_seed": t.data.split_seed,
+        "max_samples": t.data.max_samples,
+    }
+    return {**BUILTIN, "model": t.model, "dataset": t.dataset, "data": data}
