@@ -51,7 +51,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def mlflow_server(root: str, *, backend: str | None = None, timeout_s: float = 120) -> Iterator[str]:
+def mlflow_server(
+    root: str, *, backend: str | None = None, workers: int = 1, timeout_s: float = 120
+) -> Iterator[str]:
     """A real ``mlflow server`` on 127.0.0.1 backed by ``backend`` (a database URI; default
     SQLite under ``root``), its artifacts under ``root``; yields its URL.
 
@@ -62,7 +64,7 @@ def mlflow_server(root: str, *, backend: str | None = None, timeout_s: float = 1
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", backend or f"sqlite:///{os.path.join(root, 'mlflow.db')}",
         "--artifacts-destination", os.path.join(root, "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
     ]  # fmt: skip
     log = open(os.path.join(root, "server.log"), "w")
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -198,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "--backend", choices=("sqlite", "postgresql"), default="sqlite",
         help="the server's store: SQLite, or a PostgreSQL started here (benchmarks/pgserver.py)",
     )  # fmt: skip
+    parser.add_argument("--server-workers", type=int, default=1, help="the server's worker processes")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if not 1 <= args.flush_every <= 1000:
@@ -217,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     out: dict[str, Any] = {}
     try:
-        with _backend(args.backend, root) as backend, mlflow_server(root, backend=backend) as url:
+        with _backend(args.backend, root) as backend, mlflow_server(root, backend=backend, workers=args.server_workers) as url:
             for name in wanted:
                 out[name] = writers[name](url, results, args.trials)
     finally:
@@ -226,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         **out,
         "flush_every": args.flush_every,
         "backend": args.backend,
+        "server_workers": args.server_workers,
         "target_results_per_s": TARGET_RESULTS_PER_S,
         "settings": {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
