@@ -9,6 +9,7 @@ every trial (``fn``, ``model_fn``, ``checkpoint_every``, ``sweep_seed``, ``launc
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from typing import Any
@@ -56,6 +57,7 @@ def run_trial(config: dict[str, Any]) -> None:
         RuntimeError: the function returned without reporting an epoch.
     """
     run = config["run"]
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line per checkpoint
     _set_threads()
     seed = attempt_seed(config, tune.get_context().get_trial_id())
     fn = load_target(run["fn"], _launch_dir(run))
