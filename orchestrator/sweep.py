@@ -20,6 +20,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from orchestrator import tuner as tuning
 from orchestrator.callbacks import MlflowTrialCallback, VerdictCallback
+from orchestrator.claim import claim_results_dir, results_name
 from orchestrator.cluster import alive_nodes, check_resources, start_ray
 from orchestrator.config import SweepConfig
 from orchestrator.entry import train
@@ -140,7 +141,7 @@ def _prepare(
         launch_dir = os.getcwd()
         storage = preflight(cfg, launch_dir)
         uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None
-        experiment = f"{cfg.name}_{time.strftime('%Y%m%d-%H%M%S')}"
+        experiment = results_name(cfg.name)  # claimed once the store is open (_open_tracking)
     else:
         launch_dir, storage, experiment = record.launch_dir, record.storage, record.experiment
         uri = record.tracking_uri
@@ -219,12 +220,15 @@ def train_function(t: Any, launch_dir: str) -> Any:
 
 def _open_tracking(s: _Sweep) -> None:
     """Open the MLflow record: reopen a resumed sweep's runs (and log what its killed driver never
-    delivered), or create the parent run with the sweep's params, tags and config."""
+    delivered), or claim a new sweep's results directory (orchestrator/claim.py: two sweeps started
+    in one second get two) and create the parent run with the sweep's params, tags and config."""
     cfg = s.cfg
     if s.early is not None:
         s.tracker = s.early.tracker()
     elif s.uri:
         s.tracker = SweepTracker(s.uri, cfg.tracking.experiment or cfg.name)
+    if not s.resuming:  # after the store opened: a store refused leaves no directory behind
+        s.experiment = claim_results_dir(s.storage, s.experiment)
     if s.tracker is None:
         return
     s.recorder = MlflowTrialCallback(s.tracker, s.outcomes, s.convergence)
