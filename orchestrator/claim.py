@@ -7,14 +7,21 @@ exactly one process wins; a loser takes the next free suffix ``-2``, ``-3``, ...
 storage URI (``s3://``, ``gs://``...) cannot be claimed, so its name carries a short random
 suffix instead (``-3fa9c2``: 24 bits, a collision needs two sweeps in one second drawing the
 same of 16.7 million values).
+
+A results directory that fills up or turns read-only mid-sweep is named by
+:func:`storage_problem`, so the sweep can end with one line instead of Ray's traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import tempfile
 import time
 
+#: What a full or read-only filesystem (or a quota, or a file-size limit) says on a write.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG})
 #: How many suffixes a local claim tries before it gives up (each is a failed ``mkdir``).
 MAX_TRIES = 1000
 
@@ -45,4 +52,31 @@ def claim_results_dir(storage: str, base: str) -> str:
     raise FileExistsError(f"{storage}: {base} and {MAX_TRIES - 1} suffixed names are all taken")
 
 
-__all__ = ["claim_results_dir", "results_name"]
+def storage_problem(directory: str, exc: BaseException) -> str | None:
+    """Why the results ``directory`` cannot be written any more, or None when it can.
+
+    The rule: an OSError of :data:`STORAGE_ERRNOS` anywhere in ``exc``'s chain (its causes and
+    contexts) names the problem; else a probe write (64 KiB, fsynced, removed) in ``directory``
+    decides, since Ray often fails later, on a file the full disk left truncated. Remote storage
+    (``://``) is not probed: None.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, OSError) and link.errno in STORAGE_ERRNOS:
+            return os.strerror(link.errno)
+        link = link.__cause__ or link.__context__
+    if "://" in directory or not os.path.isdir(directory):
+        return None
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-") as probe:
+            probe.write(bytes(64 * 1024))
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
+__all__ = ["claim_results_dir", "results_name", "storage_problem"]

@@ -20,7 +20,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from orchestrator import tuner as tuning
 from orchestrator.callbacks import MlflowTrialCallback, VerdictCallback
-from orchestrator.claim import claim_results_dir, results_name
+from orchestrator.claim import claim_results_dir, results_name, storage_problem
 from orchestrator.cluster import alive_nodes, check_resources, start_ray
 from orchestrator.config import SweepConfig
 from orchestrator.entry import train
@@ -270,6 +270,7 @@ def _fit(
         )
         write_record(s.record)
     tconf = tuning.tune_config(cfg, s.searcher, s.scheduler, s.trials, concurrent)
+    results_dir = os.path.join(s.storage, s.experiment)
     rconf = tuning.run_config(cfg, s.experiment, s.storage, s.convergence)
     try:
         if ray.util.client.ray.is_connected():  # ray://: this process is a Ray Client
@@ -279,12 +280,14 @@ def _fit(
             tuning.go_live(tuner, s.searcher, s.scheduler, callbacks)
             grid = tuner.fit()
         _check_contract(s.convergence)
-        results_dir = os.path.join(s.storage, s.experiment)
         summary = summarize(cfg, grid, results_dir, s.started, s.tracker, s.convergence, s.outcomes)
     except BaseException as exc:
+        full = storage_problem(results_dir, exc) if isinstance(exc, Exception) else None
         if s.tracker is not None:
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
             s.tracker.end_sweep(status, {"final_status": "INTERRUPTED" if status == "KILLED" else "ERROR"})
+        if full is not None:  # a full or read-only disk: one line; what MLflow has is kept, ended
+            raise ConfigError(f"storage.path: cannot write to {results_dir!r} any more ({full})") from None
         raise
     return summary, grid
 
