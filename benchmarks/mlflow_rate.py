@@ -220,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     out: dict[str, Any] = {}
     try:
-        with _backend(args.backend, root) as backend, mlflow_server(root, backend=backend, workers=args.server_workers) as url:
+        with (
+            _backend(args.backend, root) as backend,
+            mlflow_server(root, backend=backend, workers=args.server_workers) as url,
+        ):
             for name in wanted:
                 out[name] = writers[name](url, results, args.trials)
     finally:

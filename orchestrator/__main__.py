@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
@@ -27,12 +28,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 import conf
 from orchestrator.config import known_keys, load_config
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, printable
 from orchestrator.preemption import EXIT_PREEMPTED, latest_unfinished, preempted
 from orchestrator.preemption import install as install_preemption
 from orchestrator.preflight import preflight
 from orchestrator.redact import is_secret_key, redact, redact_assignments, redact_overrides, redact_yaml
 from orchestrator.schema import register_schemas
+from orchestrator.userconf import file_problem, with_origin
 
 logger = logging.getLogger("orchestrator")
 EXIT_CONFIG = 2
@@ -67,7 +69,7 @@ def _hydra_main(cfg: DictConfig) -> None:
                 overrides=tuple(redact_overrides(HydraConfig.get().overrides.task)),
             )
     except (ConfigError, OmegaConfBaseException) as exc:
-        _config_exit(exc)
+        _config_exit(exc, composed=True)
     except KeyboardInterrupt:  # Tune had no chance to end the sweep itself (a second Ctrl+C, ray://)
         _interrupted_exit()
     _summary_exit(summary)
@@ -83,9 +85,10 @@ def _summary_exit(summary: Any) -> None:
         sys.exit(EXIT_INTERRUPTED)
 
 
-def _config_exit(exc: BaseException) -> None:
+def _config_exit(exc: BaseException, *, composed: bool = False) -> None:
     message = str(exc).splitlines()[0] if isinstance(exc, ConfigError) else one_line(exc)
-    print(f"error: {redact_assignments(message)}", file=sys.stderr)
+    message = with_origin(message) if composed else message  # the user's file that set the key
+    print(f"error: {printable(redact_assignments(message))}", file=sys.stderr)
     sys.exit(EXIT_CONFIG)
 
 
@@ -115,6 +118,8 @@ def one_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     first = lines[0] if lines else type(exc).__name__
     cause = exc.__cause__
+    if isinstance(exc, (yaml.YAMLError, UnicodeDecodeError)):  # in a config file: name it
+        return file_problem(exc)
     if isinstance(exc, MissingConfigException) and exc.options is not None:
         group, _, wanted = (exc.missing_cfg_file or "?").rpartition("/")
         choices = ", ".join(sorted(exc.options))
@@ -180,7 +185,7 @@ def main() -> None:
         # Hydra's own --cfg/--info printouts show the config: print them with secrets masked
         with contextlib.redirect_stdout(captured) if printing else contextlib.nullcontext():
             _hydra_main()
-    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+    except (ConfigError, HydraException, OmegaConfBaseException, yaml.YAMLError) as exc:
         _config_exit(exc)
     except (ValueError, TypeError) as exc:  # Hydra's own checks of an override's value
         if _STARTED:

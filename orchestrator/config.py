@@ -140,13 +140,20 @@ def _at_least(key: str, value: float | None, low: float, *, strict: bool = False
 
 def _check_name(name: str) -> None:
     """A sweep name names a directory (``<storage.path>/<name>_<time>``) and an MLflow experiment:
-    one path component of 1-100 printable characters, without ``/``, ``\\`` or ``:``, not
-    starting with ``.`` or a space (no ``..``, nothing hidden, nothing outside storage.path)."""
+    one path component of 1-100 printable characters, at most 200 bytes in UTF-8 (a directory
+    name holds 255, the time and a suffix need the rest), without ``/``, ``\\`` or ``:``, not
+    starting with ``.`` or a space (no ``..``, nothing hidden, nothing outside storage.path).
+
+    Bytes that are not UTF-8 on the command line reach Python as lone surrogates (PEP 383),
+    which are not printable: such a name is refused, and shown escaped (``'\\udcff'``), cut to
+    60 characters when longer.
+    """
     ok = 0 < len(name) <= 100 and name.isprintable() and not name.startswith((".", " "))
-    if not ok or any(c in name for c in "/\\:"):
+    if not ok or any(c in name for c in "/\\:") or len(name.encode("utf-8", "surrogatepass")) > 200:
+        seen = repr(name) if len(name) <= 60 else f"{name[:60]!r}... ({len(name)} characters)"
         raise ConfigError(
-            "name: must be one path component: 1-100 printable characters without '/', '\\' or "
-            f"':', not starting with '.' or a space (it names the results directory), got {name!r}"
+            "name: must be one path component: 1-100 printable characters (200 bytes in UTF-8) without "
+            f"'/', '\\' or ':', not starting with '.' or a space (it names the results directory), got {seen}"
         )
 
 

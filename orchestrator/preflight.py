@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.target import check_target
-from orchestrator.tracking.database import check_database, is_database
+from orchestrator.tracking.database import check_database, check_sqlite_experiment, is_database
 from orchestrator.tracking.uri import is_http, resolve_tracking_uri, sqlite_path
 from trainables.data import DataError, check_data_root
 
@@ -97,16 +97,14 @@ def check_local_resources(cfg: SweepConfig) -> None:
 def check_tracking(cfg: SweepConfig, launch_dir: str) -> None:
     """Refuse a tracking URI that does not parse, a local store whose directory cannot be
     written, a tracking server nothing answers at, or a database whose driver is missing or
-    that cannot be connected to."""
+    that cannot be connected to; the sweep's experiment deleted in a SQLite store."""
     if not cfg.tracking.enabled:
         return
-    if cfg.tracking.uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
-        writable_dir(os.path.abspath(launch_dir), "tracking.uri")  # default: sqlite:///<launch dir>/mlflow.db
-        return
-    uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir)
+    uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir)  # default: sqlite:///<launch dir>/mlflow.db
     db_path = sqlite_path(uri)
     if db_path is not None:
         writable_dir(os.path.dirname(db_path), "tracking.uri")
+        check_sqlite_experiment(db_path, cfg.tracking.experiment or cfg.name, uri)
     elif is_http(uri):
         check_answers(uri, "tracking.uri")
     elif is_database(uri):

@@ -17,6 +17,7 @@ other keys to null: ``lr: {type: choice, values: [0.01, 0.1], low: null, high: n
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,9 @@ from orchestrator.errors import ConfigError
 from trainables.hparams import DOMAINS, Domain
 
 DIST_TYPES = ("loguniform", "uniform", "int", "choice")
+#: A user's hyperparameter name: it is an MLflow param key (``space.<name>`` on the sweep's run,
+#: ``<name>`` on each trial's), an Optuna and Ray key and a column of the report.
+FREE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -160,13 +164,31 @@ def _check_kind(name: str, dtype: str, domain: Domain, key: str) -> None:
         raise ConfigError(f"{key}.type: {name} is an integer; use int or choice, not {dtype}")
 
 
+def _check_free_name(name: Any, prefix: str) -> None:
+    """A user's hyperparameter name is 1-100 ASCII letters, digits, ``_`` or ``-``, starting with a
+    letter or ``_`` (what MLflow takes as a param key on every platform, and reads as one word),
+    and not a bookkeeping name of the sweep (``run``, ``attempt``, ``trial_index``...;
+    ``epochs`` is refused later, pointing at ``trainable.epochs``)."""
+    if not isinstance(name, str) or not FREE_NAME.fullmatch(name):
+        text = str(name)
+        seen = repr(name) if len(text) <= 60 else f"{text[:60]!r}... ({len(text)} characters)"
+        raise ConfigError(
+            f"{prefix}: a hyperparameter name must be 1-100 ASCII letters, digits, '_' or '-', "
+            f"starting with a letter or '_', got {seen}"
+        )
+    if name in RESERVED and name != "epochs":
+        raise ConfigError(
+            f"{prefix}.{name}: reserved for the sweep's bookkeeping; name the hyperparameter otherwise"
+        )
+
+
 def parse_space(
     hparams: dict[str, Any], prefix: str = "trainable.hparams", domains: Mapping[str, Domain] | None = DOMAINS
 ) -> SearchSpace:
     """Split a ``hparams`` mapping into fixed values and distributions, validating both.
 
-    ``domains`` None takes free-form names (a user's train function): only the reserved
-    bookkeeping names (``run``, ``attempt``, ``trial_index``, ``epochs``) are refused.
+    ``domains`` None takes free-form names (a user's train function), as
+    :func:`_check_free_name` allows them.
     """
     fixed: dict[str, Any] = {}
     searched: dict[str, Dist] = {}
@@ -174,10 +196,8 @@ def parse_space(
         key = f"{prefix}.{name}"
         if domains is not None and name not in domains:
             raise ConfigError(f"{key}: unknown hyperparameter (known: {', '.join(domains)})")
-        if domains is None and name in RESERVED and name != "epochs":
-            raise ConfigError(
-                f"{key}: reserved for the sweep's bookkeeping; name the hyperparameter otherwise"
-            )
+        if domains is None:
+            _check_free_name(name, prefix)
         if spec is None:
             continue
         if isinstance(spec, dict):

@@ -21,6 +21,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from orchestrator import preemption
 from orchestrator import tuner as tuning
 from orchestrator.callbacks import MlflowTrialCallback, VerdictCallback
+from orchestrator.claim import claim_results_dir, results_name, storage_problem
 from orchestrator.cluster import alive_nodes, check_resources, start_ray
 from orchestrator.config import SweepConfig
 from orchestrator.entry import train
@@ -141,7 +142,7 @@ def _prepare(
         launch_dir = os.getcwd()
         storage = preflight(cfg, launch_dir)
         uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None
-        experiment = f"{cfg.name}_{time.strftime('%Y%m%d-%H%M%S')}"
+        experiment = results_name(cfg.name)  # claimed once the store is open (_open_tracking)
         lock = None  # taken once the sweep directory exists (_fit)
     else:
         launch_dir, storage, experiment = record.launch_dir, record.storage, record.experiment
@@ -183,12 +184,15 @@ def _prepare(
 
 def _open_tracking(s: _Sweep) -> None:
     """Open the MLflow record: reopen a resumed sweep's runs (and log what its killed driver never
-    delivered), or create the parent run with the sweep's params, tags and config."""
+    delivered), or claim a new sweep's results directory (orchestrator/claim.py: two sweeps started
+    in one second get two) and create the parent run with the sweep's params, tags and config."""
     cfg = s.cfg
     if s.early is not None:
         s.tracker = s.early.tracker()
     elif s.uri:
         s.tracker = SweepTracker(s.uri, cfg.tracking.experiment or cfg.name)
+    if not s.resuming:  # after the store opened: a store refused leaves no directory behind
+        s.experiment = claim_results_dir(s.storage, s.experiment)
     if s.tracker is None:
         return
     s.recorder = MlflowTrialCallback(s.tracker, s.outcomes, s.convergence)
@@ -232,6 +236,7 @@ def _fit(
         s.lock = preemption.DriverLock(s.record.directory)
         s.lock.acquire()
     tconf = tuning.tune_config(cfg, s.searcher, s.scheduler, s.trials, concurrent)
+    results_dir = os.path.join(s.storage, s.experiment)
     rconf = tuning.run_config(cfg, s.experiment, s.storage, s.convergence)
     try:
         if ray.util.client.ray.is_connected():  # ray://: this process is a Ray Client
@@ -241,12 +246,14 @@ def _fit(
             tuning.go_live(tuner, s.searcher, s.scheduler, callbacks)
             grid = tuner.fit()
         _check_contract(s.convergence)
-        results_dir = os.path.join(s.storage, s.experiment)
         summary = summarize(cfg, grid, results_dir, s.started, s.tracker, s.convergence, s.outcomes)
     except BaseException as exc:
+        full = storage_problem(results_dir, exc) if isinstance(exc, Exception) else None
         if s.tracker is not None:
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
             s.tracker.end_sweep(status, {"final_status": "INTERRUPTED" if status == "KILLED" else "ERROR"})
+        if full is not None:  # a full or read-only disk: one line; what MLflow has is kept, ended
+            raise ConfigError(f"storage.path: cannot write to {results_dir!r} any more ({full})") from None
         raise
     return summary, grid
 

@@ -77,6 +77,34 @@ def _user_package(work: Path) -> None:
     (work / "mypkg" / "train.py").write_text("def fit(hp, trial):\n    pass\n")
 
 
+def _user_config(text: str | bytes) -> Setup:
+    """A user's own config directory ``hpo/`` whose ``experiment/mine.yaml`` holds ``text``."""
+
+    def setup(work: Path) -> None:
+        (work / "hpo" / "experiment").mkdir(parents=True)
+        path = work / "hpo" / "experiment" / "mine.yaml"
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+
+    return setup
+
+
+def _deleted_experiment(work: Path) -> None:
+    """The sweep's MLflow experiment ('debug') deleted, as ``mlflow experiments delete`` does."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    client.delete_experiment(client.get_experiment_by_name("debug").experiment_id)
+
+
+#: A user's experiment file (``--config-dir hpo experiment=mine``) and its first lines.
+MINE = ["--config-dir", "hpo", "experiment=mine"]
+GLOBAL = "# @package _global_\n"
+#: A hyperparameter name MLflow would refuse as a param key, in a user's file.
+ODD_HPARAM = GLOBAL + (
+    "defaults:\n  - override /trainable: function\nmetric: val_mae\ntrainable:\n  fn: mypkg.train:fit\n"
+    "  hparams:\n    learning rate!: {type: loguniform, low: 1.0e-4, high: 1.0e-1}\n"
+)
+
 NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}
 #: A user's function with a space and a metric, for the rows about trainable=function.
 OWN = ["trainable=function", "+trainable.hparams.lr={type:loguniform,low:1e-4,high:1e-1}", "metric=val_mae"]
@@ -204,6 +232,33 @@ ROWS: list[tuple[str, list[str], str, str, Setup | None, dict[str, str] | None]]
      "cluster.address", "cannot reach the Ray cluster at '127.0.0.1:1'", None, None),
     ("resume-nowhere", ["resume=nowhere"], "resume", "is not a directory", None, None),
     ("resume-not-a-sweep", ["resume=data"], "resume", "is not a sweep directory", _empty_data, None),
+    # a user's own config files (--config-dir): the key, and the file that set it
+    ("user-config-wrong-type", MINE, "trainable.checkpoint_every",
+     "must be an integer, got 'often' (set in hpo/experiment/mine.yaml)",
+     _user_config(GLOBAL + "trainable:\n  checkpoint_every: often\n"), None),
+    ("user-config-unknown-key", MINE, "trainable.epocs", "unknown key (known here: model, dataset, epochs",
+     _user_config(GLOBAL + "trainable:\n  epocs: 3\n"), None),
+    ("user-config-not-yaml", MINE, "experiment",
+     "cannot parse hpo/experiment/mine.yaml, line 4, column 10: expected ',' or ']'",
+     _user_config(GLOBAL + "trainable:\n  fn: [mypkg.train:fit\n  hparams: x\n"), None),
+    ("user-config-duplicate-key", MINE, "experiment",
+     "cannot parse hpo/experiment/mine.yaml, line 3, column 1: found duplicate key",
+     _user_config(GLOBAL + "seed: 1\nseed: 2\n"), None),
+    ("user-config-not-utf8", MINE, "experiment", "hpo/experiment/mine.yaml is not UTF-8 text",
+     _user_config(GLOBAL.encode() + b"name: caf\xe9\n"), None),
+    ("user-config-odd-hparam-name", MINE, "trainable.hparams",
+     "got 'learning rate!' (set in hpo/experiment/mine.yaml)", _user_config(ODD_HPARAM), None),
+    # names from the command line: bytes that are not UTF-8 (PEP 383 surrogates), escapes, length
+    ("name-not-utf8", ["name='ab\udcffc'"], "name", r"got 'ab\udcffc'", None, None),
+    ("name-escape-sequence", ["name='a\x1b[31mred'"], "name", r"got 'a\x1b[31mred'", None, None),
+    ("name-too-many-bytes", ["name='" + "\u65e5" * 90 + "'"], "name", "(200 bytes in UTF-8)", None, None),
+    ("name-very-long", ["name=" + "n" * 5000], "name", "... (5000 characters)", None, None),
+    ("hparam-name-odd", [*OWN, "trainable.fn=mypkg.train:fit", "+trainable.hparams.lr$x=0.1"],
+     "trainable.hparams", "got 'lr$x'", _user_package, None),
+    # the sweep's MLflow experiment was deleted: not restored behind the user's back
+    ("experiment-deleted", [], "tracking.experiment",
+     "'debug' (id 1) is deleted; restore it (mlflow experiments restore --experiment-id 1",
+     _deleted_experiment, None),
 ]  # fmt: skip
 
 
@@ -227,8 +282,12 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _command(overrides: list[str]) -> list[str]:
-    """The tiny debug sweep with ``overrides``; ``resume=<dir>`` takes no other argument."""
-    return overrides if overrides[0].startswith("resume=") else ["debug=default", *overrides]
+    """The tiny debug sweep with ``overrides``; ``resume=<dir>`` takes no other argument; Hydra's
+    options (``--config-dir DIR``) come before the overrides."""
+    if overrides and overrides[0].startswith("resume="):
+        return overrides
+    options = overrides[:2] if overrides[:1] == ["--config-dir"] else []
+    return [*options, "debug=default", *overrides[len(options) :]]
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -250,7 +309,16 @@ def _runs(db: Path) -> list[tuple[str, str]]:
 
 
 #: Rows that also run as a subprocess: the real exit code and stderr, no traceback.
-SUBPROCESS = ("unknown-key", "string-for-int", "data-file-malformed", "secret-value-hidden", "resume-nowhere")
+SUBPROCESS = (
+    "unknown-key",
+    "string-for-int",
+    "data-file-malformed",
+    "secret-value-hidden",
+    "resume-nowhere",
+    "user-config-not-yaml",
+    "name-not-utf8",
+    "experiment-deleted",
+)
 
 
 def _in_process(
@@ -288,7 +356,7 @@ def _check_row(tmp_path: Path, recorded: Path, index: int, run: Callable[..., tu
     _, overrides, key, says, setup, env = ROWS[index]
     if setup is _read_only_dir and os.geteuid() == 0:
         pytest.skip("root writes into read-only directories (storage-under-a-file covers this case)")
-    if overrides[0].startswith("storage.path=/proc") and not os.path.isdir("/proc/self"):
+    if overrides[:1] == ["storage.path=/proc/orchestrator-results"] and not os.path.isdir("/proc/self"):
         pytest.skip("needs Linux /proc")
     work, ray_tmp = tmp_path / "work", tmp_path / "raytmp"
     keep = index % 2 == 1  # every second row starts where an earlier sweep left its records

@@ -7,8 +7,12 @@ with a warning); anything else (unreachable, 5xx, 408, 429, timeouts) is worth r
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import time
+from collections.abc import Iterator
 
 import requests
 from mlflow.exceptions import MlflowException
@@ -20,6 +24,7 @@ from mlflow.utils.proto_json_utils import parse_dict
 from mlflow.utils.rest_utils import http_request, verify_rest_response
 
 from orchestrator.errors import ConfigError
+from orchestrator.tracking.database import deleted_experiment
 from orchestrator.tracking.uri import is_http, sqlite_path
 
 #: Store errors that retrying cannot fix: the operation is skipped with a warning.
@@ -83,32 +88,77 @@ class _BoundedTrackingClient(TrackingServiceClient):
 
 
 def _client(uri: str, timeout_s: float) -> MlflowClient:
-    """An MlflowClient; for an HTTP server, one whose requests are sent once with ``timeout_s``."""
-    client = MlflowClient(tracking_uri=uri)
+    """An MlflowClient; for an HTTP server, one whose requests are sent once with ``timeout_s``.
+
+    A new SQLite store is made (MLflow's migrations) by one process at a time: two drivers running
+    them at once on one file fail (``table _alembic_tmp_tags already exists``).
+    """
+    with _first_opening(uri):  # MLflow creates (or migrates) a SQLite store here, at once
+        client = MlflowClient(tracking_uri=uri)
     if is_http(uri):
         client._tracking_client = _BoundedTrackingClient(uri, timeout_s)
     return client
 
 
-def open_experiment(client: MlflowClient, uri: str, name: str) -> str:
-    """The id of the experiment ``name``, created if it is missing; a local SQLite store keeps the new
-    experiment's artifacts beside its database (``mlartifacts``).
+def open_experiment(client: MlflowClient, uri: str, name: str, attempts: int = 5) -> str:
+    """The id of the active experiment ``name``, created if it is missing; a local SQLite store
+    keeps the new experiment's artifacts beside its database (``mlartifacts``).
 
-    Raises ConfigError naming ``tracking.uri`` when the store cannot be reached.
+    Two sweeps opening one store at once both end up in the one experiment: the loser of the
+    create race (``RESOURCE_ALREADY_EXISTS``) looks it up again, and a transient error (SQLite's
+    "database is locked") is retried up to ``attempts`` times, a second apart. An experiment of
+    that name that was deleted (``mlflow experiments delete``) is not restored behind the user's
+    back: ConfigError naming ``tracking.experiment`` says how to restore it or to choose another
+    name. Raises ConfigError naming ``tracking.uri`` when the store cannot be reached.
     """
+    for attempt in range(attempts):
+        try:
+            return _open_or_create(client, uri, name)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_ALREADY_EXISTS" and attempt + 1 < attempts:
+                continue  # another sweep created it between our lookup and our create
+            if not _is_transient(exc):
+                raise
+            if attempt + 1 == attempts:
+                raise ConfigError(f"tracking.uri: MLflow at {uri} is unreachable ({_short(exc)})") from None
+            time.sleep(1.0)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+@contextlib.contextmanager
+def _first_opening(uri: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on a SQLite store's directory (no lock file is made) while the
+    store is opened, so one process at a time creates or migrates it; other stores, or a directory
+    that cannot be locked (``flock`` refused, as on some network filesystems), go unlocked."""
+    db_path = sqlite_path(uri)
+    fd = None
+    if db_path is not None:
+        try:
+            fd = os.open(os.path.dirname(db_path) or ".", os.O_RDONLY)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            if fd is not None:
+                os.close(fd)
+            fd = None
     try:
-        found = client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        location = None
-        db_path = sqlite_path(uri)
-        if db_path is not None:
-            location = "file://" + os.path.join(os.path.dirname(db_path), "mlartifacts")
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException as exc:
-        if not _is_transient(exc):
-            raise
-        raise ConfigError(f"tracking.uri: MLflow at {uri} is unreachable ({_short(exc)})") from None
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def _open_or_create(client: MlflowClient, uri: str, name: str) -> str:
+    """One lookup of ``name`` (refusing a deleted experiment), else one create."""
+    found = client.get_experiment_by_name(name)
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise ConfigError(deleted_experiment(name, found.experiment_id, uri))
+    if found is not None:
+        return found.experiment_id
+    location = None
+    db_path = sqlite_path(uri)
+    if db_path is not None:
+        location = "file://" + os.path.join(os.path.dirname(db_path), "mlartifacts")
+    return client.create_experiment(name, artifact_location=location)
 
 
 def _is_transient(exc: BaseException) -> bool:

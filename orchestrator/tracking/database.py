@@ -1,5 +1,6 @@
 """A database behind MLflow (``tracking.uri=postgresql://...``, ``mysql://``, ``mssql://``),
-checked before Ray starts: its driver is installed, and the database answers and lets us in.
+checked before Ray starts: its driver is installed, and the database answers and lets us in; a
+local SQLite store: the sweep's experiment is not one that was deleted.
 
 SQLAlchemy picks the driver (``postgresql://`` is psycopg 3 since SQLAlchemy 2.1; the
 ``[postgres]`` extra installs it). A problem is one ConfigError naming the key, with the URI's
@@ -7,6 +8,9 @@ password hidden.
 """
 
 from __future__ import annotations
+
+import os
+import sqlite3
 
 from orchestrator.errors import ConfigError
 
@@ -53,3 +57,35 @@ def check_database(uri: str, key: str = "tracking.uri", timeout_s: int = 5) -> N
         raise ConfigError(f"{key}: cannot connect to {shown} ({first})") from None
     finally:
         engine.dispose()
+
+
+def deleted_experiment(name: str, experiment_id: str, uri: str) -> str:
+    """The one line for a sweep whose MLflow experiment was deleted (its runs wait in the trash)."""
+    return (
+        f"tracking.experiment: the MLflow experiment {name!r} (id {experiment_id}) is deleted; restore "
+        f"it (mlflow experiments restore --experiment-id {experiment_id}, with MLFLOW_TRACKING_URI={uri}) "
+        "or choose another name (tracking.experiment=...)"
+    )
+
+
+def check_sqlite_experiment(db_path: str, name: str, uri: str) -> None:
+    """Refuse an experiment ``name`` that an existing SQLite store holds as deleted.
+
+    Reads the store read-only with sqlite3 (no MLflow import, nothing written); a file that is
+    not yet an MLflow store, or cannot be read, is left to the store's own opening.
+    """
+    if not os.path.isfile(db_path):
+        return
+    try:
+        con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+        try:
+            row = con.execute(
+                "SELECT experiment_id FROM experiments WHERE name = ? AND lifecycle_stage = 'deleted'",
+                (name,),
+            ).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return
+    if row is not None:
+        raise ConfigError(deleted_experiment(name, str(row[0]), uri))
