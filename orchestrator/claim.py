@@ -52,12 +52,13 @@ def claim_results_dir(storage: str, base: str) -> str:
     raise FileExistsError(f"{storage}: {base} and {MAX_TRIES - 1} suffixed names are all taken")
 
 
-def storage_problem(directory: str, exc: BaseException) -> str | None:
+def storage_problem(directory: str, exc: BaseException | None = None) -> str | None:
     """Why the results ``directory`` cannot be written any more, or None when it can.
 
     The rule: an OSError of :data:`STORAGE_ERRNOS` anywhere in ``exc``'s chain (its causes and
     contexts) names the problem; else a probe write (64 KiB, fsynced, removed) in ``directory``
-    decides, since Ray often fails later, on a file the full disk left truncated. Remote storage
+    decides, since Ray often fails later, on a file the full disk left truncated, or not at all
+    (a directory that turned read-only fails every trial, and Tune carries on). Remote storage
     (``://``) is not probed: None.
     """
     seen: set[int] = set()

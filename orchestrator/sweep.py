@@ -247,6 +247,8 @@ def _fit(
             grid = tuner.fit()
         _check_contract(s.convergence)
         summary = summarize(cfg, grid, results_dir, s.started, s.tracker, s.convergence, s.outcomes)
+        if (unwritable := storage_problem(results_dir)) is not None:  # Ray went on, trials failing
+            raise OSError(unwritable)
     except BaseException as exc:
         full = storage_problem(results_dir, exc) if isinstance(exc, Exception) else None
         if s.tracker is not None:
@@ -300,7 +302,12 @@ def _finish(s: _Sweep, summary: SweepSummary, grid: tune.ResultGrid) -> SweepSum
         s.tracker.end_sweep(status, tags, summary.metrics(), summary.markdown(where))
     if not summary.interrupted and s.record is not None:
         s.record.finished = True  # resume=auto passes it by
-        write_record(s.record)
+        try:
+            write_record(s.record)
+        except OSError as exc:
+            raise ConfigError(
+                f"storage.path: cannot write to {s.record.directory!r} any more ({exc})"
+            ) from None
     if reporting and report is None:  # results on remote storage: the report reads MLflow
         report = start_report(summary)
     summary.report = finish_report(report)

@@ -93,3 +93,54 @@ def test_a_storage_path_filling_up_mid_sweep_ends_with_one_line_and_keeps_the_re
     assert len(runs) >= 2 and "RUNNING" not in runs.values()
     assert steps >= 1  # the epochs reported before the disk filled are in MLflow
     assert os.path.getsize(sweep_dir / "orchestrator.json") > 0
+
+
+@pytest.fixture
+def freezer(tmp_path):
+    """Freezes a directory tree (``chattr -R +i``: not even root may create, change or remove
+    anything in it) and thaws it afterwards; skipped where the filesystem has no such flag."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    if subprocess.run(["chattr", "+i", str(probe)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    subprocess.run(["chattr", "-i", str(probe)], check=True)
+    frozen: list[Path] = []
+    yield lambda path: (frozen.append(path), subprocess.run(["chattr", "-R", "+i", str(path)], check=True))
+    for path in frozen:
+        subprocess.run(["chattr", "-R", "-i", str(path)], check=False)
+
+
+@pytest.mark.slow
+def test_a_storage_path_turning_unwritable_mid_sweep_ends_with_one_line(tmp_path, freezer):
+    """Every write into the results directory refused from the first report on (the tree made
+    immutable: EPERM, as a read-only remount gives EROFS; a mounted filesystem cannot be made
+    read-only while Ray holds files open for writing): Ray fails each trial and carries on;
+    the sweep then ends with one line, exit code 2, and every MLflow run ended."""
+    results, db = tmp_path / "results", tmp_path / "mlflow.db"
+    args = ["debug=default", "trainable.epochs=30", "num_samples=4", f"storage.path={results}",
+            f"tracking.uri=sqlite:///{db}", "report=false", "failure.max_failures=0"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not glob.glob(str(results / "*" / "*" / "result.json")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no trial reported"
+        time.sleep(0.1)
+    (sweep_dir,) = [p for p in results.iterdir() if p.is_dir()]
+    freezer(sweep_dir)
+    out, err = proc.communicate(timeout=600)
+
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2, err[-3000:]
+    assert lines == [f"error: storage.path: cannot write to '{sweep_dir}' any more (Operation not permitted)"]
+    assert err.rstrip().endswith(lines[0]) and "Traceback" not in err.split(lines[0])[-1]
+    con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+    runs = dict(con.execute("SELECT run_uuid, status FROM runs").fetchall())
+    con.close()
+    record = json.loads((sweep_dir / "orchestrator.json").read_text())
+    assert runs[record["parent_run_id"]] == "FAILED" and "RUNNING" not in runs.values()
