@@ -106,15 +106,30 @@ def reporter(cfg: SweepConfig) -> CLIReporter:
         loss: loss,
         "decision": "decision",
     }
-    return CLIReporter(
+    return _Reporter(
         metric_columns=metrics,
         parameter_columns=list(cfg.space.searched),
         max_report_frequency=30,
         metric=cfg.metric,
         mode=cfg.mode,
-        sort_by_metric=True,
+        sort_by_metric=False,  # sorted by _Reporter: Ray's sort fails on trials without a value
         max_column_length=DECISION_WIDTH,  # Ray cuts longer texts and appends a hash
     )
+
+
+class _Reporter(CLIReporter):
+    """Ray's status table, trials sorted best first by the objective, those without a number
+    (stopped at the contract check, or not reported yet) last, in their order."""
+
+    def report(self, trials: list, done: bool, *sys_info: str) -> None:
+        sign = -1.0 if self._mode == "max" else 1.0
+
+        def key(trial: Any) -> tuple[int, float]:
+            value = (trial.last_result or {}).get(self._metric)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+            return (0, sign * float(value)) if number else (1, 0.0)
+
+        super().report(sorted(trials, key=key), done, *sys_info)
 
 
 def go_live(tuner: tune.Tuner, searcher: Any, scheduler: Any, callbacks: list[tune.Callback]) -> None:

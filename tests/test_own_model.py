@@ -141,8 +141,11 @@ def test_a_dead_first_seed_is_restarted_with_a_new_seed_and_finishes(tmp_path):
 
 @pytest.mark.slow
 def test_a_missing_objective_is_one_line_naming_what_was_reported(tmp_path):
+    """Two trials at once, Ray's status table on (verbose=1: it sorts trials by the objective,
+    which the broken ones lack)."""
     work = _package(tmp_path / "user")
-    proc = cli(work, *_sweep_args(tmp_path, "num_samples=2", "trainable.epochs=3", "metric=val_rmse"))
+    args = _sweep_args(tmp_path, "num_samples=3", "trainable.epochs=3", "metric=val_rmse")
+    proc = cli(work, *[a if a != "verbose=0" else "verbose=1" for a in args])
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: val_rmse: the trial did not report it (reported: "), last
