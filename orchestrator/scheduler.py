@@ -86,6 +86,8 @@ class ConvergenceScheduler(FIFOScheduler):
         self.decisions: dict[str, Decision] = {}  # trial id -> its latest decision
         self.broken: dict[str, str] = {}  # trial id -> how its result broke the metric contract
         self._order: dict[str, int] = {}  # trial id -> when it was added
+        self._first: dict[str, tuple[float, float]] = {}  # trial id -> first attempt's epoch-1 values
+        self._repeated: set[str] = set()  # trials whose restart repeated their first attempt
         self.reported: set[str] = set()  # optional keys some valid result carried as a finite number
 
     # -- what callbacks and the summary read ---------------------------------------------
@@ -141,6 +143,7 @@ class ConvergenceScheduler(FIFOScheduler):
             return self._break(tune_controller, tid, problem)
         self.reported.update(k for k in OPTIONAL_KEYS if k not in self.reported and _finite(result.get(k)))
         epoch = int(result["epoch"])
+        self._note_start(tid, epoch, result)
         if epoch <= self.policy.lineage(tid)[-1].epochs:  # replayed after a restore: decided already
             logger.debug("trial %s: epoch %d of attempt %d already observed", tid, epoch, attempt)
             return TrialScheduler.CONTINUE
@@ -171,6 +174,26 @@ class ConvergenceScheduler(FIFOScheduler):
             self._restart(tune_controller, trial, decision)
             return TrialScheduler.NOOP
         raise ValueError(f"unknown policy action {decision.action!r}")
+
+    def _note_start(self, tid: str, epoch: int, result: dict) -> None:
+        """At an attempt's first epoch: its seed into the lineage (the trial derives the first
+        one), and a warning when a restart repeats its first attempt exactly (same first loss
+        and objective: the function seeds itself with a constant, so restarts change nothing)."""
+        if epoch != 1:
+            return
+        record = self.policy.lineage(tid)[-1]
+        if record.seed is None and isinstance(result.get("seed"), int):
+            record.seed = result["seed"]
+        first = (_value(result, self.loss_key), _value(result, self._metric or "val_acc"))
+        if record.attempt == 0:
+            self._first[tid] = first
+        elif self._first.get(tid) == first and tid not in self._repeated:
+            self._repeated.add(tid)
+            logger.warning(
+                "trial %s: attempt %d (seed %s) repeats attempt 0 exactly at epoch 1; does the train "
+                "function seed itself with a constant? A restart then changes nothing",
+                tid, record.attempt, result.get("seed"),
+            )  # fmt: skip
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
         record = self.policy.lineage(trial.trial_id)[-1]

@@ -8,6 +8,7 @@ small ReLU regressor on scikit-learn's bundled diabetes data reporting ``val_los
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -136,6 +137,9 @@ def test_a_dead_first_seed_is_restarted_with_a_new_seed_and_finishes(tmp_path):
     assert attempts and "dead" in attempts[0].data.tags["restart_reason"], [r.data.tags for r in runs]
     seeds = {r.data.metrics["seed"] for r in runs if "seed" in r.data.metrics}
     assert len(seeds) == 2  # the restart ran with another seed
+    (trial_run,) = [r for r in runs if r.data.tags.get("lineage")]
+    lineage = json.loads(trial_run.data.tags["lineage"])
+    assert {a["seed"] for a in lineage} == {int(s) for s in seeds}  # the first attempt's too
     assert "trials by final status: COMPLETED 1" in out or "CONVERGED 1" in out, out
 
 
