@@ -134,6 +134,9 @@ def one_line(exc: BaseException) -> str:
     full_key = getattr(cause, "full_key", None) or getattr(exc, "full_key", None)
     if full_key and "not in struct" in str(cause or exc):
         parent = full_key.rpartition(".")[0]
+        if parent == "trainable.hparams":
+            plus = f"add a hyperparameter with a leading +: +{full_key}=..."
+            return f"{full_key}: not in the search space ({plus})"
         known = known_keys(parent)
         return f"{full_key}: unknown key" + (f" (known here: {', '.join(known)})" if known else "")
     if full_key:
