@@ -10,8 +10,9 @@ from orchestrator.config import SweepConfig
 
 
 def sweep_params(cfg: SweepConfig, trials: int) -> dict[str, Any]:
-    """The sweep's settings as MLflow params: the headline ones, the searched space, and every
-    ``search.*`` and ``scheduler.*`` setting under its dotted key."""
+    """The sweep's settings as MLflow params: the headline ones (a user's function instead of
+    the built-in model and dataset), the searched space, and every ``search.*`` and
+    ``scheduler.*`` setting under its dotted key."""
     params: dict[str, Any] = {
         "num_samples": trials,
         "search": cfg.search.algorithm,
@@ -20,11 +21,16 @@ def sweep_params(cfg: SweepConfig, trials: int) -> dict[str, Any]:
         "metric": cfg.metric,
         "mode": cfg.mode,
         "model": cfg.trainable.model,
-        "dataset": cfg.trainable.dataset,
         "epochs": cfg.trainable.epochs,
         "cpus_per_trial": cfg.resources.cpus_per_trial,
         "gpus_per_trial": cfg.resources.gpus_per_trial,
     }
+    if cfg.trainable.own:
+        fn = cfg.trainable.fn
+        params["fn"] = fn.get("_target_") if isinstance(fn, dict) else fn
+        params.update({"model_fn": cfg.trainable.model_fn} if cfg.trainable.model_fn else {})
+    else:
+        params["dataset"] = cfg.trainable.dataset
     params.update({f"space.{k}": v for k, v in cfg.trainable.hparams.items()})
     params.update(flat("search", dataclasses.asdict(cfg.search)))
     params.update(flat("scheduler", dataclasses.asdict(cfg.scheduler)))
