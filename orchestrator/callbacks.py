@@ -71,10 +71,13 @@ class MlflowTrialCallback(Callback):
     plots are drawn by the sweep's report (``python -m analysis``), outside the driver.
     """
 
-    def __init__(self, tracker: SweepTracker, outcomes: Outcomes, scheduler: Any = None) -> None:
+    def __init__(
+        self, tracker: SweepTracker, outcomes: Outcomes, scheduler: Any = None, metric: str | None = None
+    ) -> None:
         self.tracker = tracker
         self.outcomes = outcomes  # decides each trial's final status; runs before this callback
         self.scheduler = scheduler
+        self.metric = metric  # the objective: its last value goes on the trial's run as final_<metric>
         self._logged: dict[str, tuple[int, int]] = {}  # trial id -> (attempt, last epoch)
 
     def logged_up_to(self, trial_id: str) -> tuple[int, int] | None:
@@ -158,9 +161,17 @@ class MlflowTrialCallback(Callback):
             tags["lineage"] = json.dumps([asdict(r) for r in lineage], default=str)
         return tags
 
+    def _final_metrics(self, trial: Any) -> dict[str, float] | None:
+        """``final_<metric>``: the objective at the trial's last epoch, of its last attempt (the
+        trial's own run holds the first attempt's curve, a restart's are nested runs)."""
+        value = (trial.last_result or {}).get(self.metric) if self.metric else None
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return {f"final_{self.metric}": float(value)} if numeric else None
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_run(trial)
-        self.tracker.end_trial(trial.trial_id, "FINISHED", self._final_tags(trial, errored=False))
+        tags = self._final_tags(trial, errored=False)
+        self.tracker.end_trial(trial.trial_id, "FINISHED", tags, self._final_metrics(trial))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_run(trial)

@@ -195,7 +195,7 @@ def _open_tracking(s: _Sweep) -> None:
         s.experiment = claim_results_dir(s.storage, s.experiment)
     if s.tracker is None:
         return
-    s.recorder = MlflowTrialCallback(s.tracker, s.outcomes, s.convergence)
+    s.recorder = MlflowTrialCallback(s.tracker, s.outcomes, s.convergence, cfg.metric)
     if s.record is not None and s.record.parent_run_id:
         s.recorder.mark_logged(s.tracker.resume(s.record.parent_run_id))  # logged steps are not logged again
         backfill(s.record.directory, s.tracker, s.recorder)

@@ -141,6 +141,8 @@ def test_a_dead_first_seed_is_restarted_with_a_new_seed_and_finishes(tmp_path):
     lineage = json.loads(trial_run.data.tags["lineage"])
     assert {a["seed"] for a in lineage} == {int(s) for s in seeds}  # the first attempt's too
     assert "trials by final status: COMPLETED 1" in out or "CONVERGED 1" in out, out
+    best = float(out.split("best val_mae (min):")[1].split()[0])
+    assert trial_run.data.metrics["final_val_mae"] == pytest.approx(best, rel=1e-6)  # the last attempt's
 
 
 @pytest.mark.slow
