@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: figures are only saved
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
@@ -137,6 +138,20 @@ def _marks(values: Sequence[float], short: int = SHORT_CURVE) -> list[int]:
     ]
 
 
+def verdict_colours(verdicts: Sequence[str]) -> dict[str, Any]:
+    """A colour per verdict: its final status's colour (:data:`STATUS_COLOURS`, as the timeline
+    draws it), a darker shade of it for each further verdict of the same status
+    (``PRUNED (diverged)`` beside ``PRUNED (rank rule)``)."""
+    colours: dict[str, Any] = {}
+    shades: dict[str, int] = {}
+    for verdict in sorted(set(verdicts)):
+        status = verdict.split(" ")[0]
+        k = shades[status] = shades.get(status, -1) + 1
+        base = to_rgb(STATUS_COLOURS.get(status, "black"))
+        colours[verdict] = tuple(c * (1.0 - 0.3 * min(k, 3)) for c in base)
+    return colours
+
+
 def plot_curves(
     sweep: Any, convergence: Sequence[int | None], verdicts: Sequence[str] | None = None
 ) -> Figure:
@@ -150,8 +165,7 @@ def plot_curves(
     default its final status.
     """
     verdicts = list(verdicts) if verdicts is not None else [t.status for t in sweep.trials]
-    palette = plt.get_cmap("tab10")
-    colours = {v: palette(i % 10) for i, v in enumerate(sorted(set(verdicts)))}
+    colours = verdict_colours(verdicts)
     fig, ax = plt.subplots(figsize=(8, 4.2))
     seen: set[str] = set()
     for trial, conv, verdict in zip(sweep.trials, convergence, verdicts, strict=True):
@@ -160,9 +174,10 @@ def plot_curves(
             values = curve.series.get(sweep.metric)
             if not values:
                 continue
-            label = verdict if verdict not in seen else None
-            seen.add(verdict)
             last = curve is trial.attempts[-1]
+            label = verdict if last and verdict not in seen else None  # the legend shows a solid line
+            if last:
+                seen.add(verdict)
             marks = _marks(values)
             ax.plot(curve.epochs, values, color=colour, alpha=0.7 if last else 0.35, lw=1,
                     ls="-" if last else ":", label=label, marker="o" if marks else None,
