@@ -39,6 +39,7 @@ from orchestrator.userconf import file_problem, with_origin
 logger = logging.getLogger("orchestrator")
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl+C
+EXIT_FAILED = 1  # the sweep ran, but every trial failed
 register_schemas()  # conf/ takes every key and default from the schemas (orchestrator/schema.py)
 
 
@@ -76,13 +77,18 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def _summary_exit(summary: Any) -> None:
-    """Print the summary; exit 75 after SIGTERM (resumable), 130 after Ctrl+C, else 0."""
+    """Print the summary; exit 75 after SIGTERM (resumable), 130 after Ctrl+C, 1 when every
+    trial failed, else 0."""
     print(summary.render(), flush=True)
     if summary.interrupted and preempted():
         print(f"error: {_PREEMPTED_LINE}", file=sys.stderr)
         sys.exit(EXIT_PREEMPTED)
     if summary.interrupted:
         sys.exit(EXIT_INTERRUPTED)
+    if {status for status, count in summary.statuses.items() if count} == {"ERROR"}:
+        where = summary.results_dir
+        print(f"error: every trial failed (ERROR); their error files are in {where}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
 
 
 def _config_exit(exc: BaseException, *, composed: bool = False) -> None:

@@ -170,3 +170,20 @@ def test_check_runs_one_trial_here_and_prints_its_keys(tmp_path):
     broken = cli(work, *_sweep_args(tmp_path, "check=true", "metric=val_rmse"))
     assert broken.returncode == 2
     assert "problem: val_rmse: the trial did not report it" in broken.stdout
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_every_trial_raises_exits_1_with_one_line(tmp_path):
+    work = _package(tmp_path / "user")
+    (work / "mypkg" / "broken.py").write_text("def train(hp, trial):\n    raise KeyError('lr')\n")
+    args = _sweep_args(tmp_path, "num_samples=2", "trainable.epochs=2", "failure.max_failures=0")
+    proc = cli(work, *[a.replace("mypkg.train:train", "mypkg.broken:train") for a in args])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "trials by final status: ERROR 2" in proc.stdout
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == f"error: every trial failed (ERROR); their error files are in {_results_dir(tmp_path)}"
+
+
+def _results_dir(tmp_path: Path) -> str:
+    (directory,) = (tmp_path / "results").iterdir()
+    return str(directory)
