@@ -93,7 +93,7 @@ def _deleted_experiment(work: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
-    client.delete_experiment(client.get_experiment_by_name("debug").experiment_id)
+    client.delete_experiment(client.get_experiment_by_name("debug").experiment_id)  # a recorded row
 
 
 #: A user's experiment file (``--config-dir hpo experiment=mine``) and its first lines.
@@ -120,6 +120,8 @@ ROWS: list[tuple[str, list[str], str, str, Setup | None, dict[str, str] | None]]
     ("hparam-without-plus", ["trainable.hparams.colour=red"], "trainable.hparams.colour",
      "not in the search space (add a hyperparameter with a leading +: +trainable.hparams.colour=...)",
      None, None),
+    ("own-hparam-without-plus", [*OWN, "trainable.fn=mypkg.train:fit", "trainable.hparams.width=3"],
+     "trainable.hparams.width", "add a hyperparameter with a leading +", _user_package, None),
     ("unknown-hparam", ["+trainable.hparams.colour=red"], "trainable.hparams.colour",
      "unknown hyperparameter", None, None),
     ("unknown-dataset", ["trainable.dataset=imagenet"], "trainable.dataset", "got 'imagenet'", None, None),
