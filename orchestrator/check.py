@@ -14,13 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.config import SweepConfig
-from orchestrator.contract import contract_problem, hyperparameters
+from orchestrator.contract import contract_problem
 from orchestrator.policy import OPTIONAL_KEYS, rule_coverage
-from orchestrator.runner import seed_everything, trial_device
+from orchestrator.runner import call_function
 from orchestrator.scheduling import build_policy, loss_of
-from orchestrator.seeding import attempt_seed
-from orchestrator.target import load_target
-from orchestrator.trial import Trial, active
 from orchestrator.trials import run_settings
 
 CHECK_EPOCHS = 2
@@ -42,20 +39,9 @@ def run_check(cfg: SweepConfig, launch_dir: str) -> tuple[dict[str, Any], list[d
     settings = {**run_settings(cfg, launch_dir), "checkpoint_every": epochs}
     config = {**middle_config(cfg), "epochs": epochs, "attempt": 0, "trial_index": 0, "run": settings}
     results: list[dict[str, Any]] = []
-    seed = attempt_seed(config, "check")
-    trial = Trial(
-        seed=seed,
-        attempt=0,
-        epochs=epochs,
-        hp=hyperparameters(config),
-        sink=lambda result, _directory: results.append(dict(result)),
-        device=trial_device(),
-        checkpoint_every=epochs,
+    trial = call_function(
+        config, "check", launch_dir, lambda result, _directory: results.append(dict(result))
     )
-    fn = load_target(settings["fn"], launch_dir)
-    seed_everything(seed)
-    with active(trial):
-        fn(dict(trial.hp), trial)
     return trial.hp, results
 
 

@@ -22,7 +22,7 @@ from ray import tune
 from orchestrator.contract import hyperparameters
 from orchestrator.seeding import attempt_seed
 from orchestrator.target import load_target
-from orchestrator.trial import Trial, active
+from orchestrator.trial import Sink, Source, Trial, active
 
 
 def seed_everything(seed: int) -> None:
@@ -50,30 +50,41 @@ def _to_tune(result: dict[str, Any], directory: str | None) -> None:
     tune.report(result, checkpoint=checkpoint)
 
 
-def run_trial(config: dict[str, Any]) -> None:
-    """Run the trial's train function ``fn(hp, trial)`` for one attempt.
-
-    Raises:
-        RuntimeError: the function returned without reporting an epoch.
-    """
+def call_function(
+    config: dict[str, Any], trial_id: str, launch_dir: str | None, sink: Sink, source: Source | None = None
+) -> Trial:
+    """Call the train function of ``config["run"]["fn"]`` once, as ``fn(hp, trial)``, with a
+    :class:`Trial` of the config's attempt, budget and checkpoint period that reports to
+    ``sink``; ``random``, numpy and torch seeded with the attempt's seed first. Returns the trial."""
     run = config["run"]
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line per checkpoint
-    _set_threads()
-    seed = attempt_seed(config, tune.get_context().get_trial_id())
-    fn = load_target(run["fn"], _launch_dir(run))
+    seed = attempt_seed(config, trial_id)
+    fn = load_target(run["fn"], launch_dir)
     trial = Trial(
         seed=seed,
         attempt=int(config.get("attempt", 0)),
         epochs=int(config["epochs"]),
         hp=hyperparameters(config),
-        sink=_to_tune,
-        source=_checkpoint,
+        sink=sink,
+        source=source,
         device=trial_device(),
         checkpoint_every=int(run["checkpoint_every"]),
     )
     seed_everything(seed)
     with active(trial):
         fn(dict(trial.hp), trial)
+    return trial
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Run the trial's train function ``fn(hp, trial)`` for one attempt.
+
+    Raises:
+        RuntimeError: the function returned without reporting an epoch.
+    """
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line per checkpoint
+    _set_threads()
+    launch_dir = _launch_dir(config["run"])
+    trial = call_function(config, tune.get_context().get_trial_id(), launch_dir, _to_tune, _checkpoint)
     if trial.reported == 0:
         raise RuntimeError(
             "trainable.fn: the function returned without reporting (call trial.report(epoch, ...))"
