@@ -1,8 +1,11 @@
 """Shared test helpers: running the real command line."""
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from orchestrator.schema import register_schemas
 
@@ -45,3 +48,22 @@ def start_cli(cwd, *args: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+class TrialSink:
+    """A :class:`orchestrator.trial.Trial`'s sink for tests: every result, and a copy of each
+    checkpoint directory by epoch (under ``root``); :meth:`source` hands the newest back."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.results, self.checkpoints = root, [], {}
+
+    def __call__(self, result: dict, directory: str | None) -> None:
+        self.results.append(dict(result))
+        if directory is not None:
+            target = self.root / f"epoch{result['epoch']}"
+            shutil.copytree(directory, target)
+            self.checkpoints[result["epoch"]] = str(target)
+
+    def source(self):
+        """The newest checkpoint directory (a context manager), None before any."""
+        return contextlib.nullcontext(self.checkpoints[max(self.checkpoints)]) if self.checkpoints else None

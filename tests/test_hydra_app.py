@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 pytest.importorskip("lightning")
 
-from conftest import cli_env, run_cli  # noqa: E402
+from conftest import TrialSink, cli_env, run_cli  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 
@@ -196,23 +195,11 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-class Run:
-    """A trial's sink: every result, and a copy of each checkpoint directory by epoch."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.results, self.checkpoints = root, [], {}
-
-    def __call__(self, result: dict, directory: str | None) -> None:
-        self.results.append(dict(result))
-        if directory is not None:
-            self.checkpoints[result["epoch"]] = str(
-                shutil.copytree(directory, self.root / f"e{result['epoch']}")
-            )
-
-
-def _run(app: Path, tmp: Path, hp: dict, *, seed: int = 7, epochs: int = 2, source=None) -> tuple[Run, tuple]:
+def _run(
+    app: Path, tmp: Path, hp: dict, *, seed: int = 7, epochs: int = 2, source=None
+) -> tuple[TrialSink, tuple]:
     """Run the adapter in ``app`` for one trial; return its sink and what the app's task returned."""
-    run = Run(tmp)
+    run = TrialSink(tmp)
     trial = Trial(seed=seed, attempt=0, epochs=epochs, hp=hp, sink=run, source=source)
     with active(trial):
         returned = train(dict(hp), trial, **FN)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch
 
 L = pytest.importorskip("lightning")
 
-from conftest import cli_env, run_cli  # noqa: E402
+from conftest import TrialSink, cli_env, run_cli  # noqa: E402
 
 from orchestrator.contract import CHECKPOINT_FILE  # noqa: E402
 from orchestrator.integrations.lightning import LIGHTNING_CKPT, ConvergenceCallback, resume_path  # noqa: E402
@@ -27,20 +26,6 @@ sys.path.insert(0, str(EXAMPLE))
 from digitnet.model import loaders, make_model  # noqa: E402
 
 MAPPED = {"val_acc": "val_acc", "val_loss": "val_loss", "train_loss": "train_loss"}
-
-
-class Run:
-    """A trial's sink: every result, and a copy of each checkpoint directory by epoch."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.results, self.checkpoints = root, [], {}
-
-    def __call__(self, result: dict, directory: str | None) -> None:
-        self.results.append(dict(result))
-        if directory is not None:
-            target = self.root / f"epoch{result['epoch']}"
-            shutil.copytree(directory, target)
-            self.checkpoints[result["epoch"]] = str(target)
 
 
 class Steps(L.Callback):
@@ -63,7 +48,7 @@ class Steps(L.Callback):
 
 
 def _trial(
-    run: Run, *, epochs: int = 3, attempt: int = 0, seed: int = 7, source=None, every: int = 2
+    run: TrialSink, *, epochs: int = 3, attempt: int = 0, seed: int = 7, source=None, every: int = 2
 ) -> Trial:
     return Trial(
         seed=seed, attempt=attempt, epochs=epochs, hp={}, sink=run, source=source, checkpoint_every=every
@@ -95,7 +80,7 @@ def _from(directory: str):
 
 
 def test_each_validated_epoch_is_reported_once_with_the_watched_values(tmp_path):
-    run, steps = Run(tmp_path), Steps()
+    run, steps = TrialSink(tmp_path), Steps()
     callback = ConvergenceCallback(MAPPED, trial=_trial(run))
     trainer = _fit(callback, extra=[steps], num_sanity_val_steps=2)
     assert [r["epoch"] for r in run.results] == [1, 2, 3]  # the sanity check is not reported
@@ -116,13 +101,13 @@ def test_each_validated_epoch_is_reported_once_with_the_watched_values(tmp_path)
 
 
 def test_without_a_mapping_every_logged_scalar_is_reported_under_its_own_name(tmp_path):
-    run = Run(tmp_path)
+    run = TrialSink(tmp_path)
     _fit(ConvergenceCallback(trial=_trial(run, epochs=1)), max_epochs=1)
     assert {"val_acc", "val_loss", "train_loss"} <= set(run.results[0])
 
 
 def test_a_mapped_metric_never_logged_is_one_error_naming_it_and_the_logged_ones(tmp_path):
-    run = Run(tmp_path)
+    run = TrialSink(tmp_path)
     callback = ConvergenceCallback({"val_mae": "val/mae", "val_acc": "val_acc"}, trial=_trial(run))
     with pytest.raises(ValueError) as error:
         _fit(callback)
@@ -134,29 +119,29 @@ def test_a_mapped_metric_never_logged_is_one_error_naming_it_and_the_logged_ones
 def test_without_a_trial_fitting_fails_at_once_and_inside_one_it_reports_to_it(tmp_path):
     with pytest.raises(RuntimeError, match="no orchestrator trial in this process; run the training through"):
         _fit(ConvergenceCallback(MAPPED), max_epochs=1)
-    run = Run(tmp_path)
+    run = TrialSink(tmp_path)
     with active(_trial(run, epochs=1)):
         _fit(ConvergenceCallback(MAPPED), max_epochs=1)
     assert [r["epoch"] for r in run.results] == [1]
 
 
 def test_the_trials_budget_wins_over_the_trainers_max_epochs(tmp_path):
-    run = Run(tmp_path)
+    run = TrialSink(tmp_path)
     trainer = _fit(ConvergenceCallback(MAPPED, trial=_trial(run, epochs=2)), max_epochs=7)
     assert [r["epoch"] for r in run.results] == [1, 2] and trainer.current_epoch == 2
     assert sorted(run.checkpoints) == [2]
 
 
 def test_a_validation_skipped_on_some_epochs_is_refused(tmp_path):
-    callback = ConvergenceCallback(MAPPED, trial=_trial(Run(tmp_path)))
+    callback = ConvergenceCallback(MAPPED, trial=_trial(TrialSink(tmp_path)))
     with pytest.raises(ValueError, match="check_val_every_n_epoch=2"):
         _fit(callback, check_val_every_n_epoch=2)
 
 
 def test_the_same_attempt_resumes_from_its_lightning_checkpoint(tmp_path):
-    first = Run(tmp_path / "first")
+    first = TrialSink(tmp_path / "first")
     _fit(ConvergenceCallback(MAPPED, trial=_trial(first, epochs=4)), max_epochs=4)
-    second, steps = Run(tmp_path / "second"), Steps()
+    second, steps = TrialSink(tmp_path / "second"), Steps()
     callback = ConvergenceCallback(MAPPED, trial=_trial(second, epochs=4, source=_from(first.checkpoints[2])))
     assert callback.ckpt_path is not None and callback.ckpt_path.endswith(LIGHTNING_CKPT)
     trainer = _fit(callback, max_epochs=4, extra=[steps], ckpt_path=callback.ckpt_path)
@@ -176,9 +161,9 @@ def test_the_same_attempt_resumes_from_its_lightning_checkpoint(tmp_path):
 
 
 def test_an_older_attempts_checkpoint_is_refused_and_the_attempt_starts_over(tmp_path):
-    first = Run(tmp_path / "first")
+    first = TrialSink(tmp_path / "first")
     _fit(ConvergenceCallback(MAPPED, trial=_trial(first, epochs=2)), max_epochs=2)
-    second = Run(tmp_path / "second")
+    second = TrialSink(tmp_path / "second")
     trial = _trial(second, epochs=2, attempt=1, seed=8, source=_from(first.checkpoints[2]))
     callback = ConvergenceCallback(MAPPED, trial=trial)
     assert callback.ckpt_path is None and trial.restored_files == {}
@@ -190,15 +175,15 @@ def test_an_older_attempts_checkpoint_is_refused_and_the_attempt_starts_over(tmp
 
 
 def test_a_checkpoint_without_the_lightning_file_cannot_resume_a_trainer(tmp_path):
-    run = Run(tmp_path)
+    run = TrialSink(tmp_path)
     trial = _trial(run, epochs=1)
     trial.report(1, checkpoint={"w": torch.ones(2)}, val_loss=1.0)
     with pytest.raises(ValueError, match="the checkpoint of epoch 1 has no lightning.ckpt"):
-        resume_path(_trial(Run(tmp_path / "again"), epochs=1, source=_from(run.checkpoints[1])))
+        resume_path(_trial(TrialSink(tmp_path / "again"), epochs=1, source=_from(run.checkpoints[1])))
 
 
 def test_checkpoint_files_need_plain_names(tmp_path):
-    trial = _trial(Run(tmp_path), epochs=1)
+    trial = _trial(TrialSink(tmp_path), epochs=1)
     for name in (CHECKPOINT_FILE, "../x", "a/b", ""):
         with pytest.raises(ValueError, match="plain name"):
             trial.report(1, files={name: lambda path: None}, val_loss=1.0)

@@ -3,36 +3,18 @@ this process, with real PyTorch models and real checkpoint files."""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import TrialSink
 from torch import nn
 
 from orchestrator.contract import mode_of
 from orchestrator.errors import ConfigError
 from orchestrator.target import check_target, load_target, split_target
 from orchestrator.trial import Trial, active, current
-
-
-class Sink:
-    """Collects results; keeps a copy of the newest checkpoint directory."""
-
-    def __init__(self, keep: Path) -> None:
-        self.results: list[dict] = []
-        self.keep, self.saved = keep, 0
-
-    def __call__(self, result: dict, directory: str | None) -> None:
-        self.results.append(result)
-        if directory is not None:
-            shutil.copytree(directory, self.keep, dirs_exist_ok=True)
-            self.saved += 1
-
-    def source(self):
-        return contextlib.nullcontext(str(self.keep)) if self.saved else None
 
 
 def _net() -> nn.Module:
@@ -52,12 +34,12 @@ def _epoch(model: nn.Module, opt: torch.optim.Optimizer) -> float:
         return nn.functional.mse_loss(model(x), y)
 
 
-def _trial(sink: Sink, attempt: int = 0, seed: int = 5, **kw) -> Trial:
+def _trial(sink: TrialSink, attempt: int = 0, seed: int = 5, **kw) -> Trial:
     return Trial(seed=seed, attempt=attempt, epochs=4, hp={"lr": 0.1}, sink=sink, source=sink.source, **kw)
 
 
 def test_report_fills_in_what_the_framework_measures(tmp_path):
-    sink = Sink(tmp_path / "ckpt")
+    sink = TrialSink(tmp_path)
     trial = _trial(sink)
     model = _net()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -74,18 +56,18 @@ def test_report_fills_in_what_the_framework_measures(tmp_path):
 
 
 def test_checkpoints_follow_checkpoint_every_and_the_last_epoch(tmp_path):
-    sink = Sink(tmp_path / "ckpt")
+    sink = TrialSink(tmp_path)
     trial = _trial(sink, checkpoint_every=3)
     model = _net()
     for epoch in range(1, 5):
         trial.report(epoch, val_loss=1.0, checkpoint={"model": model})
-    assert sink.saved == 2  # epochs 3 and 4 (the budget)
-    state = torch.load(tmp_path / "ckpt" / "checkpoint.pt", weights_only=True)
+    assert sorted(sink.checkpoints) == [3, 4]  # every 3rd epoch and the last (the budget)
+    state = torch.load(Path(sink.checkpoints[4]) / "checkpoint.pt", weights_only=True)
     assert (state["epoch"], state["attempt"], state["seed"]) == (4, 0, 5)
 
 
 def test_restore_continues_this_attempt_and_refuses_an_older_one(tmp_path):
-    sink = Sink(tmp_path / "ckpt")
+    sink = TrialSink(tmp_path)
     first = _trial(sink)
     model = _net()
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
@@ -109,13 +91,13 @@ def test_restore_continues_this_attempt_and_refuses_an_older_one(tmp_path):
 
 
 def test_a_checkpoint_value_that_cannot_load_safely_is_refused(tmp_path):
-    trial = _trial(Sink(tmp_path / "ckpt"), checkpoint_every=1)
+    trial = _trial(TrialSink(tmp_path), checkpoint_every=1)
     with pytest.raises(TypeError, match=r"checkpoint: 'data' \(object\) cannot be saved"):
         trial.report(1, val_loss=1.0, checkpoint={"data": object()})
 
 
 def test_the_running_trial_is_current_and_unwatched_after(tmp_path):
-    trial = _trial(Sink(tmp_path / "ckpt"))
+    trial = _trial(TrialSink(tmp_path))
     model = _net()
     with active(trial):
         assert current() is trial
