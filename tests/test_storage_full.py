@@ -58,23 +58,30 @@ def test_a_full_results_directory_is_named_by_a_probe_write(tiny_disk):
     assert storage_problem("/nowhere", OSError(30, "Read-only file system")) == "Read-only file system"
 
 
-@pytest.mark.slow
-def test_a_storage_path_filling_up_mid_sweep_ends_with_one_line_and_keeps_the_record(tmp_path, tiny_disk):
-    db = tmp_path / "mlflow.db"
-    args = ["debug=default", "trainable.epochs=30", "num_samples=6", f"storage.path={tiny_disk}",
-            f"tracking.uri=sqlite:///{db}", "report=false"]  # fmt: skip
+def _start_until_reported(cwd: Path, args: list[str], results: Path) -> subprocess.Popen:
+    """Start ``python -m orchestrator ARGS`` (output captured); return once a trial has
+    written its first result under ``results``."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "orchestrator", *args],
-        cwd=tmp_path,
+        cwd=cwd,
         env=cli_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     deadline = time.monotonic() + 300
-    while not glob.glob(str(tiny_disk / "*" / "*" / "result.json")) and proc.poll() is None:
+    while not glob.glob(str(results / "*" / "*" / "result.json")) and proc.poll() is None:
         assert time.monotonic() < deadline, "no trial reported"
         time.sleep(0.1)
+    return proc
+
+
+@pytest.mark.slow
+def test_a_storage_path_filling_up_mid_sweep_ends_with_one_line_and_keeps_the_record(tmp_path, tiny_disk):
+    db = tmp_path / "mlflow.db"
+    args = ["debug=default", "trainable.epochs=30", "num_samples=6", f"storage.path={tiny_disk}",
+            f"tracking.uri=sqlite:///{db}", "report=false"]  # fmt: skip
+    proc = _start_until_reported(tmp_path, args, tiny_disk)
     _fill(tiny_disk)
     out, err = proc.communicate(timeout=600)
 
@@ -119,18 +126,7 @@ def test_a_storage_path_turning_unwritable_mid_sweep_ends_with_one_line(tmp_path
     results, db = tmp_path / "results", tmp_path / "mlflow.db"
     args = ["debug=default", "trainable.epochs=30", "num_samples=4", f"storage.path={results}",
             f"tracking.uri=sqlite:///{db}", "report=false", "failure.max_failures=0"]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 300
-    while not glob.glob(str(results / "*" / "*" / "result.json")) and proc.poll() is None:
-        assert time.monotonic() < deadline, "no trial reported"
-        time.sleep(0.1)
+    proc = _start_until_reported(tmp_path, args, results)
     (sweep_dir,) = [p for p in results.iterdir() if p.is_dir()]
     freezer(sweep_dir)
     out, err = proc.communicate(timeout=600)
