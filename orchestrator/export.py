@@ -27,6 +27,7 @@ import torch
 from orchestrator.contract import CHECKPOINT_FILE, hyperparameters
 from orchestrator.target import load_target
 from orchestrator.tracking import log_checkpoint, log_pytorch_model, prepare_model_logging
+from orchestrator.trials import local_launch_dir
 from trainables.hparams import TrialParams
 from trainables.models import build_model
 from trainables.train import cached_dataset
@@ -84,8 +85,7 @@ def _own_model(run: dict[str, Any], config: dict[str, Any]) -> tuple[Any, Any, l
     code of its top-level package or module."""
     if not run.get("model_fn"):
         return None
-    launch_dir = run.get("launch_dir") if os.path.isdir(run.get("launch_dir") or "") else None
-    make = load_target(run["model_fn"], launch_dir)
+    make = load_target(run["model_fn"], local_launch_dir(run))
     top = sys.modules[make.__module__.split(".")[0]]
     code = getattr(top, "__path__", None)
     return make(hyperparameters(config)), None, [list(code)[0] if code else top.__file__]

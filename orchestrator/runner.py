@@ -10,7 +10,6 @@ every trial (``fn``, ``model_fn``, ``checkpoint_every``, ``sweep_seed``, ``launc
 from __future__ import annotations
 
 import logging
-import os
 import random
 from typing import Any
 
@@ -23,6 +22,7 @@ from orchestrator.contract import hyperparameters
 from orchestrator.seeding import attempt_seed
 from orchestrator.target import load_target
 from orchestrator.trial import Sink, Source, Trial, active
+from orchestrator.trials import local_launch_dir
 
 
 def seed_everything(seed: int) -> None:
@@ -83,7 +83,7 @@ def run_trial(config: dict[str, Any]) -> None:
     """
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line per checkpoint
     _set_threads()
-    launch_dir = _launch_dir(config["run"])
+    launch_dir = local_launch_dir(config["run"])
     trial = call_function(config, tune.get_context().get_trial_id(), launch_dir, _to_tune, _checkpoint)
     if trial.reported == 0:
         raise RuntimeError(
@@ -94,10 +94,3 @@ def run_trial(config: dict[str, Any]) -> None:
 def _checkpoint() -> Any:
     found = tune.get_checkpoint()
     return found.as_directory() if found is not None else None
-
-
-def _launch_dir(run: dict[str, Any]) -> str | None:
-    """The sweep's launch directory when it exists on this node (a cluster's workers run in
-    the copy Ray uploaded instead, which is already their working directory)."""
-    path = run.get("launch_dir")
-    return path if path and os.path.isdir(path) else None

@@ -52,3 +52,11 @@ def train_function(t: Any, launch_dir: str) -> Any:
         "max_samples": t.data.max_samples,
     }
     return {**BUILTIN, "model": t.model, "dataset": t.dataset, "data": data}
+
+
+def local_launch_dir(run: dict[str, Any]) -> str | None:
+    """The sweep's launch directory from a trial's ``run`` settings when it exists on this
+    machine, else None (a cluster's workers run in the copy Ray shipped instead, which is
+    already their working directory)."""
+    path = run.get("launch_dir")
+    return path if path and os.path.isdir(path) else None
