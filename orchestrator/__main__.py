@@ -68,6 +68,7 @@ def _hydra_main(cfg: DictConfig) -> None:
                 sweep_cfg,
                 resolved_yaml=OmegaConf.to_yaml(redact(data)),
                 overrides=tuple(redact_overrides(HydraConfig.get().overrides.task)),
+                checked_storage=storage,
             )
     except (ConfigError, OmegaConfBaseException) as exc:
         _config_exit(exc, composed=True)

@@ -46,14 +46,18 @@ def run(
     resolved_yaml: str = "",
     overrides: tuple[str, ...] = (),
     callbacks: Sequence[tune.Callback] = (),
+    checked_storage: str | None = None,
 ) -> SweepSummary:
     """Run the sweep described by ``cfg`` and return its summary.
 
     The resolved config goes into ``<sweep dir>/orchestrator.json`` before any trial starts, so
     :func:`resume` can finish the sweep if this driver dies. ``callbacks`` are Ray Tune
-    callbacks added after the sweep's own.
+    callbacks added after the sweep's own. ``checked_storage`` is what
+    :func:`orchestrator.preflight.preflight` returned when the caller already ran it from this
+    working directory (the command line does, before it imports Ray): its checks (a database
+    connection among them) are not run twice.
     """
-    return _run(cfg, resolved_yaml, overrides, callbacks, None)
+    return _run(cfg, resolved_yaml, overrides, callbacks, None, checked_storage)
 
 
 def resume(path: str, *, callbacks: Sequence[tune.Callback] = ()) -> SweepSummary:
@@ -106,8 +110,10 @@ def _run(
     overrides: tuple[str, ...],
     extra: Sequence[tune.Callback],
     record: SweepRecord | None,
+    checked_storage: str | None = None,
 ) -> SweepSummary:
-    s = _prepare(cfg, resolved_yaml, overrides, record, started=time.time())  # wall time counts the checks
+    started = time.time()  # the sweep's wall time counts its checks
+    s = _prepare(cfg, resolved_yaml, overrides, record, started=started, checked_storage=checked_storage)
     try:
         s.own_ray = start_ray(cfg, s.launch_dir)
         preemption.install()  # ray.init replaced the SIGTERM handler with one that exits at once
@@ -135,12 +141,13 @@ def _prepare(
     record: SweepRecord | None,
     *,
     started: float,
+    checked_storage: str | None = None,
 ) -> _Sweep:
     """Check everything knowable before Ray starts; build the searcher and scheduler; start
     opening a new local MLflow store (~2 s for SQLite) in a thread while Ray starts."""
     if record is None:
         launch_dir = os.getcwd()
-        storage = preflight(cfg, launch_dir)
+        storage = checked_storage if checked_storage is not None else preflight(cfg, launch_dir)
         uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None
         experiment = results_name(cfg.name)  # claimed once the store is open (_open_tracking)
         lock = None  # taken once the sweep directory exists (_fit)
