@@ -11,7 +11,9 @@ MLflow callback logs per epoch (``orchestrator.contract.LOGGED_KEYS``). Two writ
   metric values and sends one ``log_batch`` per ``--flush-every`` values (default 200, as
   ``SweepTracker``; MLflow allows up to 1000), flushing the rest when the run ends;
 - ``tracker``: the project's ``orchestrator.tracking.SweepTracker`` itself (``start_sweep``,
-  ``start_trial``, ``log_metrics``, ``end_trial``, ``end_sweep``), whatever its current writer.
+  ``start_trial``, ``log_metrics``, ``end_trial``, ``end_sweep``), whatever its current writer
+  (against a server: up to ``orchestrator.tracking.uri.LANES`` runs written at once);
+- ``tracker_serial``: the same tracker writing one request at a time (``lanes=1``), for the ratio.
 
 Each reports results per second from the first write until everything was flushed (the runs
 ended), and checks that the server holds every value (one metric history per run, read back):
@@ -141,11 +143,13 @@ def write_batched(url: str, results: int, trials: int, flush_every: int = FLUSH_
     return _report(client, runs, results, trials, elapsed, requests)
 
 
-def write_tracker(url: str, results: int, trials: int) -> dict[str, Any]:
-    """The project's ``SweepTracker``: every result through ``log_metrics``; timed until ``end_sweep``."""
+def write_tracker(url: str, results: int, trials: int, lanes: int | None = None) -> dict[str, Any]:
+    """The project's ``SweepTracker``: every result through ``log_metrics``; timed until ``end_sweep``.
+
+    ``lanes``: runs written at once (None: the tracker's own choice for the URI)."""
     from orchestrator.tracking import SweepTracker
 
-    tracker = SweepTracker(url, f"rate-tracker-{time.time_ns()}")
+    tracker = SweepTracker(url, f"rate-tracker-{time.time_ns()}", lanes=lanes)
     tracker.start_sweep("rate", {"results": results}, {}, {})
     ids = [f"t{i:04d}" for i in range(trials)]
     for tid in ids:
@@ -194,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2,000 results")
     parser.add_argument("--results", type=int, default=None, help="default 20000 (2000 with --quick)")
     parser.add_argument("--trials", type=int, default=32)
-    parser.add_argument("--writers", default="batched,tracker", help="comma-separated: batched, tracker")
+    parser.add_argument("--writers", default="batched,tracker", help="comma-separated: batched, tracker, tracker_serial")
     parser.add_argument("--flush-every", type=int, default=FLUSH_EVERY, help="batched: values per log_batch")
     parser.add_argument(
         "--backend", choices=("sqlite", "postgresql"), default="sqlite",
@@ -212,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     writers = {
         "batched": lambda url, n, t: write_batched(url, n, t, args.flush_every),
         "tracker": write_tracker,
+        "tracker_serial": lambda url, n, t: write_tracker(url, n, t, lanes=1),
     }
     wanted = [w for w in args.writers.split(",") if w]
     if any(w not in writers for w in wanted):
@@ -242,11 +247,11 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_after": os.getloadavg(),
         },
     }
-    print(f"{'writer':10}{'results':>10}{'seconds':>10}{'results/s':>12}{'requests':>10}{'dropped':>9}")
+    print(f"{'writer':16}{'results':>10}{'seconds':>10}{'results/s':>12}{'requests':>10}{'dropped':>9}")
     for name, r in out.items():
         req = "-" if r["requests"] is None else str(r["requests"])
         print(
-            f"{name:10}{r['results']:>10}{r['seconds']:>10.2f}{r['results_per_s']:>12.0f}{req:>10}{r['dropped']:>9}"
+            f"{name:16}{r['results']:>10}{r['seconds']:>10.2f}{r['results_per_s']:>12.0f}{req:>10}{r['dropped']:>9}"
         )
         verdict = "met" if r["results_per_s"] >= TARGET_RESULTS_PER_S and r["dropped"] == 0 else "MISSED"
         print(f"  target >= {TARGET_RESULTS_PER_S:.0f} results/s, nothing dropped: {verdict}")

@@ -14,7 +14,7 @@ import pytest
 import orchestrator.tracking as tracking
 from orchestrator.errors import ConfigError
 from orchestrator.tracking import group_ops, resolve_tracking_uri, ui_hint
-from orchestrator.tracking.ops import _Op, end_ops, param_batches
+from orchestrator.tracking.ops import WAVE_SCAN, _Op, end_ops, next_wave, param_batches
 from orchestrator.tracking.spool import (
     _default_spool_dir,
     append_ops,
@@ -22,7 +22,7 @@ from orchestrator.tracking.spool import (
     read_spool,
     write_header,
 )
-from orchestrator.tracking.uri import is_http, sqlite_path
+from orchestrator.tracking.uri import LANES, delivery_lanes, is_http, sqlite_path
 
 # ---------------------------------------------------------------------------------------------
 # _Op: the spool's line format
@@ -161,6 +161,36 @@ def test_a_run_ends_after_its_finite_final_metrics_and_its_tags():
 
 
 # ---------------------------------------------------------------------------------------------
+# Waves: which queued ops go out together
+
+
+def _create(run: str, parent: str | None = None) -> _Op:
+    return _Op("create", run, {"name": run.lower(), "tags": {}, "parent": parent})
+
+
+def test_a_wave_takes_one_op_per_run_in_queue_order():
+    queue = [_create("A"), _Op("batch", "A", {}), _create("B"), _Op("end", "A", {}), _create("C")]
+    assert next_wave(queue, 4) == [queue[0], queue[2], queue[4]]  # A's later ops wait for its create
+    assert next_wave(queue, 2) == [queue[0], queue[2]]
+    assert next_wave(queue[1:], 4) == [queue[1], queue[2], queue[4]]  # A's batch before A's end
+
+
+def test_a_child_is_created_only_once_nothing_of_its_parent_is_queued_before_it():
+    queue = [_create("P"), _create("C1", parent="P"), _Op("batch", "P", {}), _create("C2", parent="P")]
+    assert next_wave(queue, 4) == [queue[0]]
+    rest = queue[1:]  # P created: C1 may go, C2 waits behind P's batch
+    assert next_wave(rest, 4) == [queue[1], queue[2]]
+    assert next_wave([_create("C3", parent="P")], 4) == [_create("C3", parent="P")]
+
+
+def test_a_wave_looks_only_so_far_into_a_long_queue_and_always_takes_its_head():
+    queue = [_Op("batch", "A", {"n": i}) for i in range(WAVE_SCAN)] + [_create("B")]
+    assert next_wave(queue, 4) == [queue[0]]
+    assert next_wave(queue[-2:], 4) == queue[-2:]
+    assert next_wave([], 4) == []
+
+
+# ---------------------------------------------------------------------------------------------
 # The package's names
 
 
@@ -219,6 +249,13 @@ def test_one_parser_says_where_a_sqlite_file_is_and_what_is_a_server():
         assert sqlite_path(other) is None, other
     assert is_http("http://127.0.0.1:5000") and is_http("https://mlflow.example.org")
     assert not is_http("sqlite:///m.db") and not is_http("file:///tmp") and not is_http("httpx://h")
+
+
+def test_servers_and_database_servers_are_written_to_on_several_runs_at_once():
+    for uri in ("http://127.0.0.1:5000", "https://m.example.org", "postgresql://u@h:5432/db", "mysql+pymysql://h/db"):
+        assert delivery_lanes(uri) == LANES > 1, uri
+    for uri in ("sqlite:////tmp/m.db", "file:///tmp/mlruns", "databricks"):
+        assert delivery_lanes(uri) == 1, uri
 
 
 def test_the_ui_hint_and_the_spool_dir_follow_the_store(tmp_path, monkeypatch):

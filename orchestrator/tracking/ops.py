@@ -7,8 +7,10 @@ The driver queues one op per call; :func:`group_ops` turns a run's per-step metr
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ logger = logging.getLogger(__name__)
 _BATCH = 1000  # MLflow's limit of metrics per log_batch
 _PARAMS_PER_BATCH = 100  # MLflow's limit of params per log_batch
 _PARAM_CHARS = 6000  # MLflow's limit of a param value's length
+WAVE_SCAN = 256  # how far into the queue a wave looks for ops on other runs
 
 
 @dataclass
@@ -83,6 +86,27 @@ def _param_value(value: Any) -> str:
     """A param's value as MLflow keeps it: its text, cut to 6000 characters."""
     text = str(value)
     return text if len(text) <= _PARAM_CHARS else text[: _PARAM_CHARS - 3] + "..."
+
+
+def next_wave(units: Iterable[_Op], width: int) -> list[_Op]:
+    """The ops of ``units`` (the delivery queue, in order) that may go out together.
+
+    Rule: an op goes only when no op queued before it is on its run (each run's ops stay in
+    order, so a run is created before anything reaches it and ends after it all) and, for a
+    ``create`` with a parent, when the parent's ops queued before it are all gone (the parent
+    exists first). At most ``width`` ops, found among the first ``WAVE_SCAN``; the head of
+    the queue is always among them.
+    """
+    chosen: list[_Op] = []
+    earlier: set[str] = set()
+    for op in itertools.islice(units, WAVE_SCAN):
+        parent = op.data.get("parent") if op.kind == "create" else None
+        if op.run not in earlier and parent not in earlier:
+            chosen.append(op)
+            if len(chosen) == width:
+                break
+        earlier.add(op.run)
+    return chosen
 
 
 def group_ops(ops: list[_Op]) -> list[_Op]:

@@ -22,6 +22,7 @@ from orchestrator.tracking.ops import _Op, end_ops, param_batches
 from orchestrator.tracking.reopen import reopen_sweep
 from orchestrator.tracking.runs import _new_handle, _OpenRun, _RunIds, _TrialRuns
 from orchestrator.tracking.spool import _default_spool_dir, _spool_name
+from orchestrator.tracking.uri import delivery_lanes
 from orchestrator.tracking.writer import _Writer
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class SweepTracker:
         timeout_s: float = 10.0,
         interval_s: float = 0.5,
         outage_grace_s: float | None = None,
+        lanes: int | None = None,
     ) -> None:
         self.uri = uri
         self.client = _client(uri, timeout_s)
@@ -80,6 +82,7 @@ class SweepTracker:
         self.spool_path = os.path.join(spool_dir or _default_spool_dir(uri), _spool_name())
         self._resolved: dict[str, str] = {}
         self._timeout_s, self._interval_s = timeout_s, interval_s
+        self._lanes = delivery_lanes(uri) if lanes is None else lanes  # runs written at once
         self._owns_parent = True  # False in a pickled copy: only the driver's tracker ends the sweep's run
         self._live_writer: _Writer | None = None
         _ = self._writer  # the original starts its writer now; a pickled copy on first use
@@ -91,7 +94,7 @@ class SweepTracker:
             if self.client is None:
                 self.client = _client(self.uri, self._timeout_s)
             deliverer = _Deliverer(self.client, self.experiment_id, self._resolved)
-            self._live_writer = _Writer(deliverer, self.uri, self.spool_path, self._interval_s)
+            self._live_writer = _Writer(deliverer, self.uri, self.spool_path, self._interval_s, self._lanes)
             atexit.register(self._at_exit)
         return self._live_writer
 

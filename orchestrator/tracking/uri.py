@@ -13,6 +13,8 @@ from orchestrator.errors import ConfigError
 _URI_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
 _SQLITE = "sqlite:///"
 _HTTP = ("http://", "https://")
+_CONCURRENT_SCHEMES = ("http", "https", "postgresql", "mysql", "mssql")
+LANES = 4  # runs written at once to a store that takes concurrent writes
 
 
 def sqlite_path(uri: str) -> str | None:
@@ -28,6 +30,14 @@ def sqlite_path(uri: str) -> str | None:
 def is_http(uri: str) -> bool:
     """True for a tracking server's URI: it starts with ``http://`` or ``https://``."""
     return uri.startswith(_HTTP)
+
+
+def delivery_lanes(uri: str) -> int:
+    """How many runs the writer delivers to at once: :data:`LANES` for a tracking server or a
+    database server (they take concurrent writes), 1 for SQLite and file stores (one writer at a
+    time there: concurrency would only wait on the file's lock)."""
+    scheme = urlparse(uri).scheme.split("+")[0]
+    return LANES if scheme in _CONCURRENT_SCHEMES else 1
 
 
 def resolve_tracking_uri(uri: str | None, launch_dir: str) -> str:

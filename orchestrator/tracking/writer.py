@@ -1,8 +1,9 @@
 """The background writer: delivers the driver's ops in order, retries while the store is down, spools.
 
 The driver thread only appends to a deque; this thread groups what arrived (:func:`group_ops`)
-and hands it to the deliverer op by op. The first transient failure is warned about once; the
-op stays at the head and is retried with backoff, so nothing overtakes it. What is still
+and hands it to the deliverer, several runs' ops at once where the store takes concurrent writes
+(:func:`~orchestrator.tracking.uri.delivery_lanes`). The first transient failure is warned about
+once; the op keeps its place and is retried with backoff, so nothing on its run overtakes it. What is still
 undelivered when the driver gives up waiting goes to the spool file (:mod:`.spool`).
 """
 
@@ -15,7 +16,7 @@ from collections import deque
 
 from orchestrator.tracking.client import _is_transient, _short
 from orchestrator.tracking.deliver import _Deliverer
-from orchestrator.tracking.ops import _Op, group_ops
+from orchestrator.tracking.ops import WAVE_SCAN, _Op, group_ops, next_wave
 from orchestrator.tracking.spool import append_ops, write_header
 
 logger = logging.getLogger(__name__)
@@ -25,14 +26,18 @@ class _Writer:
     """Delivers the driver's ops in the background, in order; spools what it cannot deliver.
 
     The driver only appends to a deque. Every ``interval_s`` (at once when woken: a flush, an
-    ended trial) the writer groups what arrived and delivers it op by op. On a transient
-    failure it keeps the op at the head, warns once, and retries with backoff (0.5 s doubling
-    to 5 s). Once :meth:`spool` has run, everything (queued then and later) goes to the spool
+    ended trial) the writer groups what arrived and delivers it in waves of up to ``lanes`` ops
+    on different runs at once (:func:`next_wave`: each run's ops in order, a parent before its
+    children). On a transient failure it keeps the op in its place, warns once, and retries
+    with backoff (0.5 s doubling to 5 s). Once :meth:`spool` has run, everything (queued then and later) goes to the spool
     file instead.
     """
 
-    def __init__(self, deliverer: _Deliverer, uri: str, spool_path: str, interval_s: float) -> None:
+    def __init__(
+        self, deliverer: _Deliverer, uri: str, spool_path: str, interval_s: float, lanes: int = 1
+    ) -> None:
         self.deliverer = deliverer
+        self.lanes = lanes
         self.uri = uri
         self.spool_path = spool_path
         self.interval_s = interval_s
@@ -147,18 +152,10 @@ class _Writer:
             with self.lock:
                 if self.spooled or not self.units:
                     break
-                op = self.units[0]
-                try:
-                    self.deliverer.deliver(op)
-                except Exception as exc:  # noqa: BLE001 - classified below
-                    if _is_transient(exc):
-                        op.uncertain = True
-                        self._down(exc)
-                        return False
-                    logger.warning("MLflow refused %s on run %s (%s); skipped", op.kind, op.run, _short(exc))
-                self.units.popleft()
-                self.delivered += 1
-                self.busy = bool(self.units)
+                failure = self._deliver_wave(next_wave(self.units, self.lanes))
+                if failure is not None:
+                    self._down(failure)
+                    return False
         if self.outage_since is not None and not self.spooled:
             logger.warning(
                 "MLflow at %s reachable again after %.0fs; queued operations delivered",
@@ -167,6 +164,41 @@ class _Writer:
             )
             self.outage_since = None
         return True
+
+    def _deliver_wave(self, wave: list[_Op]) -> BaseException | None:
+        """Deliver ``wave`` (ops on different runs: each in its own thread when there are several),
+        drop from the queue what was delivered or refused for good, and return the first transient
+        failure (its op stays queued, marked uncertain), else None."""
+        outcomes: list[BaseException | None] = [None] * len(wave)
+
+        def attempt(i: int) -> None:
+            outcomes[i] = self._try(wave[i])
+
+        if len(wave) == 1:
+            attempt(0)
+        else:  # daemon threads: a request hanging at exit must not hold the interpreter
+            threads = [threading.Thread(target=attempt, args=(i,), daemon=True) for i in range(len(wave))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        gone = {id(op) for op, exc in zip(wave, outcomes) if exc is None}
+        head = [self.units.popleft() for _ in range(min(len(self.units), WAVE_SCAN))]
+        self.units.extendleft(reversed([op for op in head if id(op) not in gone]))
+        self.delivered += len(gone)
+        self.busy = bool(self.units)
+        return next((exc for exc in outcomes if exc is not None), None)
+
+    def _try(self, op: _Op) -> BaseException | None:
+        """Deliver ``op``: None when done or refused for good (warned), the failure when transient."""
+        try:
+            self.deliverer.deliver(op)
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if _is_transient(exc):
+                op.uncertain = True
+                return exc
+            logger.warning("MLflow refused %s on run %s (%s); skipped", op.kind, op.run, _short(exc))
+        return None
 
     def _down(self, exc: BaseException) -> None:
         """Note the store down: warn at the start of an outage, only debug-log while it lasts."""
