@@ -16,6 +16,15 @@ Definitions (the README of ``benchmarks/`` repeats them):
   the restart point); a new attempt that never reported did not help.
 - ``best_config_pruned``: the bank's best configuration was proposed and its trial ended without
   any attempt reaching its full budget.
+- ``restart_epochs``: epochs trained in restarted attempts (attempt >= 1), every one counted.
+- ``best_trace``: ``(time, value)`` each time the best ``val_acc`` reported so far rises: the
+  best-so-far curve that ``benchmarks/regret.py`` reads (the same reports as the time to target).
+- ``rescue_eligible`` / ``rescued``: the proposed configurations whose seed-0 final (the curve
+  attempt 0 replays) is more than ``RESCUE_GAP`` below their best seed's final (finals: the last
+  value of the padded curve, i.e. the last finite ``val_acc`` over the full budget), and of those,
+  the ones whose final attempt's last reported ``val_acc`` (even if stopped early) is at least
+  that best seed's final minus ``RESCUE_TOLERANCE``. A bank with one seed per configuration has
+  none eligible.
 """
 
 from __future__ import annotations
@@ -29,6 +38,9 @@ import numpy as np
 from benchmarks.bank import Bank
 
 TARGET_TOLERANCE = 0.005  # 0.5 accuracy points
+BASELINE = "asha"  # the scheduler others are compared with (ratios, regret horizon, gap closed)
+RESCUE_GAP = 0.1  # a seed-0 final this far below the best seed's final needs rescuing
+RESCUE_TOLERANCE = 0.02  # a final attempt ending this close to the best seed's final rescued it
 _FLOAT_SLACK = 1e-9
 
 
@@ -37,6 +49,10 @@ class _TrialLog:
     config_index: int
     attempt_last: list[float | None] = field(default_factory=lambda: [None])
     reached_budget: bool = False
+
+    @property
+    def attempt(self) -> int:
+        return len(self.attempt_last) - 1
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,24 @@ class RepeatStats:
     best_config_proposed: bool
     best_config_pruned: bool
     stranded: int
+    restart_epochs: int
+    rescue_eligible: int
+    rescued: int
+    best_trace: tuple[tuple[float, float], ...]
+
+
+def rescue_bars(bank: Bank) -> dict[int, float]:
+    """Return ``{config index: best seed's final - RESCUE_TOLERANCE}`` for the configurations to rescue.
+
+    A configuration needs rescuing when its seed-0 final is more than ``RESCUE_GAP`` below the
+    best final over its seeds; with one seed it never does.
+    """
+    bars = {}
+    for index, curves in enumerate(bank.configs):
+        best = max(run.final_acc for run in curves.runs)
+        if curves.runs[0].final_acc < best - RESCUE_GAP:
+            bars[index] = best - RESCUE_TOLERANCE - _FLOAT_SLACK
+    return bars
 
 
 class Recorder:
@@ -62,7 +96,11 @@ class Recorder:
         self._threshold = bank.target - TARGET_TOLERANCE - _FLOAT_SLACK
         self._best_index = bank.best_index
         self._trials: dict[str, _TrialLog] = {}
+        self._rescue_bars = rescue_bars(bank)
+        self._best_seen = -math.inf
+        self._trace: list[tuple[float, float]] = []
         self.epochs = 0
+        self.restart_epochs = 0
         self.now = 0.0
         self.best_final = -math.inf
         self.time_to_target: float | None = None
@@ -83,6 +121,10 @@ class Recorder:
         self.epochs += 1
         log = self._trials[key]
         log.attempt_last[-1] = val_acc
+        self.restart_epochs += log.attempt >= 1
+        if val_acc > self._best_seen:
+            self._best_seen = val_acc
+            self._trace.append((now, val_acc))
         if self.time_to_target is None and val_acc >= self._threshold:
             self.time_to_target, self.epochs_to_target = now, self.epochs
         if epoch >= budget:
@@ -93,6 +135,11 @@ class Recorder:
         """Record that a worker was busy until ``now`` on an epoch that was cancelled."""
         self.now = max(self.now, now)
 
+    def _rescued(self, log: _TrialLog) -> bool:
+        """Return whether the last value of the trial's final attempt clears its rescue bar."""
+        last = log.attempt_last[-1]
+        return last is not None and last >= self._rescue_bars[log.config_index]
+
     def finish(self) -> RepeatStats:
         """Return the repeat's figures."""
         restarts = helped = 0
@@ -101,6 +148,8 @@ class Recorder:
                 restarts += 1
                 helped += after is not None and before is not None and after > before
         best = [log for log in self._trials.values() if log.config_index == self._best_index]
+        eligible = [log for log in self._trials.values() if log.config_index in self._rescue_bars]
+        rescued = [log for log in eligible if self._rescued(log)]
         return RepeatStats(
             epochs=self.epochs,
             sim_time=self.now,
@@ -112,6 +161,10 @@ class Recorder:
             best_config_proposed=bool(best),
             best_config_pruned=any(not log.reached_budget for log in best),
             stranded=self.stranded,
+            restart_epochs=self.restart_epochs,
+            rescue_eligible=len(eligible),
+            rescued=len(rescued),
+            best_trace=tuple(self._trace),
         )
 
 
@@ -131,9 +184,13 @@ def _mean_or_none(values: list[float]) -> float | None:
 def summarize(stats: list[RepeatStats]) -> dict[str, float | None]:
     """Summarize repeats: means, except medians for the compute to target; ``None`` where undefined.
 
-    ``restarts_helped`` pools all repeats (helped restarts / restarts), ``None`` without restarts.
+    ``restarts_helped``, ``restart_epochs_frac`` and ``rescued_frac`` pool all repeats (helped
+    restarts / restarts, restart epochs / epochs, rescued / eligible), ``None`` with a zero
+    denominator; ``reached_target`` counts the repeats that reached the target.
     """
     restarts = sum(s.restarts for s in stats)
+    epochs = sum(s.epochs for s in stats)
+    eligible = sum(s.rescue_eligible for s in stats)
     return {
         "epochs": float(np.mean([s.epochs for s in stats])),
         "sim_time": float(np.mean([s.sim_time for s in stats])),
@@ -141,8 +198,11 @@ def summarize(stats: list[RepeatStats]) -> dict[str, float | None]:
         "compute_to_target": _median_or_none([s.time_to_target for s in stats]),
         "epochs_to_target": _median_or_none([s.epochs_to_target for s in stats]),
         "target_reached_frac": float(np.mean([s.time_to_target is not None for s in stats])),
+        "reached_target": sum(s.time_to_target is not None for s in stats),
         "restarts": float(np.mean([s.restarts for s in stats])),
         "restarts_helped": sum(s.restarts_helped for s in stats) / restarts if restarts else None,
+        "restart_epochs_frac": sum(s.restart_epochs for s in stats) / epochs if epochs else None,
+        "rescued_frac": sum(s.rescued for s in stats) / eligible if eligible else None,
         "best_config_pruned_frac": float(np.mean([s.best_config_pruned for s in stats])),
         "best_config_proposed_frac": float(np.mean([s.best_config_proposed for s in stats])),
         "stranded": float(np.mean([s.stranded for s in stats])),

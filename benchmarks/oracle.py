@@ -5,19 +5,25 @@ within ``TARGET_TOLERANCE`` of the bank's best final (in its seed-0 run) after `
 and lets the others run to their budget. No scheduler that must stop trials without knowing the
 future can reach the compute to target faster by stopping alone; the replay prints it beside the
 real schedulers so that their gap to the bound is measured in the same run.
+
+``gap_closed`` measures it: the share of ASHA's distance to the bound, in median time to target
+(``compute_to_target``), that a scheduler closes: ``(asha - ours) / (asha - oracle)``; 1 is the
+bound, 0 is ASHA, negative is slower than ASHA.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from benchmarks.bank import Bank
-from benchmarks.metrics import TARGET_TOLERANCE
+from benchmarks.metrics import BASELINE, TARGET_TOLERANCE
 
 _SLACK = 1e-9
+ORACLE = "oracle"
 
 
 def hitters(bank: Bank) -> set[str]:
@@ -46,3 +52,25 @@ class OracleScheduler(FIFOScheduler):
         if trial.config.get("config_id") in self._hitting or result["training_iteration"] < self._epochs:
             return TrialScheduler.CONTINUE
         return TrialScheduler.STOP
+
+
+def gap_closed(summaries: Mapping[str, Mapping[str, Any]], name: str) -> float | None:
+    """Return ``(asha - t) / (asha - oracle)`` over median times to target ``t`` of ``name``.
+
+    ``None`` when ``asha`` or ``oracle`` did not run, when ``asha``, ``oracle`` or ``name`` does
+    not reach the target in its median repeat (``compute_to_target`` is ``None``; the counts of
+    repeats reaching it, ``reached_target``, compare them then), or when ``asha == oracle``.
+    """
+    if BASELINE not in summaries or ORACLE not in summaries:
+        return None
+    asha = summaries[BASELINE]["compute_to_target"]
+    bound = summaries[ORACLE]["compute_to_target"]
+    ours = summaries[name]["compute_to_target"]
+    if asha is None or bound is None or ours is None or asha == bound:
+        return None
+    return (asha - ours) / (asha - bound)
+
+
+def asha_misses_target(summaries: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Return whether ``asha`` ran and its median repeat never reaches the target."""
+    return BASELINE in summaries and summaries[BASELINE]["compute_to_target"] is None

@@ -10,7 +10,9 @@ Every repeat proposes the configurations in a random order (``numpy`` Generator 
 ``--trials`` of them, to a simulated cluster of ``--workers`` workers where an epoch costs its
 recorded seconds. Ray's schedulers run unmodified behind ``SimController``
 (``benchmarks/replay_sim.py``), Optuna's pruners in an ask/tell study (``benchmarks/optuna_sim.py``);
-figures are defined in ``benchmarks/metrics.py``. One table per bank is printed.
+figures are defined in ``benchmarks/metrics.py``, the regret over time in ``benchmarks/regret.py``
+and ``gap_closed`` (the share of ASHA's gap to the ``oracle`` bound a scheduler closes) in
+``benchmarks/oracle.py``. One table per bank is printed; ``--json`` holds ``JSON_KEYS`` first.
 
 ``--trials`` defaults to ``min(configs in the bank, 200)``: Ray's ``MedianStoppingRule`` scans every
 trial's whole history on each result, so a 1000-configuration LCBench repeat takes ~30 s with it
@@ -35,8 +37,10 @@ import numpy as np
 
 from benchmarks import schedulers as registry
 from benchmarks.bank import Bank, default_bank_paths, load_bank
-from benchmarks.metrics import TARGET_TOLERANCE, RepeatStats, summarize
+from benchmarks.metrics import BASELINE, TARGET_TOLERANCE, RepeatStats, summarize
 from benchmarks.optuna_sim import replay_optuna
+from benchmarks.oracle import gap_closed
+from benchmarks.regret import HORIZON_FALLBACK, regret_figures
 from benchmarks.replay_sim import replay_ray
 from benchmarks.report import LEGEND, format_table
 
@@ -52,6 +56,12 @@ JSON_KEYS = (
     "restarts",
     "restarts_helped",
     "best_config_pruned_frac",
+    "regret_mean",
+    "regret_ci",
+    "gap_closed",
+    "reached_target",
+    "restart_epochs_frac",
+    "rescued_frac",
 )
 
 
@@ -92,12 +102,11 @@ def _cached_bank(path: str) -> Bank:
     return load_bank(path)
 
 
-def _cell(path: str, name: str, options: dict[str, int]) -> dict[str, Any]:
-    """Summarize one (bank, scheduler) cell; runs in a worker process with ``--jobs`` > 1."""
+def _cell(path: str, name: str, options: dict[str, int]) -> list[RepeatStats]:
+    """Replay one (bank, scheduler) cell; runs in a worker process with ``--jobs`` > 1."""
     quiet_ray_info()
     bank = _cached_bank(path)
-    stats = replay_repeats(registry.SCHEDULERS[name], bank, **options)
-    return summarize(stats)
+    return replay_repeats(registry.SCHEDULERS[name], bank, **options)
 
 
 def quiet_ray_info() -> None:
@@ -111,20 +120,30 @@ def run_bank(
     options: dict[str, int],
     pool: ProcessPoolExecutor | None,
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Return the summary of each scheduler on ``bank`` and notes on schedulers that failed."""
+    """Return the summary of each scheduler on ``bank`` and notes on schedulers that failed.
+
+    The figures that compare schedulers (regret over a horizon set by ``asha``, ``gap_closed``
+    against ``asha`` and ``oracle``) are added once every scheduler has run.
+    """
     futures = {s.name: pool.submit(_cell, str(bank.path), s.name, options) for s in specs} if pool else {}
-    summaries, notes = {}, []
+    stats: dict[str, list[RepeatStats]] = {}
+    notes = []
     for spec in specs:
         try:
             if pool:
-                summaries[spec.name] = futures[spec.name].result()
+                stats[spec.name] = futures[spec.name].result()
             else:
-                summaries[spec.name] = _cell(str(bank.path), spec.name, options)
+                stats[spec.name] = _cell(str(bank.path), spec.name, options)
         except Exception as exc:
             if not spec.name.startswith("convergence"):
                 raise
             logger.exception("%s failed on %s", spec.name, bank.name)
             notes.append(f"{spec.name} failed: {type(exc).__name__}: {exc}")
+    summaries = {name: summarize(repeats) for name, repeats in stats.items()}
+    for name, figures in regret_figures(stats, bank).items():
+        summaries[name].update(figures)
+    for name, summary in summaries.items():
+        summary["gap_closed"] = gap_closed(summaries, name)
     return summaries, notes
 
 
@@ -137,20 +156,26 @@ def stranded_notes(summaries: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
-def bank_title(bank: Bank, n_trials: int, options: dict[str, int]) -> str:
-    """Return the heading of a bank's table: its size and the replay settings."""
+def bank_title(
+    bank: Bank, n_trials: int, options: dict[str, int], summaries: dict[str, dict[str, Any]] | None = None
+) -> str:
+    """Return the heading of a bank's table: its size, the replay settings, the regret horizon."""
     capped = " (capped; --trials N to change)" if n_trials < len(bank.configs) else ""
+    fallback = HORIZON_FALLBACK in {s.get("regret_horizon") for s in (summaries or {}).values()}
+    horizon = f"; regret horizon: the {HORIZON_FALLBACK} ({BASELINE} not run)" if fallback else ""
     return (
         f"== {bank.name}: {len(bank.configs)} configs x {bank.n_seeds_max} seed(s), "
         f"{bank.max_epochs} epochs; "
         f"{n_trials} trials/repeat{capped}, {options['workers']} workers, {options['repeats']} repeats; "
-        f"target val_acc >= {bank.target:.4f} - {TARGET_TOLERANCE} =="
+        f"target val_acc >= {bank.target:.4f} - {TARGET_TOLERANCE}{horizon} =="
     )
 
 
 def _json_ready(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, list):
+        return [_json_ready(v) for v in value]
     return value
 
 
@@ -220,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bank_notes = notes + bank_notes + stranded_notes(summaries)
             bank_notes.append(f"replayed in {time.perf_counter() - bank_started:.1f} s")
             print(
-                format_table(bank_title(bank, n_trials, options), summaries, bank_notes),
+                format_table(bank_title(bank, n_trials, options, summaries), summaries, bank_notes),
                 end="\n\n",
                 flush=True,
             )

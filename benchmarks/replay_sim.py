@@ -21,6 +21,10 @@ scheduler hooks in the order ``TuneController`` does (``ray/tune/execution/tune_
   ``ConvergenceScheduler`` do) starts attempt ``k`` from epoch 1 on the curve of its
   ``k % n_seeds``-th seed; ``training_iteration`` and ``time_total_s`` restart with it. Changed
   hyperparameters in the new config cannot be replayed (the curve stays the configuration's).
+- Pause and resume: a PAUSED trial that starts again in the same attempt resumes at the epoch
+  after the last one it reported (as from a checkpoint): its curve continues and no epoch is
+  replayed or counted twice. ``search_alg.searcher`` is a ``FixedOrderSearcher``: the
+  ``on_pause``/``on_unpause`` calls ``HyperBandForBOHB`` makes to its searcher change nothing.
 - When nothing can run any more, trials still PAUSED or PENDING are "stranded" (Tune would wait
   forever); they are stopped through ``stop_trial`` and counted.
 
@@ -60,6 +64,27 @@ class _Replay:
     token: int = 0  # bumps on every start/release; stale epoch events are ignored
 
 
+class FixedOrderSearcher:
+    """The searcher behind ``SimController.search_alg``: the repeat's fixed configuration order.
+
+    ``HyperBandForBOHB`` tells its searcher which trials it pauses and resumes (``TuneBOHB``
+    uses that to count running trials); the order here depends on neither, so both do nothing.
+    """
+
+    def on_pause(self, trial_id: str) -> None:
+        """Ignore a paused trial: the order of the next configurations stays the same."""
+
+    def on_unpause(self, trial_id: str) -> None:
+        """Ignore a resumed trial: the order of the next configurations stays the same."""
+
+
+@dataclass(frozen=True)
+class FixedOrderSearch:
+    """The search algorithm stand-in (Tune's ``SearchGenerator``): it holds the searcher."""
+
+    searcher: FixedOrderSearcher
+
+
 class SimController:
     """Simulated ``TuneController``: the calls Ray's schedulers make, on a cluster of ``workers``.
 
@@ -85,7 +110,7 @@ class SimController:
             raise ValueError(f"workers and max_pending must be >= 1, got {workers=}, {max_pending=}")
         self.scheduler = scheduler
         self.bank = bank
-        self.search_alg = None
+        self.search_alg = FixedOrderSearch(FixedOrderSearcher())
         self.recorder = recorder or Recorder(bank)
         self._order = deque(order)
         self._free = workers

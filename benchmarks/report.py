@@ -1,9 +1,17 @@
-"""Plain-text tables of replay summaries: one per bank, ratios against ASHA when it ran."""
+"""Plain-text tables of replay summaries: one per bank, ratios against ASHA when it ran.
+
+The ``gap`` column is ``gap_closed``; where ASHA's median repeat never reaches the target it
+shows each scheduler's count of repeats reaching it instead (``reached_target``/``repeats``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from benchmarks.metrics import BASELINE, RESCUE_GAP, RESCUE_TOLERANCE, TARGET_TOLERANCE
+from benchmarks.oracle import asha_misses_target
+from benchmarks.regret import REGRET_POINTS
 
 Summary = Mapping[str, Any]
 
@@ -19,6 +27,11 @@ def _fixed(digits: int) -> Callable[[float], str]:
     return lambda value: f"{value:.{digits}f}"
 
 
+def _interval(value: list[float]) -> str:
+    low, high = value
+    return f"[{low:.3f},{high:.3f}]"
+
+
 # (header, summary key, formatter, followed by a ratio-to-asha column)
 _COLUMNS: tuple[tuple[str, str, Callable[[float], str], bool], ...] = (
     ("epochs", "epochs", _fixed(0), True),
@@ -30,8 +43,12 @@ _COLUMNS: tuple[tuple[str, str, Callable[[float], str], bool], ...] = (
     ("restarts", "restarts", _fixed(1), False),
     ("helped", "restarts_helped", _fixed(2), False),
     ("best_pruned", "best_config_pruned_frac", _fixed(2), False),
+    ("regret", "regret_mean", _fixed(3), False),
+    ("regret_ci95", "regret_ci", _interval, False),
+    ("gap", "gap_closed", _fixed(2), False),
+    ("rst_epochs", "restart_epochs_frac", _fixed(3), False),
+    ("rescued", "rescued_frac", _fixed(2), False),
 )
-BASELINE = "asha"
 
 
 def _fmt(value: Any, formatter: Callable[[float], str]) -> str:
@@ -51,9 +68,13 @@ def table_rows(summaries: Mapping[str, Summary]) -> list[list[str]]:
     for title, _, _, with_ratio in _COLUMNS:
         header += [title, "x_asha"] if with_ratio and base is not None else [title]
     rows = [header]
+    counts = asha_misses_target(summaries)
     for name, summary in summaries.items():
         row = [name]
         for _, key, formatter, with_ratio in _COLUMNS:
+            if key == "gap_closed" and counts:
+                row.append(f"{summary['reached_target']}/{summary['repeats']}")
+                continue
             row.append(_fmt(summary[key], formatter))
             if with_ratio and base is not None:
                 row.append(_ratio(summary[key], base[key]))
@@ -77,11 +98,19 @@ def format_table(title: str, summaries: Mapping[str, Summary], notes: list[str] 
     return "\n".join(lines)
 
 
-LEGEND = """\
+LEGEND = f"""\
 columns: epochs = epochs trained (mean over repeats); sim_time = simulated makespan with the workers
 (recorded epoch seconds, mean); best_final = best val_acc at the full budget (mean); t_target /
-ep_target = simulated time / epochs until a trial reports val_acc within 0.005 of the bank's best
-seed-0 final (median over repeats, never = inf, '-' if the median is inf); reached = fraction of
-repeats reaching it; restarts = restarts per repeat (mean); helped = fraction of restarts whose new
-attempt ended above the value at the restart point; best_pruned = fraction of repeats in which the
-bank's best configuration was proposed and stopped before its budget; x_asha = ratio to asha."""
+ep_target = simulated time / epochs until a trial reports val_acc within {TARGET_TOLERANCE} of the
+bank's best seed-0 final (median over repeats, never = inf, '-' if the median is inf); reached =
+fraction of repeats reaching it; restarts = restarts per repeat (mean); helped = fraction of
+restarts whose new attempt ended above the value at the restart point; best_pruned = fraction of
+repeats in which the bank's best configuration was proposed and stopped before its budget;
+regret = normalized regret of the best val_acc reported so far (0 = the bank's highest val_acc,
+1 = its median seed-0 final), averaged over {REGRET_POINTS} times from 0 to {BASELINE}'s makespan in each
+repeat, interquartile mean over repeats; regret_ci95 = its bootstrap 95% interval; gap =
+({BASELINE} - t) / ({BASELINE} - oracle) in median t_target (1 = the oracle bound, 0 = {BASELINE}), or,
+where {BASELINE}'s median repeat never reaches the target, the repeats reaching it; rst_epochs =
+share of epochs trained in restarted attempts; rescued = of the configurations whose seed-0 final
+is > {RESCUE_GAP} below their best seed's, the share whose last attempt ended within {RESCUE_TOLERANCE} of it;
+x_asha = ratio to {BASELINE}."""

@@ -15,6 +15,13 @@ Settings (time in epochs, Ray's ``time_attr="training_iteration"``; ``max_t`` = 
 - ``convergence``: the project's ``ConvergenceScheduler`` when ``orchestrator.scheduler`` provides
   it (built by ``make_convergence``, the one place that knows its constructor); skipped otherwise.
 - ``convergence_cost``: the same with ``cost_rungs=true`` (also judged at equal training time).
+- ``convergence_norestart``: the same with ``max_restarts=0`` (a ``scheduler.*`` override, as a user
+  would write it): what the restarts add to the default policy.
+- ``bohb_promotion``: Ray's ``HyperBandForBOHB(reduction_factor=3)``, the only Ray 2.60 scheduler
+  that promotes by pause and resume (``ASHAScheduler`` stops or continues, it never pauses): a
+  trial reaching its rung is PAUSED until its bracket is full, then the top ``1/3`` resume where
+  they stopped. Without its BO searcher (``TuneBOHB``): the configurations come in the repeat's
+  random order; its ``on_pause``/``on_unpause`` calls go to ``replay_sim.FixedOrderSearcher``.
 - ``oracle``: not a method, a bound: ``benchmarks.oracle.OracleScheduler`` reads the bank and stops
   every configuration that never reaches the target after one epoch.
 """
@@ -29,6 +36,7 @@ import optuna
 from ray.tune.schedulers import (
     ASHAScheduler,
     FIFOScheduler,
+    HyperBandForBOHB,
     HyperBandScheduler,
     MedianStoppingRule,
     TrialScheduler,
@@ -110,6 +118,10 @@ def _hyperband(bank: Bank, n_trials: int) -> TrialScheduler:
     return HyperBandScheduler(time_attr=TIME_ATTR, max_t=bank.max_epochs, reduction_factor=HYPERBAND_RF)
 
 
+def _bohb_promotion(bank: Bank, n_trials: int) -> TrialScheduler:
+    return HyperBandForBOHB(time_attr=TIME_ATTR, max_t=bank.max_epochs, reduction_factor=HYPERBAND_RF)
+
+
 def _median(bank: Bank, n_trials: int) -> TrialScheduler:
     return MedianStoppingRule(
         time_attr=TIME_ATTR,
@@ -136,11 +148,17 @@ def _convergence_cost(bank: Bank, n_trials: int) -> TrialScheduler:
     return make_convergence(bank.max_epochs, n_trials, chance=bank.chance_hint, overrides=overrides)
 
 
+def _convergence_norestart(bank: Bank, n_trials: int) -> TrialScheduler:
+    overrides = {"max_restarts": 0}
+    return make_convergence(bank.max_epochs, n_trials, chance=bank.chance_hint, overrides=overrides)
+
+
 SCHEDULERS: dict[str, SchedulerSpec] = {
     spec.name: spec
     for spec in (
         SchedulerSpec("asha", "ray", _asha),
         SchedulerSpec("hyperband", "ray", _hyperband),
+        SchedulerSpec("bohb_promotion", "ray", _bohb_promotion),
         SchedulerSpec("median", "ray", _median),
         SchedulerSpec("optuna_hyperband", "optuna", _optuna_hyperband),
         SchedulerSpec("optuna_median", "optuna", _optuna_median),
@@ -148,6 +166,7 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
         SchedulerSpec("topk", "ray", lambda bank, n: TopKScheduler(n_trials=n)),
         SchedulerSpec("convergence", "ray", _convergence),
         SchedulerSpec("convergence_cost", "ray", _convergence_cost),
+        SchedulerSpec("convergence_norestart", "ray", _convergence_norestart),
         SchedulerSpec("oracle", "ray", lambda bank, n: OracleScheduler(hitters(bank))),
     )
 }

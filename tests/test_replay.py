@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import sys
@@ -16,6 +15,7 @@ if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the repository, not 
     sys.path.insert(0, str(ROOT))
 
 import ray  # noqa: E402
+from bank_helpers import record, write_bank  # noqa: E402
 from ray.tune.experiment import Trial  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler  # noqa: E402
 
@@ -26,33 +26,6 @@ from benchmarks.replay_sim import SimController, replay_ray  # noqa: E402
 from benchmarks.schedulers import SCHEDULERS  # noqa: E402
 
 DIGITS = ROOT / "benchmarks" / "curves" / "digits.jsonl.gz"
-
-
-def write_bank(path: Path, records: list[dict[str, Any]]) -> Path:
-    """Write ``records`` as a bank file (one JSON object per line, gzip)."""
-    with gzip.open(path, "wt", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
-    return path
-
-
-def record(config_id: str, val_acc: list[float | None], seed: int = 0, **extra: Any) -> dict[str, Any]:
-    """Return a bank record with ``val_acc``, budget = its length unless ``epochs`` is given."""
-    base = {
-        "dataset": "handmade",
-        "config_id": config_id,
-        "config": {"lr": 0.1},
-        "seed": seed,
-        "epochs": len(val_acc),
-        "train_loss": [1.0] * len(val_acc),
-        "val_loss": [1.0] * len(val_acc),
-        "val_acc": val_acc,
-        "grad_norm": None,
-        "dead_frac": None,
-        "epoch_time": None,
-        "stopped_on_nonfinite": False,
-    }
-    return {**base, **extra}
 
 
 @pytest.fixture(scope="module")
