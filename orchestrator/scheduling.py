@@ -39,11 +39,12 @@ def build_policy(cfg: SweepConfig, num_trials: int) -> ConvergencePolicy:
 
 def chance_of(cfg: SweepConfig) -> float | None:
     """The objective's value for a random guess: ``trainable.metrics.chance``, else for a
-    built-in's ``val_acc`` one over the dataset's classes, else unknown (None)."""
+    built-in's ``val_acc`` one over the dataset's classes (``trainables.data.NUM_CLASSES``:
+    0.1 for digits, 1/3 for spirals), else unknown (None)."""
     if cfg.trainable.metrics.chance is not None:
         return cfg.trainable.metrics.chance
     if not cfg.trainable.own and cfg.metric == "val_acc":
-        return 1.0 / NUM_CLASSES
+        return 1.0 / NUM_CLASSES[cfg.trainable.dataset]
     return None
 
 

@@ -61,7 +61,7 @@ class TrainableConfig:
     nn.Module``) lets the best checkpoint be logged as an MLflow model."""
 
     model: str = "mlp"  # mlp | cnn | function
-    dataset: str = "digits"  # digits | mnist1d | mnist | fashion_mnist | cifar10 (built-ins)
+    dataset: str = "digits"  # digits | mnist1d | spirals | mnist | fashion_mnist | cifar10 (built-ins)
     epochs: int = 20  # budget per trial (epochs of one attempt)
     checkpoint_every: int = 5  # save a Ray checkpoint every N epochs (and at the last one)
     data: DataConfig = field(default_factory=DataConfig)

@@ -264,6 +264,16 @@ def test_the_product_and_the_replay_build_the_same_default_policy():
     assert replay.config == product.config and replay.rules[0].rule.rungs == rule.rule.rungs
 
 
+@pytest.mark.parametrize(("dataset", "chance"), [("digits", 0.1), ("mnist1d", 0.1), ("spirals", 1 / 3)])
+def test_the_policy_chance_of_a_built_in_is_one_over_the_dataset_classes(dataset, chance):
+    from orchestrator.scheduling import build_policy
+
+    policy = build_policy(_compose([f"trainable.dataset={dataset}"]), num_trials=10)
+    assert policy.config.chance == pytest.approx(chance)
+    declared = _compose([f"trainable.dataset={dataset}", "trainable.metrics.chance=0.5"])
+    assert build_policy(declared, num_trials=10).config.chance == 0.5  # a declared chance wins
+
+
 def test_convergence_settings_are_overridable_from_the_command_line():
     from orchestrator.scheduling import build_policy
 

@@ -13,7 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainables.data import DATASETS, INPUT_SHAPES, DataError, Dataset, check_data_root, load_dataset
+from trainables.data import (
+    DATASETS,
+    INPUT_SHAPES,
+    NUM_CLASSES,
+    DataError,
+    Dataset,
+    check_data_root,
+    load_dataset,
+)
+from trainables.spirals import make_spirals
 
 FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 
@@ -80,7 +89,7 @@ def _assert_standardised(ds: Dataset) -> None:
     axes = (0, *range(2, ds.x_train.ndim))
     np.testing.assert_allclose(ds.x_train.mean(axis=axes), 0.0, atol=1e-4)
     np.testing.assert_allclose(ds.x_train.std(axis=axes), 1.0, atol=1e-3)
-    assert ds.num_classes == 10
+    assert ds.num_classes == NUM_CLASSES[ds.name]
 
 
 def test_digits_split_is_stratified_standardised_and_seeded() -> None:
@@ -117,6 +126,35 @@ def test_mnist1d_shapes_and_global_rng_untouched() -> None:
     assert set(ds.y_train) == set(range(10))
     again = load_dataset("mnist1d", max_samples=500)
     assert len(again.y_train) == len(again.y_val) == 500
+
+
+def test_spirals_are_three_balanced_interleaved_arms_generated_the_same_every_time() -> None:
+    np.random.seed(7)
+    before = np.random.get_state()[1].copy()
+    ds = load_dataset("spirals")
+    np.testing.assert_array_equal(np.random.get_state()[1], before)  # a private generator
+    _assert_standardised(ds)
+    assert ds.input_shape == (1, 2) and ds.num_classes == 3 == NUM_CLASSES["spirals"]
+    assert (len(ds.y_train), len(ds.y_val)) == (1125, 375)
+    assert np.bincount(ds.y_val).tolist() == [125, 125, 125]  # stratified 75/25
+    again = load_dataset("spirals")
+    np.testing.assert_array_equal(ds.x_train, again.x_train)
+    # interleaved: a linear model does little better than chance, yet the arms are learnable
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x_tr, x_va = ds.x_train.reshape(-1, 2), ds.x_val.reshape(-1, 2)
+    linear = LogisticRegression().fit(x_tr, ds.y_train).score(x_va, ds.y_val)
+    neighbours = KNeighborsClassifier(5).fit(x_tr, ds.y_train).score(x_va, ds.y_val)
+    assert linear < 0.6 and neighbours > 0.93, (linear, neighbours)
+    x, _ = make_spirals()
+    assert 0.4 < np.median(np.hypot(x[:, 0], x[:, 1])) < 0.6  # radius uniform in [0, 1], plus noise
+
+
+def test_spirals_reject_bad_arguments() -> None:
+    for bad in ({"points": 0}, {"turns": 0.0}, {"noise": -1.0}):
+        with pytest.raises(ValueError, match="make_spirals"):
+            make_spirals(**bad)
 
 
 @pytest.mark.parametrize(
@@ -251,7 +289,7 @@ def test_check_data_root_needs_labels_next_to_images(tmp_path: Path) -> None:
         check_data_root("mnist", str(tmp_path))
 
 
-@pytest.mark.parametrize("name", ["digits", "mnist1d"])
+@pytest.mark.parametrize("name", ["digits", "mnist1d", "spirals"])
 def test_check_data_root_passes_without_files(tmp_path: Path, name: str) -> None:
     missing, a_file = tmp_path / "does" / "not" / "matter", tmp_path / "a_file"
     a_file.write_bytes(b"")
@@ -263,7 +301,7 @@ def test_check_data_root_passes_without_files(tmp_path: Path, name: str) -> None
     _assert_standardised(ds)
     assert ds.name == name and ds.input_shape == INPUT_SHAPES[name]
     assert (len(ds.y_train), len(ds.y_val)) == (50, 50)
-    assert set(ds.y_train) <= set(range(10))
+    assert set(ds.y_train) <= set(range(NUM_CLASSES[name]))
     np.testing.assert_array_equal(ds.x_train, plain.x_train)
     np.testing.assert_array_equal(ds.y_val, plain.y_val)
     assert not missing.exists() and sorted(tmp_path.iterdir()) == [a_file]
@@ -284,7 +322,8 @@ def test_data_root_lookup_order_is_the_documented_one(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset() -> None:
-    assert "digits" in DATASETS and len(DATASETS) == 5
+    assert "digits" in DATASETS and len(DATASETS) == 6
+    assert set(NUM_CLASSES) == set(INPUT_SHAPES) == set(DATASETS)
     for call in (lambda: load_dataset("foo"), lambda: check_data_root("foo", None)):
         with pytest.raises(DataError, match="trainable.dataset: unknown dataset 'foo'.*digits"):
             call()

@@ -1,4 +1,5 @@
-"""Datasets are loaded from sklearn, mnist1d or local files only; nothing is ever downloaded.
+"""Datasets are loaded from sklearn, mnist1d, generated in code (spirals) or read from local files
+only; nothing is ever downloaded.
 
 Every loader returns raw train/val arrays; :func:`load_dataset` then subsamples, standardises
 per channel with train-split statistics and packs the result into a :class:`Dataset`.
@@ -19,14 +20,24 @@ from pathlib import Path
 import numpy as np
 
 from trainables.formats import DataError, check_pickle_start, idx_dims, read_cifar_batch, read_idx
+from trainables.spirals import SPIRAL_CLASSES, make_spirals
 
 logger = logging.getLogger(__name__)
 
-DATASETS: tuple[str, ...] = ("digits", "mnist1d", "mnist", "fashion_mnist", "cifar10")
-NUM_CLASSES = 10
+DATASETS: tuple[str, ...] = ("digits", "mnist1d", "spirals", "mnist", "fashion_mnist", "cifar10")
+#: Classes per dataset (labels 0..n-1); a classifier's chance level is one over it.
+NUM_CLASSES: dict[str, int] = {
+    "digits": 10,
+    "mnist1d": 10,
+    "spirals": SPIRAL_CLASSES,
+    "mnist": 10,
+    "fashion_mnist": 10,
+    "cifar10": 10,
+}
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "digits": (1, 8, 8),
     "mnist1d": (1, 40),
+    "spirals": (1, 2),
     "mnist": (1, 28, 28),
     "fashion_mnist": (1, 28, 28),
     "cifar10": (3, 32, 32),
@@ -92,15 +103,15 @@ def load_dataset(
     x_train, x_val = _standardise(x_train.reshape(-1, *shape), x_val.reshape(-1, *shape))
     logger.info("dataset %s: %d train / %d val samples", name, len(y_train), len(y_val))
     y_train, y_val = np.asarray(y_train, np.int64), np.asarray(y_val, np.int64)
-    return Dataset(name, x_train, y_train, x_val, y_val, shape, NUM_CLASSES)
+    return Dataset(name, x_train, y_train, x_val, y_val, shape, NUM_CLASSES[name])
 
 
 def check_data_root(name: str, root: str | None) -> None:
     """Raise DataError unless `name` is known and its local files exist under `root` and look right.
 
     Cheap (only file headers are read: IDX magic, dimensions and size, a CIFAR batch's first byte),
-    so the entry point calls it before anything starts. digits and mnist1d need no files, so
-    only their name is checked.
+    so the entry point calls it before anything starts. digits, mnist1d and spirals need no files,
+    so only their name is checked.
     """
     if name not in DATASETS:
         raise DataError(f"trainable.dataset: unknown dataset {name!r} (choose from {', '.join(DATASETS)})")
@@ -179,6 +190,11 @@ def _load_digits(name: str, root: str | None) -> Arrays:
     return bunch.images, bunch.target
 
 
+def _load_spirals(name: str, root: str | None) -> Arrays:
+    """Return the three interleaved spirals of :mod:`trainables.spirals` (1500 points, 2-D)."""
+    return make_spirals()
+
+
 def _mnist1d_splits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Build MNIST-1D once per process without touching the caller's global RNG states."""
     with _MNIST1D_LOCK:
@@ -205,7 +221,7 @@ def _load_idx_dataset(name: str, root: str | None) -> Arrays:
             f"data.root: '{images_path}' holds {images.shape} images but '{labels_path}' "
             f"holds {len(labels)} labels (expected (N, 28, 28) and N)"
         )
-    return images, _labels(labels, labels_path)
+    return images, _labels(labels, labels_path, NUM_CLASSES[name])
 
 
 def _load_cifar(name: str, root: str | None) -> Arrays:
@@ -214,12 +230,13 @@ def _load_cifar(name: str, root: str | None) -> Arrays:
     for path in _cifar_paths(root):  # each batch's labels checked before the next batch is read
         data, raw = read_cifar_batch(path)
         images.append(data)
-        labels.append(_labels(raw, path))
+        labels.append(_labels(raw, path, NUM_CLASSES[name]))
     return np.concatenate(images), np.concatenate(labels)
 
 
 _LOADERS: dict[str, Callable[[str, str | None], Arrays]] = {
     "digits": _load_digits,
+    "spirals": _load_spirals,
     "mnist": _load_idx_dataset,
     "fashion_mnist": _load_idx_dataset,
     "cifar10": _load_cifar,
@@ -275,12 +292,12 @@ def _standardise(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np
     return x_train, x_val
 
 
-def _labels(labels: object, path: Path) -> np.ndarray:
-    """Return the labels read from `path` as int64, rejecting any outside 0..NUM_CLASSES-1."""
+def _labels(labels: object, path: Path, num_classes: int) -> np.ndarray:
+    """Return the labels read from `path` as int64, rejecting any outside 0..num_classes-1."""
     try:
         y = np.asarray(labels, dtype=np.int64).reshape(-1)
     except (TypeError, ValueError) as exc:
         raise DataError(f"data.root: '{path}' has non-integer labels: {exc}") from exc
-    if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
-        raise DataError(f"data.root: '{path}' has labels {y.min()}..{y.max()}, expected 0..{NUM_CLASSES - 1}")
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise DataError(f"data.root: '{path}' has labels {y.min()}..{y.max()}, expected 0..{num_classes - 1}")
     return y
