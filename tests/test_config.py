@@ -295,7 +295,7 @@ def test_convergence_settings_are_overridable_from_the_command_line():
         ("scheduler.collapse_margin=0", "scheduler.collapse_margin: must be > 0"),
         ("scheduler.stop_min_left=-0.1", "scheduler.stop_min_left: must be in [0, 1]"),
         ("scheduler.contender_margin=-1", "scheduler.contender_margin: must be >= 0"),
-        ("scheduler.restart_record=0", "scheduler.restart_record: must be >= 1"),
+        ("scheduler.restart_trust=-1", "scheduler.restart_trust: must be >= 0"),
         ("scheduler.cost_calibration=0", "scheduler.cost_calibration: must be a whole number >= 1"),
         ("scheduler.inner=hyperband", "scheduler.inner: must be one of asha"),
         ("+scheduler.thresholds.windw=3", "scheduler.thresholds.windw: unknown threshold (known: "),

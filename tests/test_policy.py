@@ -94,15 +94,36 @@ def test_a_nonfinite_loss_is_pruned_at_once():
     )
 
 
-def test_a_trial_stuck_at_chance_is_pruned_not_restarted():
-    policy = make()
+def test_a_trial_stuck_at_chance_restarts_on_trust_then_its_kind_stops_restarting():
+    """The first stuck trial restarts on trust; its new attempt is no better where the first one
+    ended, so it is cut there and counts as a restart that did not pay; the next stuck trial is
+    pruned, its reason naming that record."""
+    policy = make(restart_trust=1)
     epoch, decision = feed(policy, "t", at_chance, 30)
-    assert decision.action == PRUNE and decision.verdict.status == "stuck" and epoch <= 10
-    assert "not restarted" in decision.reason and policy.lineage("t")[-1].attempt == 0
+    assert decision.action == RESTART and decision.verdict.status == "stuck" and epoch <= 10
+    assert decision.reason.endswith("; stuck restart 1 of 1 on trust")
+    again, decision = feed(policy, "t", at_chance, 30)
+    assert again == epoch and decision.action == PRUNE
+    assert decision.reason.startswith(f"restart did not pay: 0.1 at epoch {epoch}")
+    policy.complete("t", 0.1, "pruned")  # as the scheduler does after a prune
+    assert policy.restarts.state_dict()["paid"] == {"stuck": 0}
+    _, decision = feed(policy, "u", at_chance, 30)
+    assert decision.action == PRUNE and decision.verdict.status == "stuck"
+    assert decision.reason.endswith("not restarted: stuck restarts paid only 0 of 1 (needs 50%)")
+    assert policy.lineage("u")[-1].attempt == 0
+
+
+def test_without_trust_nothing_restarts_before_the_record_says_so():
+    policy = make(restart_trust=0)
+    _, decision = feed(policy, "t", at_chance, 30, dead_frac=0.95)
+    assert decision.action == PRUNE
+    assert decision.reason.endswith("not restarted: no dead_units restart has finished yet (0 running)")
 
 
 def test_dead_relus_restart_with_derived_seeds_until_max_restarts_then_are_pruned():
-    policy = make(max_restarts=2)
+    """Each attempt at chance with dead ReLUs is cut where the one before it ended (its restart
+    did not pay) and, while restarts are left and the dead-units kind is on trust, restarted."""
+    policy = make(max_restarts=2, restart_trust=2)
     policy.add("t", {"lr": 0.1}, seed_key=4)
     seeds = []
     for attempt in (1, 2):
@@ -111,10 +132,11 @@ def test_dead_relus_restart_with_derived_seeds_until_max_restarts_then_are_prune
         assert decision.attempt == attempt and decision.seed == derive_seed(7, 4, attempt)
         seeds.append(decision.seed)
     _, decision = feed(policy, "t", at_chance, 30, dead_frac=0.95)
-    assert decision.action == PRUNE and "not restarted" in decision.reason
+    assert decision.action == PRUNE and "not restarted: its 2 restart(s) used" in decision.reason
     lineage = policy.lineage("t")
     assert [r.attempt for r in lineage] == [0, 1, 2] and [r.seed for r in lineage[1:]] == seeds
-    assert all(r.outcome.startswith("restarted: stuck") for r in lineage[:2])
+    assert lineage[0].outcome == "restarted: stuck" and lineage[1].outcome == "restarted: dead_units"
+    assert [r.kind for r in lineage] == [None, "dead_units", "dead_units"]
     assert policy.restart_epochs == lineage[1].epochs + lineage[2].epochs
 
 
@@ -172,7 +194,7 @@ def test_a_collapse_under_way_is_held_until_its_window_decides_whatever_the_lead
 
 
 def test_a_trial_that_never_learned_did_not_collapse():
-    policy = make()
+    policy = make(restart_trust=0)
     policy.complete("other", 0.97)
     rows = [(2.31, 0.25, 0.0), (2.3, 0.11, 0.0), *[(2.3026, 0.1, 0.0)] * 8]
     actions = [
@@ -181,21 +203,60 @@ def test_a_trial_that_never_learned_did_not_collapse():
     assert RESTART not in actions and PRUNE in actions
 
 
-def test_ordinary_stuck_trials_restart_once_the_sweeps_restarts_pay_off():
-    policy = make(restart_record=3, restart_success=0.7)
-    assert not policy.restarts_pay_off()
-    for i in range(3):  # three dead-ReLU restarts whose new attempts end well
-        feed(policy, f"dead{i}", at_chance, 30, dead_frac=0.95)
+def test_each_kind_of_failure_restarts_as_far_as_its_own_restarts_paid():
+    """Two dead-ReLU restarts on trust end well (paid): dead units keep restarting. The stuck
+    kind's own record is separate: its trusted restart did not pay, so it stops."""
+    policy = make(restart_trust=2, restart_success=0.5)
+    for i in range(3):
+        _, decision = feed(policy, f"dead{i}", at_chance, 30, dead_frac=0.95)
+        assert decision.action == RESTART
+        trusted = f"dead_units restart {i + 1} of 2 on trust"
+        assert decision.reason.endswith(trusted if i < 2 else "dead_units restarts paid 2 of 2 (needs 50%)")
         feed(policy, f"dead{i}", good, 3)
         policy.complete(f"dead{i}", 0.9)
-    assert (policy.restarts_finished, policy.restarts_succeeded) == (3, 3) and policy.restarts_pay_off()
-    _, decision = feed(policy, "plain", at_chance, 30)
-    assert decision.action == RESTART and decision.verdict.kind == "chance"
-    policy.complete("plain", 0.1)  # this restart did not help: 3 of 4 is 75%, still paying off
-    assert policy.restarts_pay_off()
-    _, decision = feed(policy, "next", at_chance, 30)
-    policy.complete("next", 0.1)  # 3 of 5: no longer
-    assert not policy.restarts_pay_off()
+    record = policy.restarts.state_dict()
+    assert record["finished"] == {"dead_units": 3} and record["paid"] == {"dead_units": 3}
+    for name in ("plain0", "plain1"):
+        _, decision = feed(policy, name, at_chance, 30)
+        assert decision.action == RESTART and decision.verdict.kind == "chance"
+        feed(policy, name, at_chance, 30)  # cut where its first attempt ended: did not pay
+        policy.complete(name, 0.1, "pruned")
+    _, decision = feed(policy, "plain2", at_chance, 30)
+    assert decision.action == PRUNE and "stuck restarts paid only 0 of 2" in decision.reason
+    _, decision = feed(policy, "dead3", at_chance, 30, dead_frac=0.95)
+    assert decision.action == RESTART
+
+
+def test_a_restart_that_ran_its_course_better_paid_one_cut_or_no_better_did_not():
+    policy = make(restart_trust=3)
+    for name, then, final, outcome in (
+        ("a", good, 0.9, "completed"),
+        ("b", good, 0.9, "pruned"),
+        ("c", good, 0.11, "converged"),
+    ):
+        feed(policy, name, at_chance, 30, dead_frac=0.95)
+        feed(policy, name, then, 2)
+        policy.complete(name, final, outcome)
+    assert policy.restarts.state_dict()["paid"] == {"dead_units": 1}
+    assert policy.restarts.state_dict()["finished"] == {"dead_units": 3}
+
+
+def test_a_trial_cut_by_a_rank_rule_restarts_by_the_kind_its_last_epoch_shows():
+    rungs = AshaRungs(grace_period=1, reduction_factor=3, max_t=30)
+    policy = make(rules=[rungs], restart_trust=1)
+    for i in range(6):
+        policy.observe(f"ok{i}", 1, 1.0, 0.8 + i / 100)
+    dead = policy.observe("dead", 1, 2.3, 0.1, dead_frac=0.97)
+    assert dead.action == RESTART and dead.reason == (
+        "rank rule: below its rung at epoch 1; dead_units restart 1 of 1 on trust"
+    )
+    assert policy.lineage("dead")[0].outcome == "restarted: dead_units"
+    low = policy.observe("low", 1, 1.5, 0.5)  # ranked low at epoch 1: no sign of a local minimum yet
+    assert low.action == PRUNE and low.reason == "rank rule: below its rung at epoch 1"
+    again = policy.observe("dead", 1, 2.3, 0.11, dead_frac=0.9)  # no better where attempt 0 ended
+    assert again.action == PRUNE and again.reason.startswith("restart did not pay: 0.11 at epoch 1")
+    assert again.reason.endswith("not restarted: its 1 restart(s) used")
+    assert decision_text(again) == "pruned: restart did not pay"
 
 
 def test_the_sweep_wide_restart_budget_is_respected():
@@ -208,18 +269,23 @@ def test_the_sweep_wide_restart_budget_is_respected():
 
 
 def test_a_plateau_far_below_the_leader_is_pruned_or_stopped():
-    pruning = make()
+    pruning = make(restart_trust=0)
     pruning.complete("best", 0.97)
     _, decision = feed(pruning, "low", low_plateau, 30)
     assert decision.action == PRUNE and decision.verdict.status == "predicted_worse"
-    policy = make(prune_predicted_worse=False)
+    policy = make(prune_predicted_worse=False, restart_trust=0)
     policy.complete("best", 0.97)
     _, decision = feed(policy, "low", low_plateau, 30)
     assert decision.action == STOP and decision.verdict.status == "plateau_bad"
-    restarting = make(restart_on_plateau_bad=True, prune_predicted_worse=False)
+    assert (
+        decision.reason.endswith("not restarted: 0 local_minimum restart(s) still running, none finished")
+        is False
+    )
+    restarting = make(prune_predicted_worse=False, restart_trust=1)
     restarting.complete("best", 0.97)
     _, decision = feed(restarting, "low", low_plateau, 30)
     assert decision.action == RESTART and decision.verdict.status == "plateau_bad"
+    assert decision.reason.endswith("local_minimum restart 1 of 1 on trust")
 
 
 def test_the_leader_is_the_best_value_of_the_other_trials():
@@ -298,7 +364,7 @@ def test_state_round_trips_through_json_and_gives_the_same_decisions():
     copy = make(rules=[AshaRungs(1, 3, 30)])
     copy.load_state_dict(state)
     assert json.dumps(copy.state_dict()) == json.dumps(policy.state_dict())
-    assert copy.leaders == policy.leaders and copy.restarts_finished == policy.restarts_finished
+    assert copy.leaders == policy.leaders and copy.restarts == policy.restarts
     for epoch in range(5, 30):
         loss, acc = good(epoch)
         assert copy.observe("a", epoch, loss, acc) == policy.observe("a", epoch, loss, acc)
@@ -344,15 +410,32 @@ def run_scenario(policy):
 
 
 def test_a_state_saved_before_rules_were_a_list_loads_as_the_same_state():
-    live = scenario_policy()
-    run_scenario(live)
+    """Version 2 (saved by the policy of its day from the scenario above) reads as version 5: its
+    rule slots become the list of rules in their order, its trials and references stay, and what
+    it did not keep starts empty (the restart record per kind, each attempt's kind, the scale)."""
     old = json.loads((Path(__file__).parent / "data" / "policy_state_v2.json").read_text())
     assert old["version"] == 2 and old["cost_loss_inner"] is not None
     restored = scenario_policy()
     restored.load_state_dict(old)
-    assert restored.state_dict() == json.loads(json.dumps(live.state_dict()))
-    assert restored.state_dict()["version"] == STATE_VERSION == 4
-    for tid in ("b", "c", "d", "e"):  # and it decides as the sweep it was saved from
+    trials = json.loads(json.dumps(old["trials"]))
+    for trial in trials.values():
+        for record in trial["lineage"]:
+            record["kind"] = None
+    assert json.loads(json.dumps(restored.state_dict())) == {
+        "version": STATE_VERSION,
+        **{key: old[key] for key in ("best", "leaders", "epochs", "restart_epochs")},
+        "restarts": {"started": {}, "finished": {}, "paid": {}},
+        "trials": trials,
+        "rules": [
+            {"rule": old["inner"], "guard": old["loss_inner"]},
+            {"rule": old["cost_inner"], "guard": old["cost_loss_inner"]},
+        ],
+        "scale": {"openings": {}, "unit": 1.0},
+    }
+    assert STATE_VERSION == 5
+    live = scenario_policy()  # it decides as a policy of today that saw the same epochs
+    run_scenario(live)
+    for tid in ("b", "c"):
         epoch = live.trials[tid].epoch + 1
         numbers = (tid, epoch, 0.5, 0.6)
         assert restored.observe(*numbers, seconds=2.0) == live.observe(*numbers, seconds=2.0)
@@ -398,7 +481,7 @@ def test_decision_text_says_what_was_done_not_the_verdict():
     assert decision_text(converged) == f"stopped: converged at epoch {converged.verdict.step}"
     _, restart = feed(make(max_restarts=1), "t", at_chance, 30, dead_frac=0.95)
     assert decision_text(restart) == "restarted (attempt 1): stuck"
-    _, stuck = feed(make(), "t", at_chance, 30)
+    _, stuck = feed(make(restart_trust=0), "t", at_chance, 30)
     assert decision_text(stuck) == "pruned: stuck" and decision_text(None) == "running"
     last = Decision(CONTINUE, "progressing at epoch 30", converged.verdict)
     assert decision_text(last, budget_done=True) == "completed"  # its whole budget trained
@@ -506,7 +589,7 @@ def test_memory_per_trial_is_bounded_by_the_history_window():
         ({"max_restarts": -1}, "max_restarts"),
         ({"restart_budget": 2.0}, "restart_budget"),
         ({"restart_success": -0.1}, "restart_success"),
-        ({"restart_record": 0}, "restart_record"),
+        ({"restart_trust": -1}, "restart_trust"),
         ({"collapse_margin": 0.0}, "collapse_margin"),
         ({"stop_min_left": 1.5}, "stop_min_left"),
         ({"contender_margin": -0.01}, "contender_margin"),

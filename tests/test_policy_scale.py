@@ -134,7 +134,7 @@ def test_the_measured_scale_is_the_median_first_epoch_error_of_first_attempts():
         policy.observe(tid, 1, 1.0, value)
     assert policy.scale == 200.0  # median of |0|, |-300|, |200|; NaN is no opening value
     state = policy.state_dict()
-    assert state["version"] == STATE_VERSION == 4
+    assert state["version"] == STATE_VERSION == 5
     assert state["scale"]["openings"] == {"b": 0, "c": 300, "d": 200}
     copy = policy_from_settings({}, mode="min", chance=None, budget=30, total_epochs=None, scale=None)
     copy.load_state_dict(state)
@@ -165,3 +165,14 @@ def test_bad_scales_are_refused(kw, message):
         PolicyConfig(**kw)
     with pytest.raises(SettingError, match="scale"):
         ConvergenceSettings().policy_config(mode=kw["mode"], chance=None, scale=kw["scale"])
+
+
+def test_a_version_4_state_loads_with_an_empty_restart_record():
+    policy = policy_from_settings({}, mode="max", chance=0.1, budget=30, total_epochs=None)
+    policy.observe("a", 1, 2.0, 0.3)
+    state = policy.state_dict()
+    old = {k: v for k, v in state.items() if k != "restarts"}
+    old |= {"version": 4, "restarts_finished": 3, "restarts_succeeded": 2}  # counted over all kinds then
+    copy = policy_from_settings({}, mode="max", chance=0.1, budget=30, total_epochs=None)
+    copy.load_state_dict(old)
+    assert copy.state_dict() == state and copy.restarts.totals() == (0, 0)

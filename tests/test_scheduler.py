@@ -174,7 +174,7 @@ def test_scheduler_state_saves_and_restores(tmp_path):
 
 
 def test_a_trial_stuck_at_chance_without_evidence_against_its_seed_is_pruned():
-    searcher, controller, scheduler = setup()
+    searcher, controller, scheduler = setup(restart_trust=0)  # no restart on trust either
     trial = add_trial(searcher, controller, scheduler, "t0")
     _, action = run_until_decision(scheduler, controller, trial, lambda t: (2.3026, 0.1))
     assert action == TrialScheduler.STOP and scheduler.restarts == 0
@@ -185,7 +185,7 @@ def test_a_trial_stuck_at_chance_without_evidence_against_its_seed_is_pruned():
 
 
 def test_each_result_carries_the_verdict_and_the_decision_the_progress_table_shows():
-    searcher, controller, scheduler = setup()
+    searcher, controller, scheduler = setup(restart_trust=0)
     trial = add_trial(searcher, controller, scheduler, "t0")
     callback = VerdictCallback(scheduler)
     first = result(1, 2.3026, 0.1)

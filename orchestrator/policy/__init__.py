@@ -16,19 +16,15 @@ in units of the metric's scale, ``PolicyConfig.scale``: given, or measured by ``
    attempt): the attempt learned (its best metric beat ``chance`` by more than
    ``collapse_margin``) and then fell back to chance (its last ``thresholds.window`` epochs
    within ``thresholds.chance_margin`` of it): the trajectory failed, not the configuration
-   (e.g. ReLUs that died after one bad step). Checked before the rules that would prune it;
-   recorded as a stuck restart. While the latest epoch is back at chance but the window is
-   not yet, the trial **continues** (when a restart is still possible): whether a collapse
-   is restarted must not depend on which other trials reported first.
-4. ``stuck`` -> **restart** when the evidence points at the initialisation: dead ReLUs or a
-   vanishing gradient, or the sweep's own restarts pay off (at least ``restart_record``
-   restarts finished and at least ``restart_success`` of them ended better than the attempt
-   they replaced, by more than ``thresholds.chance_margin``); else **prune**: most stuck
-   configurations are stuck for every seed.
+   (e.g. ReLUs that died after one bad step). Checked before the rules that would prune it.
+   While the latest epoch is back at chance but the window is not yet, the trial
+   **continues** (when a restart is still possible): whether a collapse is restarted must
+   not depend on which other trials reported first.
+4. ``stuck`` -> **restart**; else **prune**.
 5. ``predicted_worse`` (even the optimistic end of the curve loses to the leader by more than
    ``thresholds.predict_margin``) -> **prune** (when ``prune_predicted_worse``).
-6. ``plateau_bad`` -> **restart** when ``restart_on_plateau_bad``; else **stop** (it
-   converged; its value counts).
+6. ``plateau_bad`` (converged far below the leader: a local minimum) -> **restart**; else
+   **stop** (it converged; its value counts).
 7. ``oscillating`` -> **restart** with ``lr`` x ``remedy_lr_factor`` when that remedy is on;
    else **prune** when the mean of its last window is below the leader by more than
    ``thresholds.bad_margin``.
@@ -45,8 +41,14 @@ in units of the metric's scale, ``PolicyConfig.scale``: given, or measured by ``
    :func:`analysis.convergence.optimistic_final`, could still beat the leader.
 10. Otherwise **continue**.
 
-Every restart stays within ``max_restarts`` per trial and the sweep-wide ``restart_budget``
-(share of the sweep's total epoch budget); without either, the rule's pruning applies.
+Every restart of rules 3, 4 and 6 needs the sweep's own evidence for its kind of failure
+(collapsed, dead units — dead ReLUs or a vanishing gradient —, otherwise stuck, local minimum:
+:mod:`orchestrator.policy.restarts`): the first ``restart_trust`` restarts of a kind happen on
+trust, later ones only while at least ``restart_success`` of that kind's finished restarts
+ended better than the attempt they replaced (by more than ``thresholds.chance_margin``); the
+new attempt's reason names that evidence, a refusal's reason says why. Every restart stays
+within ``max_restarts`` per trial and the sweep-wide ``restart_budget`` (share of the sweep's
+total epoch budget); without a restart, the rule's other action applies.
 
 NaN policy: a non-finite loss is diagnosed as divergence; a NaN metric never becomes a
 leader or a best final and counts as the worst value at a rung.
@@ -54,7 +56,8 @@ leader or a best final and counts as the worst value at a rung.
 Modules: ``decision`` (:class:`Decision`, the actions), ``config`` (:class:`PolicyConfig`,
 :class:`SettingError`), ``trial`` (what is kept per trial, :class:`AttemptRecord`), ``engine``
 (:class:`ConvergencePolicy`), ``rules`` (:class:`RankRule`, :class:`GuardedRule`), ``rungs``
-(:class:`AshaRungs`, :class:`CostRungs`), ``state`` (save and restore as versioned data),
+(:class:`AshaRungs`, :class:`CostRungs`), ``restarts`` (:class:`RestartRecord`), ``state``
+(save and restore as versioned data),
 ``settings`` (:class:`ConvergenceSettings`, :func:`policy_from_settings`), ``scale`` (the
 metric's unit, :class:`MetricScale`), ``coverage`` (which rules were active, :func:`rule_coverage`).
 """
@@ -71,6 +74,8 @@ from orchestrator.policy.decision import (
     decision_text,
 )
 from orchestrator.policy.engine import INIT_KINDS, ConvergencePolicy
+from orchestrator.policy.restarts import KINDS as RESTART_KINDS
+from orchestrator.policy.restarts import RestartRecord
 from orchestrator.policy.rules import EPOCHS, SECONDS, GuardedRule, RankRule, Reading
 from orchestrator.policy.rungs import AshaRungs, CostRungs
 from orchestrator.policy.scale import MetricScale
@@ -79,6 +84,8 @@ from orchestrator.policy.state import STATE_VERSION
 from orchestrator.policy.trial import AttemptRecord
 
 __all__ = [
+    "RESTART_KINDS",
+    "RestartRecord",
     "CONTINUE",
     "EPOCHS",
     "INIT_KINDS",

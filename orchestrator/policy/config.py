@@ -42,11 +42,11 @@ class PolicySettings:
         restart_budget: fraction of the sweep's total epoch budget that restarts may spend.
         collapse_margin: an attempt whose best metric beat ``chance`` by more than this and
             that fell back to chance collapsed: it restarts.
-        restart_success: a stuck trial without evidence against its initialisation restarts
-            while at least this share of the sweep's finished restarts ended better than the
-            attempt they replaced ...
-        restart_record: ... and at least this many restarts finished.
-        restart_on_plateau_bad: restart a trial that converged far below the leader.
+        restart_trust: the first this many restarts of each kind of failure (collapsed, dead
+            units, stuck, local minimum: :mod:`orchestrator.policy.restarts`) happen on trust ...
+        restart_success: ... after that, a kind restarts while at least this share of its
+            finished restarts ended better than the attempt they replaced (by more than the
+            thresholds' ``chance_margin``).
         stop_converged: stop trials that converged.
         stop_min_left: ... only while at least this share of their budget is left.
         contender_margin: a converged trial within this of the best final (or above) runs on.
@@ -58,9 +58,8 @@ class PolicySettings:
     max_restarts: int = 1
     restart_budget: float = 0.1
     collapse_margin: float = 0.2
-    restart_success: float = 0.7
-    restart_record: int = 3
-    restart_on_plateau_bad: bool = False
+    restart_trust: int = 1
+    restart_success: float = 0.5
     stop_converged: bool = True
     stop_min_left: float = 0.25
     contender_margin: float = 0.005
@@ -76,8 +75,8 @@ class PolicySettings:
                 raise SettingError(name, "must be in [0, 1]", getattr(self, name))
         if not self.collapse_margin > 0.0:
             raise SettingError("collapse_margin", "must be > 0", self.collapse_margin)
-        if self.restart_record < 1:
-            raise SettingError("restart_record", "must be >= 1", self.restart_record)
+        if self.restart_trust < 0:
+            raise SettingError("restart_trust", "must be >= 0", self.restart_trust)
         if not self.contender_margin >= 0.0:
             raise SettingError("contender_margin", "must be >= 0", self.contender_margin)
         if self.remedy_lr_factor is not None and not 0.0 < self.remedy_lr_factor < 1.0:

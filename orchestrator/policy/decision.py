@@ -59,7 +59,7 @@ def decision_text(
         done = f"{done} (attempt {decision.attempt})"
     reason = decision.reason
     if reason.startswith(_RANK_CUT):
-        cause = "rank rule at " + reason[len(_RANK_CUT) :].replace(" of training", "")
+        cause = "rank rule at " + reason[len(_RANK_CUT) :].split(";")[0].replace(" of training", "")
     else:
         cause = re.split(r"[:;(]", reason, maxsplit=1)[0].strip()
     if not cause and decision.verdict is not None:

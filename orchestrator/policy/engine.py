@@ -25,18 +25,26 @@ from analysis.convergence import (
     optimistic_final,
 )
 from orchestrator.policy.config import PolicyConfig
-from orchestrator.policy.decision import CONTINUE, PRUNE, RESTART, STOP, Decision
+from orchestrator.policy.decision import CONTINUE, PRUNE, STOP, Decision
+from orchestrator.policy.restarting import FINISHED, Restarting
+from orchestrator.policy.restarts import (
+    COLLAPSED,
+    DEAD,
+    LOW,
+    STUCK_KIND,
+    RestartRecord,
+    unpaid_restart,
+)
 from orchestrator.policy.rules import RankRule, Reading
 from orchestrator.policy.scale import MetricScale
 from orchestrator.policy.state import load_policy_state, policy_state
 from orchestrator.policy.trial import AttemptRecord, _Trial
-from orchestrator.seeding import derive_seed
 
 #: Stuck kinds that point at the initialisation, not the configuration.
 INIT_KINDS = ("dead_relu", "vanishing_grad")
 
 
-class ConvergencePolicy:
+class ConvergencePolicy(Restarting):
     """Decides continue / stop / prune / restart for each trial from its curves.
 
     Args:
@@ -71,8 +79,7 @@ class ConvergencePolicy:
         self.leaders: list[tuple[float, str]] = []  # the two best (signed metric, trial id) so far
         self.restart_epochs = 0  # epochs trained by attempts after the first
         self.epochs = 0
-        self.restarts_finished = 0
-        self.restarts_succeeded = 0
+        self.restarts = RestartRecord()  # per kind of failure: started, finished, paid
         self.metric_scale = MetricScale(config.scale)
 
     @property
@@ -107,17 +114,6 @@ class ConvergencePolicy:
         """The attempts of a trial so far, first one first."""
         return list(self._trial(trial_id).lineage)
 
-    def restart_budget_left(self) -> bool:
-        """True while restarts have spent less than their share of the sweep's epochs."""
-        if self.total_epochs is None:
-            return True
-        return self.restart_epochs < self.config.restart_budget * self.total_epochs
-
-    def restarts_pay_off(self) -> bool:
-        """True when the sweep's finished restarts mostly ended better than what they replaced."""
-        c, finished = self.config, self.restarts_finished
-        return finished >= c.restart_record and self.restarts_succeeded >= c.restart_success * finished
-
     def leader(self, trial_id: str | None = None) -> float | None:
         """The best metric reported so far by a trial other than ``trial_id``, or the best
         final when that is better (None while there is neither)."""
@@ -134,17 +130,6 @@ class ConvergencePolicy:
         others = [(v, t) for v, t in self.leaders if t != trial_id]
         self.leaders = sorted([*others, (signed, trial_id)], reverse=True)[:2]
 
-    def _end_attempt(self, trial: _Trial, final: float | None) -> None:
-        """Close the current attempt; a restarted one is scored against the attempt it replaced."""
-        record = trial.lineage[-1]
-        record.final = final
-        if record.attempt == 0:
-            return
-        before = trial.lineage[-2].final
-        self.restarts_finished += 1
-        if final is not None and before is not None and math.isfinite(final) and math.isfinite(before):
-            self.restarts_succeeded += self.sign * (final - before) > self.thresholds.chance_margin
-
     def complete(self, trial_id: str, final: float | None, outcome: str = "completed") -> None:
         """Record a trial's end; a finite final value of a finished trial updates the best.
 
@@ -154,10 +139,10 @@ class ConvergencePolicy:
         trial = self._trial(trial_id)
         if trial.finished:
             return
-        self._end_attempt(trial, final)
+        self._end_attempt(trial, final, outcome)
         trial.lineage[-1].outcome = outcome
         trial.finished = True
-        counts = outcome in ("completed", "converged")
+        counts = outcome in FINISHED
         if counts and final is not None and math.isfinite(final):
             if self.best is None or self.sign * (final - self.best) > 0:
                 self.best = final
@@ -215,28 +200,32 @@ class ConvergencePolicy:
         attempt = trial.attempt
         if status == DIVERGED:
             return Decision(PRUNE, verdict.reason, verdict, attempt)
+        if (unpaid := unpaid_restart(trial, self.sign, th.chance_margin)) is not None:
+            return self._cut(trial_id, trial, verdict, unpaid)
         if trial.collapsed(c.chance, self.sign, c.collapse_margin * unit, th):
             peak, chance = self.sign * (trial.peak or 0.0), self.config.chance
             reason = f"stuck: collapsed back to chance {chance:.3g} after reaching {peak:.3g}"
-            if restart := self._restart(trial_id, trial, verdict, "stuck (collapsed)", reason):
+            restart, _ = self._restart(trial_id, trial, verdict, COLLAPSED, "stuck (collapsed)", reason)
+            if restart is not None:
                 return restart
         if self._collapse_pending(trial):
             peak = self.sign * (trial.peak or 0.0)
             reason = f"back at chance after reaching {peak:.3g}: held until its window decides a collapse"
             return Decision(CONTINUE, reason, verdict, attempt)
         if status == STUCK:
-            worth = verdict.kind in INIT_KINDS or self.restarts_pay_off()
-            restart = self._restart(trial_id, trial, verdict) if worth else None
-            return restart or Decision(PRUNE, f"{verdict.reason}; not restarted", verdict, attempt)
+            kind = DEAD if verdict.kind in INIT_KINDS else STUCK_KIND
+            restart, why = self._restart(trial_id, trial, verdict, kind)
+            return restart or Decision(PRUNE, f"{verdict.reason}; not restarted: {why}", verdict, attempt)
         if status == PREDICTED_WORSE and c.prune_predicted_worse:
-            return Decision(PRUNE, verdict.reason, verdict, attempt)
+            return self._cut(trial_id, trial, verdict, verdict.reason, (DEAD, STUCK_KIND))
         if status == PLATEAU_BAD:
-            restart = self._restart(trial_id, trial, verdict) if c.restart_on_plateau_bad else None
-            return restart or Decision(STOP, verdict.reason, verdict, attempt)
-        if status == OSCILLATING:
-            restart = self._restart(trial_id, trial, verdict) if c.remedy_lr_factor is not None else None
+            restart, why = self._restart(trial_id, trial, verdict, LOW)
+            return restart or Decision(STOP, f"{verdict.reason}; not restarted: {why}", verdict, attempt)
+        if status == OSCILLATING and c.remedy_lr_factor is not None:
+            restart, _ = self._restart(trial_id, trial, verdict, OSCILLATING, evidence=False)
             if restart is not None:
                 return restart
+        if status == OSCILLATING:
             recent = [v for v in list(trial.metric)[-th.window :] if math.isfinite(v)]
             mean = sum(recent) / len(recent) if recent else math.nan
             if leader is not None and not self.sign * (mean - leader) >= -th.bad_margin:
@@ -251,29 +240,18 @@ class ConvergencePolicy:
             why = "a contender" if contender else "close to its budget"
             return Decision(CONTINUE, f"{verdict.reason}; {why}: runs to the budget", verdict, attempt)
         if (where := self._rank_cut(trial_id, trial, leader)) is not None:
-            return Decision(PRUNE, f"rank rule: below its rung at {where}", verdict, attempt)
+            # ranked low early says nothing of a local minimum: only an initialisation failure
+            return self._cut(
+                trial_id, trial, verdict, f"rank rule: below its rung at {where}", (DEAD, STUCK_KIND)
+            )
         return Decision(CONTINUE, verdict.reason, verdict, attempt)
-
-    def _collapse_pending(self, trial: _Trial) -> bool:
-        """The attempt beat chance by more than ``collapse_margin`` and its latest metric is back at
-        chance, but fewer than a window of epochs are: a collapse may be under way. Held while a
-        restart is still possible, so whether a collapse is restarted does not depend on which
-        other trials happened to report first (the leader they set would prune it)."""
-        c, th = self.config, self.thresholds
-        if c.chance is None or trial.peak is None or not trial.metric:
-            return False
-        if trial.peak - self.sign * c.chance <= c.collapse_margin * self.scale:
-            return False
-        if not abs(trial.metric[-1] - c.chance) <= th.chance_margin:
-            return False
-        return trial.attempt < c.max_restarts and self.restart_budget_left()
 
     def _rank_cut(self, trial_id: str, trial: _Trial, leader: float | None) -> str | None:
         """Where the first rank rule that cuts the trial cut it ("epoch 3", "12.5 s of training
         (epoch 2)"), or None: no rule cut it (every rule judges and records it), or its curve
         spares it (its optimistic end could still beat the leader)."""
-        if not trial.metric:
-            return None
+        if not trial.metric or (trial.attempt > 0 and trial.epoch < trial.lineage[-2].epochs):
+            return None  # a restart is judged where the attempt it replaced ended (unpaid_restart)
         reading = Reading(
             key=trial_id if trial.attempt == 0 else f"{trial_id}#{trial.attempt}",
             epoch=trial.epoch,
@@ -294,41 +272,6 @@ class ConvergencePolicy:
             origin=level_origin(self.config.mode, self.config.chance, self.scale),
         )
         return cuts[0] if optimistic is None or self.sign * (optimistic - leader) < 0.0 else None
-
-    def _remedy(self, trial: _Trial, verdict: Verdict) -> dict[str, Any]:
-        c = self.config
-        if verdict.status == OSCILLATING and c.remedy_lr_factor is not None and "lr" in trial.params:
-            return {"lr": float(trial.params["lr"]) * c.remedy_lr_factor}
-        if verdict.kind == "dead_relu" and c.remedy_leaky_relu and trial.params.get("activation") == "relu":
-            return {"activation": "leaky_relu"}
-        return {}
-
-    def _restart(
-        self,
-        trial_id: str,
-        trial: _Trial,
-        verdict: Verdict,
-        cause: str | None = None,
-        reason: str | None = None,
-    ) -> Decision | None:
-        """A restart decision when the trial and the sweep still have restart budget, else None.
-
-        ``cause`` (default: the verdict's status) goes into the lineage as "restarted: <cause>";
-        ``reason`` (default: the verdict's) is the new attempt's reason.
-        """
-        if trial.attempt >= self.config.max_restarts or not self.restart_budget_left():
-            return None
-        attempt = trial.attempt + 1
-        key = trial.seed_key if trial.seed_key is not None else trial_id
-        seed = derive_seed(self.sweep_seed, key, attempt)
-        changes = self._remedy(trial, verdict)
-        reason = reason or verdict.reason
-        self._end_attempt(trial, trial.metric[-1] if trial.metric else None)
-        trial.lineage[-1].outcome = f"restarted: {cause or verdict.status}"
-        trial.lineage.append(AttemptRecord(attempt, seed, reason))
-        trial.params.update(changes)
-        trial.reset()
-        return Decision(RESTART, reason, verdict, attempt, seed, changes)
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

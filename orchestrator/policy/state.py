@@ -1,5 +1,8 @@
 """The policy's state as plain, versioned data: JSON-serialisable, never pickled objects.
 
+Version 5 holds the restart record per kind of failure (``restarts``:
+:class:`orchestrator.policy.restarts.RestartRecord`); version 4, which counted restarts over
+all kinds, is read with an empty record (its restarts' evidence starts again, on trust).
 Version 4 adds the metric's measured scale (``scale``: the opening values and the unit,
 :class:`orchestrator.policy.scale.MetricScale`); version 3, saved before scales, is read as a
 state whose scale has seen nothing yet. Version 3 holds the rank rules' states as a list, in
@@ -16,12 +19,13 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.policy.restarts import RestartRecord
 from orchestrator.policy.trial import AttemptRecord, _Trial
 
 if TYPE_CHECKING:
     from orchestrator.policy.engine import ConvergencePolicy
 
-STATE_VERSION = 4
+STATE_VERSION = 5
 _SERIES = ("loss", "metric", "grad", "dead")
 #: Version 2's slots of the rank rules: (rule, its loss guard), in the order of the rules.
 _V2_SLOTS = (("inner", "loss_inner"), ("cost_inner", "cost_loss_inner"))
@@ -35,8 +39,7 @@ def policy_state(policy: ConvergencePolicy) -> dict[str, Any]:
         "leaders": [list(pair) for pair in policy.leaders],
         "epochs": policy.epochs,
         "restart_epochs": policy.restart_epochs,
-        "restarts_finished": policy.restarts_finished,
-        "restarts_succeeded": policy.restarts_succeeded,
+        "restarts": policy.restarts.state_dict(),
         "trials": {tid: _trial_state(t) for tid, t in policy.trials.items()},
         "rules": [rule.state_dict() for rule in policy.rules],
         "scale": policy.metric_scale.state_dict(),
@@ -53,7 +56,9 @@ def load_policy_state(policy: ConvergencePolicy, state: dict[str, Any]) -> None:
     if state.get("version") == 2:
         state = upgrade_v2(state)
     if state.get("version") == 3:
-        state = {**state, "version": STATE_VERSION, "scale": {}}
+        state = {**state, "version": 4, "scale": {}}
+    if state.get("version") == 4:
+        state = {**state, "version": STATE_VERSION, "restarts": RestartRecord().state_dict()}
     if state.get("version") != STATE_VERSION:
         raise ValueError(f"policy state version {state.get('version')!r} is not {STATE_VERSION}")
     if len(state["rules"]) != len(policy.rules):
@@ -64,8 +69,7 @@ def load_policy_state(policy: ConvergencePolicy, state: dict[str, Any]) -> None:
     policy.leaders = [(float(v), str(t)) for v, t in state["leaders"]]
     policy.epochs = int(state["epochs"])
     policy.restart_epochs = int(state["restart_epochs"])
-    policy.restarts_finished = int(state["restarts_finished"])
-    policy.restarts_succeeded = int(state["restarts_succeeded"])
+    policy.restarts.load_state_dict(state["restarts"])
     policy.trials = {tid: _trial_from(data, policy.config.history) for tid, data in state["trials"].items()}
     for rule, rule_state in zip(policy.rules, state["rules"], strict=True):
         rule.load_state_dict(rule_state)

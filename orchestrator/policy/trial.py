@@ -23,6 +23,7 @@ class AttemptRecord:
     epochs: int = 0
     final: float | None = None
     outcome: str | None = None
+    kind: str | None = None  # the kind of failure that started this attempt (None: the first)
 
 
 class _Trial:
@@ -94,6 +95,15 @@ class _Trial:
         if not abs(self.metric[-1] - chance) <= th.chance_margin:
             return False
         return all(abs(v - chance) <= th.chance_margin for v in list(self.metric)[-th.window :])
+
+    def back_at_chance(self, chance: float | None, sign: float, margin: float, th: Thresholds) -> bool:
+        """The attempt beat ``chance`` by more than ``margin`` and its latest metric is back
+        within ``th.chance_margin`` of it: a collapse may be under way."""
+        if chance is None or self.peak is None or not self.metric:
+            return False
+        if self.peak - sign * chance <= margin:
+            return False
+        return abs(self.metric[-1] - chance) <= th.chance_margin
 
     def reset(self) -> None:
         """Forget the current attempt's curves and summary: a restart begins from scratch."""
