@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,13 @@ class SweepSummary:
     report: str | None = None
     rules: list[str] = field(default_factory=list)
     rules_off: dict[str, str] = field(default_factory=dict)
+    restarts_better: int = 0  # restarted attempts that ended better than the attempt they replaced
+
+    @property
+    def restarts_line(self) -> str:
+        """``restarts: 3, 2 ended better than the attempt they replaced``."""
+        better = f"{self.restarts_better} ended better than the attempt they replaced"
+        return f"restarts: {self.restarts}, {better}"
 
     @property
     def rules_line(self) -> str | None:
@@ -70,6 +78,8 @@ class SweepSummary:
         lines.append(
             "  trials by final status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
         )
+        if self.restarts:
+            lines.append(f"  {self.restarts_line}")
         if self.rules_line:
             lines.append(f"  {self.rules_line}")
         lines.append(f"  Ray results: {self.results_dir}")
@@ -108,6 +118,8 @@ class SweepSummary:
             f"- {sum(self.statuses.values())} trials; epochs: {self.epochs_run} run of {self.epochs_budget} "
             f"budgeted ({saved} saved); restarts: {self.restarts}",
         ]
+        if self.restarts:
+            lines.append(f"- {self.restarts_line}")
         if self.rules_line:
             lines.append(f"- {self.rules_line}")
         if self.model_uri:
@@ -124,6 +136,7 @@ class SweepSummary:
             "epochs_run": float(self.epochs_run),
             "epochs_saved": float(self.epochs_budget - self.epochs_run),
             "restarts": float(self.restarts),
+            "restarts_better": float(self.restarts_better),
             "wall_s": self.wall_s,
         }
         if self.best_value is not None:
@@ -165,7 +178,7 @@ def summarize(
     makes the sweep interrupted.
     """
     statuses: dict[str, int] = {}
-    rows, epochs_run, restarts = [], 0, 0
+    rows, epochs_run, restarts, better = [], 0, 0, 0
     for result in grid:
         last = result.metrics or {}
         if result.config is None:  # never started (the sweep was interrupted)
@@ -177,6 +190,7 @@ def summarize(
             lineage = scheduler.lineage(tid)
             epochs_run += sum(r.epochs for r in lineage)
             restarts += len(lineage) - 1
+            better += _better_attempts(lineage, 1.0 if cfg.mode == "max" else -1.0)
         else:
             epochs_run += int(last.get("epoch", 0))
         decision = scheduler.decision(tid) if scheduler is not None and tid else None
@@ -192,6 +206,7 @@ def summarize(
         epochs_run=epochs_run,
         epochs_budget=len(rows) * cfg.trainable.epochs,
         restarts=restarts,
+        restarts_better=better,
         wall_s=time.time() - started,
         results_dir=results_dir,
         trials=rows,
@@ -240,3 +255,13 @@ def _best(summary: SweepSummary, grid: tune.ResultGrid, tracker: SweepTracker | 
     summary.best_trial = name_of(trial_id, best.config)
     if tracker is not None and trial_id:
         summary.best_run_id = tracker.run_ids.get(trial_id)
+
+
+def _better_attempts(lineage: list[Any], sign: float) -> int:
+    """How many attempts after the first ended better than the attempt before them (both finite)."""
+    finals = [r.final for r in lineage]
+    pairs = zip(finals, finals[1:], strict=False)
+    return sum(
+        a is not None and b is not None and math.isfinite(a) and math.isfinite(b) and sign * (b - a) > 0
+        for a, b in pairs
+    )

@@ -24,12 +24,15 @@ from orchestrator.policy import DECISION_WIDTH
 from orchestrator.scheduling import loss_of
 from orchestrator.tracking import GRACE_ENV
 
+#: Tune warns when it forces experiment snapshots this often (0: never).
+SNAPSHOT_WARNING_ENV = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
 #: Settings of this process that Tune reads where it runs (a Ray Client's Tuner runs on the cluster).
 CLUSTER_ENV = (
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS",
     "TUNE_DISABLE_STRICT_METRIC_CHECKING",
     "RAY_AIR_NEW_OUTPUT",
     "TUNE_MAX_PENDING_TRIALS_PG",
+    SNAPSHOT_WARNING_ENV,
     "MLFLOW_TRACKING_TOKEN",
     GRACE_ENV,
 )
