@@ -11,7 +11,9 @@ in units of the metric's scale, ``PolicyConfig.scale``: given, or measured by ``
 :class:`MetricScale`; ``thresholds`` are :class:`analysis.convergence.Thresholds`):
 
 1. The curve is diagnosed by :func:`analysis.convergence.diagnose` against the leader.
-2. ``diverged`` -> **prune** at once.
+2. ``diverged`` -> **prune** at once. A restarted attempt no better than the attempt it
+   replaced (by more than ``thresholds.chance_margin``) at the epoch where that one ended ->
+   **cut** (see *cut* below): the restart did not pay.
 3. *Collapsed* -> **restart** from scratch with a new seed (derived from sweep seed, trial and
    attempt): the attempt learned (its best metric beat ``chance`` by more than
    ``collapse_margin``) and then fell back to chance (its last ``thresholds.window`` epochs
@@ -22,7 +24,7 @@ in units of the metric's scale, ``PolicyConfig.scale``: given, or measured by ``
    not depend on which other trials reported first.
 4. ``stuck`` -> **restart**; else **prune**.
 5. ``predicted_worse`` (even the optimistic end of the curve loses to the leader by more than
-   ``thresholds.predict_margin``) -> **prune** (when ``prune_predicted_worse``).
+   ``thresholds.predict_margin``) -> **cut** (when ``prune_predicted_worse``).
 6. ``plateau_bad`` (converged far below the leader: a local minimum) -> **restart**; else
    **stop** (it converged; its value counts).
 7. ``oscillating`` -> **restart** with ``lr`` x ``remedy_lr_factor`` when that remedy is on;
@@ -38,8 +40,15 @@ in units of the metric's scale, ``PolicyConfig.scale``: given, or measured by ``
    :class:`CostRungs`), and a rule's own guard may spare it (:class:`GuardedRule`: the loss
    ranks near the top of the rung, as a metric that lags its loss often catches up). Cut by
    any rule, the trial is still spared by its curve: its optimistic end,
-   :func:`analysis.convergence.optimistic_final`, could still beat the leader.
+   :func:`analysis.convergence.optimistic_final`, could still beat the leader; else it is
+   **cut**.
 10. Otherwise **continue**.
+
+To **cut** a trial is to prune it, unless its last epoch shows an initialisation failure
+(dead units: a dead fraction or gradient norm past its threshold; stuck: its metric at
+chance) whose kind the evidence lets restart: then it **restarts** (a rank rule's cut of a
+trial that learned is no sign of a local minimum: it is pruned). A restarted attempt is not
+judged by the rank rules before the epoch where the attempt it replaced ended.
 
 Every restart of rules 3, 4 and 6 needs the sweep's own evidence for its kind of failure
 (collapsed, dead units — dead ReLUs or a vanishing gradient —, otherwise stuck, local minimum:
