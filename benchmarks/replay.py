@@ -110,8 +110,11 @@ def _cell(path: str, name: str, options: dict[str, int]) -> list[RepeatStats]:
 
 
 def quiet_ray_info() -> None:
-    """Hide Ray HyperBand's per-bracket INFO line ("Bracket too small - Retrying...")."""
+    """Hide Ray HyperBand's per-bracket INFO line ("Bracket too small - Retrying..."), and the
+    convergence scheduler's warning that a restart repeats its first attempt: on a bank with one
+    seed per configuration a replayed restart follows the same curve, as it must."""
     logging.getLogger("ray.tune.schedulers.hyperband").setLevel(logging.WARNING)
+    logging.getLogger("orchestrator.scheduler").setLevel(logging.ERROR)
 
 
 def run_bank(
