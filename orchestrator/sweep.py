@@ -27,6 +27,7 @@ from orchestrator.config import SweepConfig
 from orchestrator.entry import train
 from orchestrator.errors import ConfigError
 from orchestrator.exporting import ModelExporter, WarmExporter, export_best
+from orchestrator.history import Plan, open_study, plan, study_tags
 from orchestrator.outcomes import Outcomes
 from orchestrator.preflight import check_data, check_local_resources, preflight
 from orchestrator.provenance import sweep_params, sweep_tags
@@ -35,6 +36,7 @@ from orchestrator.resume import SweepRecord, SweepState, backfill, config_data, 
 from orchestrator.scheduler import ConvergenceScheduler
 from orchestrator.scheduling import build_scheduler
 from orchestrator.search import build_searcher, num_trials
+from orchestrator.study import resolve_url, study_line
 from orchestrator.summary import SweepSummary, summarize
 from orchestrator.tracking import StoreOpening, SweepTracker, resolve_tracking_uri
 from orchestrator.trials import param_space
@@ -87,10 +89,12 @@ class _Sweep:
     uri: str | None
     experiment: str
     trials: int
-    searcher: Any
     scheduler: Any
     outcomes: Outcomes
     started: float
+    study_url: str | None  # the Optuna study's store (None: a sweep resumed from before there was one)
+    plan: Plan | None = None  # a new sweep's: the study it continues, configurations to try first
+    searcher: Any = None
     env: tuning.TuneEnv = field(default_factory=tuning.TuneEnv)
     early: StoreOpening | None = None
     tracker: SweepTracker | None = None
@@ -127,6 +131,8 @@ def _run(
         space = param_space(cfg, s.launch_dir)
         restored = tuning.restore_tuner(s.record.directory, trainable, space) if s.resuming else None
         _open_tracking(s)
+        storage, copied = open_study(s.study_url, s.experiment, s.cfg, s.plan, s.tracker)
+        s.searcher = build_searcher(cfg, storage, s.experiment if storage else None, history=copied)
         concurrent = min(cfg.max_concurrent_trials or slots, s.trials)
         summary, grid = _fit(s, trainable, space, restored, concurrent, extra)
         return _finish(s, summary, grid)
@@ -151,9 +157,11 @@ def _prepare(
         uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None
         experiment = results_name(cfg.name)  # claimed once the store is open (_open_tracking)
         lock = None  # taken once the sweep directory exists (_fit)
+        study_url = resolve_url(cfg, launch_dir)
+        history = plan(cfg, study_url, launch_dir)  # before Ray starts: an unknown sweep is one line
     else:
         launch_dir, storage, experiment = record.launch_dir, record.storage, record.experiment
-        uri = record.tracking_uri
+        uri, study_url, history = record.tracking_uri, record.study_storage, None
         check_data(cfg)
         if cfg.cluster.mode == "local":
             check_local_resources(cfg)
@@ -174,10 +182,11 @@ def _prepare(
         uri=uri,
         experiment=experiment,
         trials=trials,
-        searcher=build_searcher(cfg),
         scheduler=scheduler,
         outcomes=Outcomes(cfg.trainable.epochs, convergence),
         started=started,
+        study_url=study_url,
+        plan=history,
         lock=lock,
     )
     s.env.default("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -208,6 +217,7 @@ def _open_tracking(s: _Sweep) -> None:
         backfill(s.record.directory, s.tracker, s.recorder)
         return
     tags = sweep_tags(cfg, s.experiment, s.storage, s.launch_dir)
+    tags.update(study_tags(s.experiment, s.study_url, s.plan))
     files = {"config.yaml": s.resolved_yaml, "overrides.txt": "\n".join(s.overrides) + "\n"}
     s.tracker.start_sweep(cfg.name, sweep_params(cfg, s.trials), tags, files)
 
@@ -239,6 +249,7 @@ def _fit(
         s.record = SweepRecord(
             s.experiment, s.storage, s.launch_dir, data, list(s.overrides), s.resolved_yaml, s.uri, parent
         )
+        s.record.study_storage = s.study_url
         write_record(s.record)
         s.lock = preemption.DriverLock(s.record.directory)
         s.lock.acquire()
@@ -254,6 +265,8 @@ def _fit(
             grid = tuner.fit()
         _check_contract(s.convergence)
         summary = summarize(cfg, grid, results_dir, s.started, s.tracker, s.convergence, s.outcomes)
+        if s.study_url and s.searcher is not None:
+            summary.study, summary.dashboard = study_line(s.study_url, s.searcher._storage, s.experiment)
         if (unwritable := storage_problem(results_dir)) is not None:  # Ray went on, trials failing
             raise OSError(unwritable)
     except BaseException as exc:
