@@ -68,7 +68,6 @@ class Dist:
             return sorted({int(round(v)) for v in vals})
         return [float(f"{v:.6g}") for v in vals]
 
-
     def problem(self, value: Any) -> str | None:
         """Why ``value`` is not one this distribution can draw (None when it is): not one of the
         choices, not a number, outside ``[low, high]``, not whole for an int, off the step grid."""
@@ -81,9 +80,9 @@ class Dist:
             return f"outside [{self.low:g}, {self.high:g}]"
         if self.type == "int" and not float(value).is_integer():
             return "not a whole number"
-        if self.step and not math.isclose((value - self.low) / self.step % 1, 0, abs_tol=1e-9):
-            off_top = math.isclose((value - self.low) / self.step % 1, 1, abs_tol=1e-9)
-            return None if off_top else f"not on the grid of step {self.step:g} from {self.low:g}"
+        steps = (value - self.low) / self.step if self.step else 0.0
+        if not math.isclose(steps, round(steps), abs_tol=1e-9):
+            return f"not on the grid of step {self.step:g} from {self.low:g}"
         return None
 
 
