@@ -47,21 +47,41 @@ class BestOf:
     key: str
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What a new sweep's study starts with: the study it continues, configurations to try first
-    (each with where it came from)."""
+@dataclass
+class StudyPlan:
+    """The sweep's study: its store (``url``; None for a sweep resumed from before there was
+    one), for a new sweep the study it continues and the configurations to try first (each with
+    where it came from). :meth:`open`, :meth:`start` and :meth:`note_run` are the steps of a
+    sweep's start, in that order."""
 
+    url: str | None
     source: StudyInfo | None = None
     configs: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    new: bool = True  # False: a resumed sweep's study, there already
+    storage: Any = None  # the opened store
+    copied: int = 0  # trials copied from ``source``
 
-    def tags(self) -> dict[str, str]:
-        """The parent run's tags linking it to the sweep it continues."""
-        s = self.source
-        if s is None:
-            return {}
-        tags = {"continued_from": s.name, "continued_from_sweep": s.sweep}
-        return {k: v for k, v in {**tags, "continued_from_run": s.parent_run_id}.items() if v}
+    def open(self) -> None:
+        """Open (a new SQLite or journal file: create) the store; ConfigError when it cannot be."""
+        self.storage = open_storage(self.url) if self.url else None
+
+    def start(self, name: str, cfg: SweepConfig) -> None:
+        """Create a new sweep's study ``name`` (:func:`start_study`); a resumed one is there."""
+        if self.storage is not None and self.new:
+            self.copied = start_study(self.storage, name, cfg, self)
+
+    def note_run(self, name: str, run_id: str | None) -> None:
+        """Keep the sweep's MLflow parent run id in the study (found from it when continued)."""
+        if self.storage is not None and run_id:
+            self.storage.set_study_user_attr(self.storage.get_study_id_from_name(name), ATTR_RUN, run_id)
+
+    def tags(self, name: str) -> dict[str, str]:
+        """The parent run's tags: its study and store, and the sweep it continues."""
+        tags = {"optuna_study": name, "optuna_storage": shown(self.url)} if self.url else {}
+        if (s := self.source) is not None:
+            tags.update(continued_from=s.name, continued_from_sweep=s.sweep)
+            tags.update(continued_from_run=s.parent_run_id)
+        return {k: v for k, v in tags.items() if v}
 
 
 def fit_config(params: dict[str, Any], space: SearchSpace, key: str) -> dict[str, Any]:
@@ -129,9 +149,10 @@ def check(cfg: SweepConfig) -> None:
     parse_enqueue(cfg)
 
 
-def plan(cfg: SweepConfig, url: str, launch_dir: str) -> Plan:
-    """Find the study ``continue_from`` names and the configurations ``enqueue`` asks for, in the
-    store at ``url`` (or where a sweep directory says); nothing is written."""
+def plan(cfg: SweepConfig, url: str, launch_dir: str) -> StudyPlan:
+    """A new sweep's study in the store at ``url``: the study ``continue_from`` names and the
+    configurations ``enqueue`` asks for, found (there, or where a sweep directory says); nothing
+    is written."""
     stores: dict[str, Any] = {}
     source = None
     if cfg.search.continue_from:
@@ -143,7 +164,7 @@ def plan(cfg: SweepConfig, url: str, launch_dir: str) -> Plan:
             configs += _best_configs(item, cfg, url, launch_dir, stores)
         else:
             configs.append((item, f"{KEY_ENQUEUE}[{i}]"))
-    return Plan(source, configs)
+    return StudyPlan(url, source, configs)
 
 
 def _store(url: str, stores: dict[str, Any]) -> Any:
@@ -220,12 +241,12 @@ def _best_configs(
     return configs
 
 
-def start_study(storage: Any, name: str, cfg: SweepConfig, plan: Plan, attrs: dict[str, Any]) -> int:
+def start_study(storage: Any, name: str, cfg: SweepConfig, plan: StudyPlan) -> int:
     """Create the sweep's study ``name``: the continued study's trials copied in, then the
     configurations to try first enqueued; return how many trials were copied."""
     source, copied = plan.source, 0
     extra = {"continued_from": source.name} if source is not None else {}
-    study = create_sweep_study(storage, name, cfg, {**attrs, **extra})
+    study = create_sweep_study(storage, name, cfg, extra)
     if source is not None:
         copied, left = copy_trials(source, study, cfg.space)
         study.set_user_attr("copied_trials", copied)
@@ -238,27 +259,6 @@ def start_study(storage: Any, name: str, cfg: SweepConfig, plan: Plan, attrs: di
     for params, origin in plan.configs:
         study.enqueue_trial(params, user_attrs={ATTR_ENQUEUED: origin})
     return copied
-
-
-def open_study(
-    url: str | None, name: str, cfg: SweepConfig, plan: Plan | None, tracker: Any
-) -> tuple[Any, int]:
-    """The storage of the sweep's study ``name`` at ``url`` (None: no store, a sweep resumed from
-    before there was one) and how many trials were copied into it. A new sweep's study (``plan``
-    given) is created now, holding the parent run's id; a resumed sweep's is there already."""
-    if url is None:
-        return None, 0
-    storage = open_storage(url)
-    if plan is None:
-        return storage, 0
-    run_id = tracker.parent_run_id if tracker is not None else None
-    return storage, start_study(storage, name, cfg, plan, {ATTR_RUN: run_id})
-
-
-def study_tags(name: str, url: str | None, plan: Plan | None) -> dict[str, str]:
-    """The parent run's tags naming its study and store, and the sweep it continues."""
-    tags = {"optuna_study": name, "optuna_storage": shown(url)} if url else {}
-    return {**tags, **(plan.tags() if plan is not None else {})}
 
 
 def copy_trials(source: StudyInfo, study: Any, space: SearchSpace) -> tuple[int, int]:
@@ -296,14 +296,12 @@ def copy_trials(source: StudyInfo, study: Any, space: SearchSpace) -> tuple[int,
 
 __all__ = [
     "BestOf",
-    "Plan",
+    "StudyPlan",
     "check",
     "copy_trials",
     "find_study",
     "fit_config",
-    "open_study",
     "parse_enqueue",
     "plan",
     "start_study",
-    "study_tags",
 ]

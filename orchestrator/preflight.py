@@ -14,6 +14,7 @@ import ctypes
 import glob
 import os
 import socket
+import sqlite3
 import tempfile
 import urllib.request
 from collections.abc import Mapping
@@ -140,7 +141,28 @@ def check_study_storage(cfg: SweepConfig, launch_dir: str) -> str:
     writable_dir(os.path.dirname(path), STUDY_KEY)
     if os.path.isdir(path):
         raise ConfigError(f"{STUDY_KEY}: {path!r} is a directory, not a store file")
+    if url.startswith("sqlite:") and os.path.isfile(path):
+        _check_optuna_file(path)
     return url
+
+
+def _check_optuna_file(path: str) -> None:
+    """Refuse an existing SQLite file that holds tables but not Optuna's (MLflow's store, say:
+    Optuna would add its tables to it, then fail on the other schema). Read-only, with sqlite3."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"{STUDY_KEY}: {path!r} is not a SQLite database ({exc})") from None
+    if tables and not {"studies", "version_info"} <= tables:
+        shown_tables = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise ConfigError(
+            f"{STUDY_KEY}: {path!r} is not an Optuna store (it holds the tables {shown_tables}); "
+            "name another file"
+        )
 
 
 def check_hydra_app(spec: Any, launch_dir: str) -> None:

@@ -96,6 +96,14 @@ def _deleted_experiment(work: Path) -> None:
     client.delete_experiment(client.get_experiment_by_name("debug").experiment_id)  # a recorded row
 
 
+def _other_database(work: Path) -> None:
+    """A SQLite file of another program (MLflow's store has an ``experiments`` table, say)."""
+    con = sqlite3.connect(work / "other.db")
+    con.execute("CREATE TABLE experiments (id INTEGER)")
+    con.commit()
+    con.close()
+
+
 def _loss_study(work: Path) -> None:
     """An earlier sweep's Optuna study (``optuna.db`` beside the MLflow store) that minimised
     val_loss: a sweep of val_acc cannot continue it."""
@@ -281,6 +289,10 @@ ROWS: list[tuple[str, list[str], str, str, Setup | None, dict[str, str] | None]]
      "cannot write to", _file, None),
     ("study-journal-under-a-file", ["search.storage=afile/study.log"], "search.storage", "cannot write to",
      _file, None),
+    ("study-store-of-another-program", ["search.storage=sqlite:///other.db"], "search.storage",
+     "is not an Optuna store (it holds the tables experiments); name another file", _other_database, None),
+    ("study-store-not-sqlite", ["search.storage=sqlite:///afile"], "search.storage",
+     "is not a SQLite database", _file, None),
     ("study-server-down", ["search.storage=postgresql://me:hunter2@127.0.0.1:1/optuna"], "search.storage",
      "cannot connect to postgresql://me:***@127.0.0.1:1/optuna", None, None),
     ("continue-from-unknown", ["search.continue_from=nosuch"], "search.continue_from",

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from orchestrator.config import load_config
 from orchestrator.errors import ConfigError
-from orchestrator.history import find_study, open_study, plan, study_tags
+from orchestrator.history import StudyPlan, find_study, plan
 from orchestrator.search import build_searcher
 from orchestrator.study import create_sweep_study, dashboard_command, open_storage, resolve_url, shown
 
@@ -79,7 +79,7 @@ def test_a_password_is_never_shown():
     assert shown(url) == "postgresql://me:***@db.example.org:5432/optuna"
     assert dashboard_command(url) == "optuna-dashboard postgresql://me:***@db.example.org:5432/optuna"
     assert dashboard_command("journal:/s/o.log") == "optuna-dashboard /s/o.log"
-    assert study_tags("s", url, None) == {"optuna_study": "s", "optuna_storage": shown(url)}
+    assert StudyPlan(url).tags("s") == {"optuna_study": "s", "optuna_storage": shown(url)}
 
 
 # -- the searcher over a stored study ------------------------------------------------------------
@@ -177,6 +177,14 @@ def test_a_journal_file_holds_the_study_too(tmp_path):
 # -- continuing an earlier sweep ------------------------------------------------------------------
 
 
+def _start(found: StudyPlan, name: str, cfg) -> tuple:
+    """The steps of a sweep's start (orchestrator/sweep.py): the store opened, the study made."""
+    found.open()
+    found.start(name, cfg)
+    found.note_run(name, f"run-of-{name}")
+    return found.storage, found.copied
+
+
 def _earlier_sweep(tmp_path, name, cfg, trials=30, value=lambda p: 1.0 - abs(p["lr"] - 0.01) * 30):
     storage = open_storage(_url(tmp_path))
     create_sweep_study(storage, name, cfg, {"mlflow_parent_run_id": f"run-of-{name}"})
@@ -192,12 +200,14 @@ def test_a_continued_sweep_starts_from_the_earlier_trials_and_tpe_learns_from_th
     cont = _config(["search.n_startup_trials=5", "search.continue_from=debug"])
     found = plan(cont, _url(tmp_path), str(tmp_path))
     assert found.source.name == "debug_20260101-000000"
-    assert found.tags() == {
+    assert found.tags("debug_20260102-000000") == {
+        "optuna_study": "debug_20260102-000000",
+        "optuna_storage": _url(tmp_path),
         "continued_from": "debug_20260101-000000",
         "continued_from_sweep": "debug",
         "continued_from_run": "run-of-debug_20260101-000000",
     }
-    storage, copied = open_study(_url(tmp_path), "debug_20260102-000000", cont, found, None)
+    storage, copied = _start(found, "debug_20260102-000000", cont)
     assert copied == 30
     searcher = build_searcher(cont, storage, "debug_20260102-000000", history=copied)
     later = [searcher.suggest(f"n{i}")["lr"] for i in range(5)]
@@ -207,6 +217,7 @@ def test_a_continued_sweep_starts_from_the_earlier_trials_and_tpe_learns_from_th
     assert [t.number for t in study.trials[:30]] == list(range(30))
     assert study.trials[3].user_attrs["copied_from"] == "debug_20260101-000000#3"
     assert study.user_attrs["continued_from"] == "debug_20260101-000000"
+    assert study.user_attrs["mlflow_parent_run_id"] == "run-of-debug_20260102-000000"
     assert [t.params["lr"] for t in study.trials[30:]] == later
 
 
@@ -234,7 +245,7 @@ def test_earlier_trials_outside_this_space_are_left_out(tmp_path):
     _earlier_sweep(tmp_path, "debug_20260101-000000", _config(), trials=6, value=0.5)
     narrow = ["trainable.hparams.lr={type:loguniform,low:0.001,high:0.002}", "search.continue_from=debug"]
     cont = _config(narrow)
-    storage, copied = open_study(_url(tmp_path), "d2", cont, plan(cont, _url(tmp_path), str(tmp_path)), None)
+    storage, copied = _start(plan(cont, _url(tmp_path), str(tmp_path)), "d2", cont)
     study = optuna.load_study(study_name="d2", storage=storage)
     assert copied == len(study.trials) < 6
     assert all(0.001 <= t.params["lr"] <= 0.002 for t in study.trials)
@@ -243,7 +254,7 @@ def test_earlier_trials_outside_this_space_are_left_out(tmp_path):
 def test_enqueued_configurations_and_the_best_of_a_sweep_come_first(tmp_path):
     _earlier_sweep(tmp_path, "debug_20260101-000000", _config(), trials=6)
     cfg = _config(["search.enqueue=[{lr:0.02,optimizer:adam},{best_of:debug,count:2}]"])
-    storage, copied = open_study(_url(tmp_path), "d2", cfg, plan(cfg, _url(tmp_path), str(tmp_path)), None)
+    storage, copied = _start(plan(cfg, _url(tmp_path), str(tmp_path)), "d2", cfg)
     assert copied == 0
     earlier = optuna.load_study(study_name="debug_20260101-000000", storage=storage)
     best = sorted(earlier.trials, key=lambda t: -t.value)[:2]
