@@ -30,6 +30,7 @@ def hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's hyperparameters: its config without the :data:`BOOKKEEPING` keys."""
     return {k: v for k, v in config.items() if k not in BOOKKEEPING}
 
+
 #: Final statuses, in the order reports list them.
 STATUSES = ("CONVERGED", "COMPLETED", "PRUNED", "STOPPED_EARLY", "ERROR", "INTERRUPTED")
 

@@ -198,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2,000 results")
     parser.add_argument("--results", type=int, default=None, help="default 20000 (2000 with --quick)")
     parser.add_argument("--trials", type=int, default=32)
-    parser.add_argument("--writers", default="batched,tracker", help="comma-separated: batched, tracker, tracker_serial")
+    parser.add_argument(
+        "--writers", default="batched,tracker", help="comma-separated: batched, tracker, tracker_serial"
+    )
     parser.add_argument("--flush-every", type=int, default=FLUSH_EVERY, help="batched: values per log_batch")
     parser.add_argument(
         "--backend", choices=("sqlite", "postgresql"), default="sqlite",

@@ -139,7 +139,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks.record_bank", description=(__doc__ or "").split("\n")[0]
     )
     parser.add_argument("--space", required=True, help="a YAML file with an 'hparams' mapping")
-    parser.add_argument("--dataset", default="mnist1d", help="digits, mnist1d or spirals (nothing is downloaded)")
+    parser.add_argument(
+        "--dataset", default="mnist1d", help="digits, mnist1d or spirals (nothing is downloaded)"
+    )
     parser.add_argument("--model", default="mlp")
     parser.add_argument("--configs", type=int, default=60)
     parser.add_argument("--seeds", type=int, default=3, help="seeds per configuration (restarts replay them)")

@@ -16,6 +16,7 @@ from typing import Any, Union
 
 from orchestrator.contract import OBJECTIVES, mode_of
 from orchestrator.errors import ConfigError
+from orchestrator.history import check as check_history
 from orchestrator.policy import SettingError
 from orchestrator.redact import is_secret_key
 from orchestrator.scheduler_schemas import SCHEDULER_SCHEMAS, SchedulerConfig
@@ -225,6 +226,7 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     _at_least("search.cmaes_popsize", s.cmaes_popsize, 2)
     if not space.searched:
         raise ConfigError("trainable.hparams: nothing to search (no hyperparameter has a distribution)")
+    check_history(cfg)  # search.continue_from and search.enqueue, as far as known without a store
     # scheduler.*: checked as it is built (_build_scheduler)
     _choose("cluster.mode", cfg.cluster.mode, CLUSTER_MODES)
     _at_least("cluster.num_cpus", cfg.cluster.num_cpus, 1)

@@ -14,6 +14,7 @@ import ctypes
 import glob
 import os
 import socket
+import sqlite3
 import tempfile
 import urllib.request
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ from urllib.parse import urlparse
 
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
+from orchestrator.study import KEY as STUDY_KEY
+from orchestrator.study import local_file, resolve_url
 from orchestrator.target import check_target
 from orchestrator.tracking.database import check_database, check_sqlite_experiment, is_database
 from orchestrator.tracking.uri import is_http, resolve_tracking_uri, sqlite_path
@@ -127,6 +130,41 @@ def check_answers(url: str, key: str, timeout_s: float = 5.0) -> None:
         raise ConfigError(f"{key}: nothing answers at {host}:{port} ({exc.strerror or exc})") from None
 
 
+def check_study_storage(cfg: SweepConfig, launch_dir: str) -> str:
+    """Refuse a study store (``search.storage``) that does not parse, whose file cannot be
+    written, or whose database cannot be connected to; return its URL."""
+    url = resolve_url(cfg, launch_dir)
+    path = local_file(url)
+    if path is None:
+        check_database(url, STUDY_KEY)
+        return url
+    writable_dir(os.path.dirname(path), STUDY_KEY)
+    if os.path.isdir(path):
+        raise ConfigError(f"{STUDY_KEY}: {path!r} is a directory, not a store file")
+    if url.startswith("sqlite:") and os.path.isfile(path):
+        _check_optuna_file(path)
+    return url
+
+
+def _check_optuna_file(path: str) -> None:
+    """Refuse an existing SQLite file that holds tables but not Optuna's (MLflow's store, say:
+    Optuna would add its tables to it, then fail on the other schema). Read-only, with sqlite3."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"{STUDY_KEY}: {path!r} is not a SQLite database ({exc})") from None
+    if tables and not {"studies", "version_info"} <= tables:
+        shown_tables = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise ConfigError(
+            f"{STUDY_KEY}: {path!r} is not an Optuna store (it holds the tables {shown_tables}); "
+            "name another file"
+        )
+
+
 def check_hydra_app(spec: Any, launch_dir: str) -> None:
     """When ``trainable.fn`` is the Hydra app adapter: refuse a missing ``task``, ``config_dir``
     or ``config_name``, a config directory or file that does not exist (a relative directory is
@@ -158,7 +196,8 @@ def check_data(cfg: SweepConfig) -> None:
 
 
 def preflight(cfg: SweepConfig, launch_dir: str) -> str:
-    """Every check of storage, data, tracking and (cluster=local) resources; raises ConfigError.
+    """Every check of storage, data, tracking, the study's store and (cluster=local) resources;
+    raises ConfigError.
 
     Returns the absolute storage directory (or URI), as :func:`storage_dir` gives it.
     """
@@ -170,6 +209,7 @@ def preflight(cfg: SweepConfig, launch_dir: str) -> str:
             check_target(cfg.trainable.model_fn, launch_dir, "trainable.model_fn")
     check_data(cfg)
     check_tracking(cfg, launch_dir)
+    check_study_storage(cfg, launch_dir)
     if cfg.cluster.mode == "local":
         check_local_resources(cfg)
     return storage

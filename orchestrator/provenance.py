@@ -7,6 +7,7 @@ import subprocess
 from typing import Any
 
 from orchestrator.config import SweepConfig
+from orchestrator.study import shown
 
 
 def sweep_params(cfg: SweepConfig, trials: int) -> dict[str, Any]:
@@ -33,6 +34,7 @@ def sweep_params(cfg: SweepConfig, trials: int) -> dict[str, Any]:
         params["dataset"] = cfg.trainable.dataset
     params.update({f"space.{k}": v for k, v in cfg.trainable.hparams.items()})
     params.update(flat("search", dataclasses.asdict(cfg.search)))
+    params["search.storage"] = shown(cfg.search.storage) if cfg.search.storage else None  # no password
     params.update(flat("scheduler", dataclasses.asdict(cfg.scheduler)))
     return params
 

@@ -49,6 +49,7 @@ class SweepRecord:
     resolved_yaml: str = ""
     tracking_uri: str | None = None
     parent_run_id: str | None = None
+    study_storage: str | None = None  # the Optuna study's store (its study is named as the directory)
     finished: bool = False  # set when the sweep ended without being interrupted
     version: int = RECORD_VERSION
 

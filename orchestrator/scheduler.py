@@ -241,10 +241,11 @@ class ConvergenceScheduler(FIFOScheduler):
             decision.reason,
             f", changed {decision.changes}" if decision.changes else "",
         )
-        if decision.changes:
-            searcher = _searcher(tune_controller)
-            if searcher is not None and hasattr(searcher, "supersede"):
-                searcher.supersede(trial.trial_id, decision.changes, decision.reason)
+        searcher = _searcher(tune_controller)
+        if searcher is not None and hasattr(searcher, "note_restart"):  # the study's user attributes
+            searcher.note_restart(trial.trial_id, decision.attempt, decision.reason)
+        if decision.changes and searcher is not None and hasattr(searcher, "supersede"):
+            searcher.supersede(trial.trial_id, decision.changes, decision.reason)
 
     def _break(self, tune_controller: Any, trial_id: str, problem: str) -> str:
         """Stop a trial whose result broke the metric contract; Optuna is told FAIL."""

@@ -78,13 +78,20 @@ class TrainableConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """``search.*``: the Optuna sampler, seeded with the sweep seed."""
+    """``search.*``: the Optuna sampler, seeded with the sweep seed; the study's store; an earlier
+    sweep to continue (its trials are this sweep's history); configurations to try first."""
 
     algorithm: str = "tpe"  # tpe | random | cmaes | grid
     n_startup_trials: int = 8  # random trials before TPE (or CMA-ES) models the results
     multivariate: bool = True  # TPE models the hyperparameters jointly
     grid_points: int = 3  # grid: values per numeric range (log-spaced for log ranges)
     cmaes_popsize: int | None = None  # None: CMA-ES's default population size
+    # The Optuna study's store: a SQLAlchemy URL or a journal file (journal:<path>, or a path
+    # ending .log). None: sqlite:///<dir>/optuna.db, <dir> that of a SQLite MLflow store, else
+    # the launch directory.
+    storage: str | None = None
+    continue_from: str | None = None  # an earlier sweep (directory, study or sweep name): its trials
+    enqueue: Any = None  # tried first: a list of {hp: value} and {best_of: <sweep>, count: k} items
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
-import math
 from typing import Any
 
 import optuna
@@ -18,6 +18,8 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.config import SweepConfig
+from orchestrator.searcher import IndexedOptunaSearch
+from orchestrator.seeding import derive_seed
 from orchestrator.space import Dist, SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -131,12 +133,16 @@ class WindowedTPESampler(optuna.samplers.TPESampler):
         return super().sample_independent(_WindowedStudy(study, self), trial, param_name, param_distribution)
 
 
-def make_sampler(cfg: SweepConfig) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler of ``search.algorithm``, seeded with the sweep seed.
+def make_sampler(cfg: SweepConfig, history: int = 0) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of ``search.algorithm``, seeded with the sweep seed; with a ``history``
+    of trials copied from an earlier sweep, with a seed derived from both (the sweep seed alone
+    would draw the earlier sweep's random proposals again).
 
     TPE models a bounded history (:data:`TPE_WINDOW`, :class:`WindowedTPESampler`).
     """
     s = cfg.search
+    if history:
+        cfg = dataclasses.replace(cfg, seed=derive_seed(cfg.seed, "history", history))
     if s.algorithm == "tpe":
         settings = dict(seed=cfg.seed, n_startup_trials=s.n_startup_trials, multivariate=s.multivariate)
         if TPE_WINDOW is None:
@@ -180,108 +186,23 @@ def num_trials(cfg: SweepConfig) -> int:
     return min(cfg.num_samples, size)
 
 
-class IndexedOptunaSearch(OptunaSearch):
-    """OptunaSearch that numbers trials and lets a scheduler say how each one really ended.
+def build_searcher(
+    cfg: SweepConfig, storage: Any = None, study_name: str | None = None, *, history: int = 0
+) -> OptunaSearch:
+    """OptunaSearch over the configured space with the configured sampler, metric and mode.
 
-    - Each suggestion gets ``trial_index`` (Optuna's trial number), from which trial seeds
-      derive, so the same sweep seed gives the same trial seeds from run to run.
-    - :meth:`record_outcome` sets the state Optuna is told when the trial completes
-      (COMPLETE with its value, PRUNED, or FAIL) instead of Ray's "stopped means COMPLETE".
-    - :meth:`supersede` handles a restart that changed hyperparameters: the original Optuna
-      trial is told PRUNED, and the final value is credited to the new values (as a trial of
-      its own) when they lie inside the search space.
+    Its study is ``study_name`` (default: the sweep name) in ``storage`` (an Optuna storage,
+    :func:`orchestrator.study.open_storage`; None: in memory), loaded when it exists: the
+    sampler then models the trials already there (a continued sweep's ``history`` of copied
+    trials, a resumed sweep's own).
     """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._outcomes: dict[str, tuple[str, float | None, dict[str, Any]]] = {}
-        self._superseded: dict[str, dict[str, Any]] = {}
-        self._told_steps: dict[str, int] = {}  # trial id -> the last step told to Optuna
-
-    def suggest(self, trial_id: str) -> dict | None:
-        params = super().suggest(trial_id)
-        if params is not None:
-            params["trial_index"] = self._ot_trials[trial_id].number
-        return params
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        """Tell Optuna the intermediate value of each step of a trial's first attempt, once.
-
-        A restart trains from epoch 1 again and a trial resumed from a checkpoint replays its
-        last epoch: Optuna keeps one value per step (it warns and ignores a repeated one), so
-        those steps are not told again; the final value is told when the trial ends.
-        """
-        step = int(result.get("training_iteration", 0))
-        if int(result.get("attempt", 0)) > 0 or step <= self._told_steps.get(trial_id, 0):
-            return
-        self._told_steps[trial_id] = step
-        super().on_trial_result(trial_id, result)
-
-    def record_outcome(self, trial_id: str, state: str, value: float | None, attrs: dict[str, Any]) -> None:
-        """Remember how ``trial_id`` ended; told to Optuna when Ray completes the trial."""
-        self._outcomes[trial_id] = (state, value, attrs)
-
-    def supersede(self, trial_id: str, changes: dict[str, Any], reason: str) -> None:
-        """Mark the trial's original values as superseded by a remedy that changed ``changes``."""
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return
-        ot_trial = self._ot_trials[trial_id]
-        ot_trial.set_user_attr("superseded_by", {k: repr(v) for k, v in changes.items()})
-        ot_trial.set_user_attr("reason", reason)
-        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
-        self._superseded[trial_id] = {**ot_trial.params, **changes}
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._superseded:
-            self._credit_new_values(trial_id, result, error)
-            return
-        outcome = self._outcomes.pop(trial_id, None)
-        if outcome is None or trial_id in self._completed_trials:
-            super().on_trial_complete(trial_id, result=result, error=error)
-            return
-        state, value, attrs = outcome
-        ot_trial = self._ot_trials[trial_id]
-        for key, attr in attrs.items():
-            ot_trial.set_user_attr(key, attr)
-        if state == "COMPLETE" and (value is None or not math.isfinite(value)):
-            state = "FAIL"
-        try:
-            self._ot_study.tell(ot_trial, value if state == "COMPLETE" else None, state=TrialState[state])
-        except (ValueError, RuntimeError) as exc:
-            logger.warning("could not tell Optuna how trial %s ended: %s", trial_id, exc)
-        self._completed_trials.add(trial_id)
-
-    def _credit_new_values(self, trial_id: str, result: dict | None, error: bool) -> None:
-        params = self._superseded.pop(trial_id)
-        self._completed_trials.add(trial_id)
-        state, value, _ = self._outcomes.pop(trial_id, ("COMPLETE", None, {}))
-        if value is None and result:
-            value = result.get(self.metric)
-        space = self._space
-        inside = isinstance(space, dict) and all(
-            name in params and space[name]._contains(space[name].to_internal_repr(params[name]))
-            for name in space
-        )
-        if error or state != "COMPLETE" or value is None or not math.isfinite(value) or not inside:
-            return
-        self._ot_study.add_trial(
-            optuna.trial.create_trial(
-                params={name: params[name] for name in space},
-                distributions=space,
-                value=value,
-                user_attrs={"remedy_of": trial_id},
-            )
-        )
-
-
-def build_searcher(cfg: SweepConfig) -> OptunaSearch:
-    """OptunaSearch over the configured space with the configured sampler, metric and mode."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     grid_points = cfg.search.grid_points if cfg.search.algorithm == "grid" else None
     return IndexedOptunaSearch(
         space=optuna_space(cfg.space, grid_points=grid_points),
         metric=cfg.metric,
         mode=cfg.mode,
-        sampler=make_sampler(cfg),
-        study_name=cfg.name,
+        sampler=make_sampler(cfg, history),
+        study_name=study_name or cfg.name,
+        storage=storage,
     )

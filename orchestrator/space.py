@@ -68,6 +68,23 @@ class Dist:
             return sorted({int(round(v)) for v in vals})
         return [float(f"{v:.6g}") for v in vals]
 
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not one this distribution can draw (None when it is): not one of the
+        choices, not a number, outside ``[low, high]``, not whole for an int, off the step grid."""
+        if self.type == "choice":
+            ok = any(type(v) is type(value) and v == value for v in self.values)
+            return None if ok else f"not one of {list(self.values)!r}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return "not a finite number"
+        if self.low is None or self.high is None or not self.low <= value <= self.high:
+            return f"outside [{self.low:g}, {self.high:g}]"
+        if self.type == "int" and not float(value).is_integer():
+            return "not a whole number"
+        steps = (value - self.low) / self.step if self.step else 0.0
+        if not math.isclose(steps, round(steps), abs_tol=1e-9):
+            return f"not on the grid of step {self.step:g} from {self.low:g}"
+        return None
+
 
 @dataclass(frozen=True)
 class SearchSpace:

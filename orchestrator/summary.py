@@ -47,6 +47,8 @@ class SweepSummary:
     rules: list[str] = field(default_factory=list)
     rules_off: dict[str, str] = field(default_factory=dict)
     restarts_better: int = 0  # restarted attempts that ended better than the attempt they replaced
+    study: str | None = None  # the Optuna study: ``<name> in <store URL>``
+    dashboard: str | None = None  # the optuna-dashboard command that shows it
 
     @property
     def restarts_line(self) -> str:
@@ -89,6 +91,9 @@ class SweepSummary:
                 f"best trial run {self.best_run_id})"
             )
             lines.append(f"  view it: {self.ui}")
+        if self.study:
+            lines.append(f"  Optuna study: {self.study}")
+            lines.append(f"  view it: {self.dashboard}")
         if self.model_uri:
             lines.append(f"  best model: {self.model_uri}")
         if self.report:
@@ -127,6 +132,8 @@ class SweepSummary:
         if report:
             lines.append(f"- convergence report: {report}")
         lines.append(f"- Ray results: `{self.results_dir}`")
+        if self.study:
+            lines.append(f"- Optuna study: `{self.study}`; view it: `{self.dashboard}`")
         return "\n".join(lines) + "\n"
 
     def metrics(self) -> dict[str, float]:

@@ -27,6 +27,7 @@ from orchestrator.config import SweepConfig
 from orchestrator.entry import train
 from orchestrator.errors import ConfigError
 from orchestrator.exporting import ModelExporter, WarmExporter, export_best
+from orchestrator.history import StudyPlan, plan
 from orchestrator.outcomes import Outcomes
 from orchestrator.preflight import check_data, check_local_resources, preflight
 from orchestrator.provenance import sweep_params, sweep_tags
@@ -35,6 +36,7 @@ from orchestrator.resume import SweepRecord, SweepState, backfill, config_data, 
 from orchestrator.scheduler import ConvergenceScheduler
 from orchestrator.scheduling import build_scheduler
 from orchestrator.search import build_searcher, num_trials
+from orchestrator.study import resolve_url, study_line
 from orchestrator.summary import SweepSummary, summarize
 from orchestrator.tracking import StoreOpening, SweepTracker, resolve_tracking_uri
 from orchestrator.trials import param_space
@@ -87,10 +89,11 @@ class _Sweep:
     uri: str | None
     experiment: str
     trials: int
-    searcher: Any
     scheduler: Any
     outcomes: Outcomes
     started: float
+    study: StudyPlan  # the Optuna study: its store; a new sweep's: what it continues, tries first
+    searcher: Any = None
     env: tuning.TuneEnv = field(default_factory=tuning.TuneEnv)
     early: StoreOpening | None = None
     tracker: SweepTracker | None = None
@@ -127,6 +130,8 @@ def _run(
         space = param_space(cfg, s.launch_dir)
         restored = tuning.restore_tuner(s.record.directory, trainable, space) if s.resuming else None
         _open_tracking(s)
+        study = s.experiment if s.study.storage is not None else None
+        s.searcher = build_searcher(cfg, s.study.storage, study, history=s.study.copied)
         concurrent = min(cfg.max_concurrent_trials or slots, s.trials)
         summary, grid = _fit(s, trainable, space, restored, concurrent, extra)
         return _finish(s, summary, grid)
@@ -151,9 +156,10 @@ def _prepare(
         uri = resolve_tracking_uri(cfg.tracking.uri, launch_dir) if cfg.tracking.enabled else None
         experiment = results_name(cfg.name)  # claimed once the store is open (_open_tracking)
         lock = None  # taken once the sweep directory exists (_fit)
+        study = plan(cfg, resolve_url(cfg, launch_dir), launch_dir)  # reads only; an unknown sweep: one line
     else:
         launch_dir, storage, experiment = record.launch_dir, record.storage, record.experiment
-        uri = record.tracking_uri
+        uri, study = record.tracking_uri, StudyPlan(record.study_storage, new=False)
         check_data(cfg)
         if cfg.cluster.mode == "local":
             check_local_resources(cfg)
@@ -174,10 +180,10 @@ def _prepare(
         uri=uri,
         experiment=experiment,
         trials=trials,
-        searcher=build_searcher(cfg),
         scheduler=scheduler,
         outcomes=Outcomes(cfg.trainable.epochs, convergence),
         started=started,
+        study=study,
         lock=lock,
     )
     s.env.default("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -193,16 +199,19 @@ def _prepare(
 
 
 def _open_tracking(s: _Sweep) -> None:
-    """Open the MLflow record: reopen a resumed sweep's runs (and log what its killed driver never
-    delivered), or claim a new sweep's results directory (orchestrator/claim.py: two sweeps started
-    in one second get two) and create the parent run with the sweep's params, tags and config."""
+    """Open the MLflow record and the Optuna study: reopen a resumed sweep's runs (and log what its
+    killed driver never delivered), or claim a new sweep's results directory (orchestrator/claim.py:
+    two sweeps started in one second get two), create its study, then the parent run with the
+    sweep's params, tags and config."""
     cfg = s.cfg
     if s.early is not None:
         s.tracker = s.early.tracker()
     elif s.uri:
         s.tracker = SweepTracker(s.uri, cfg.tracking.experiment or cfg.name)
-    if not s.resuming:  # after the store opened: a store refused leaves no directory behind
+    s.study.open()
+    if not s.resuming:  # after the stores opened: a store refused leaves no directory behind
         s.experiment = claim_results_dir(s.storage, s.experiment)
+        s.study.start(s.experiment, cfg)  # before the parent run: a study refused leaves no run
     if s.tracker is None:
         return
     s.recorder = MlflowTrialCallback(s.tracker, s.outcomes, s.convergence, cfg.metric)
@@ -211,8 +220,10 @@ def _open_tracking(s: _Sweep) -> None:
         backfill(s.record.directory, s.tracker, s.recorder)
         return
     tags = sweep_tags(cfg, s.experiment, s.storage, s.launch_dir)
+    tags.update(s.study.tags(s.experiment))
     files = {"config.yaml": s.resolved_yaml, "overrides.txt": "\n".join(s.overrides) + "\n"}
     s.tracker.start_sweep(cfg.name, sweep_params(cfg, s.trials), tags, files)
+    s.study.note_run(s.experiment, s.tracker.parent_run_id)
 
 
 def _callbacks(s: _Sweep, space: dict[str, Any], extra: Sequence[tune.Callback]) -> list[tune.Callback]:
@@ -242,6 +253,7 @@ def _fit(
         s.record = SweepRecord(
             s.experiment, s.storage, s.launch_dir, data, list(s.overrides), s.resolved_yaml, s.uri, parent
         )
+        s.record.study_storage = s.study.url
         write_record(s.record)
         s.lock = preemption.DriverLock(s.record.directory)
         s.lock.acquire()
@@ -257,6 +269,8 @@ def _fit(
             grid = tuner.fit()
         _check_contract(s.convergence)
         summary = summarize(cfg, grid, results_dir, s.started, s.tracker, s.convergence, s.outcomes)
+        if s.study.url and s.study.storage is not None:
+            summary.study, summary.dashboard = study_line(s.study.url, s.study.storage, s.experiment)
         if (unwritable := storage_problem(results_dir)) is not None:  # Ray went on, trials failing
             raise OSError(unwritable)
     except BaseException as exc:

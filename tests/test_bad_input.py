@@ -96,6 +96,28 @@ def _deleted_experiment(work: Path) -> None:
     client.delete_experiment(client.get_experiment_by_name("debug").experiment_id)  # a recorded row
 
 
+def _other_database(work: Path) -> None:
+    """A SQLite file of another program (MLflow's store has an ``experiments`` table, say)."""
+    con = sqlite3.connect(work / "other.db")
+    con.execute("CREATE TABLE experiments (id INTEGER)")
+    con.commit()
+    con.close()
+
+
+def _loss_study(work: Path) -> None:
+    """An earlier sweep's Optuna study (``optuna.db`` beside the MLflow store) that minimised
+    val_loss: a sweep of val_acc cannot continue it."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        storage=f"sqlite:///{work / 'optuna.db'}", study_name="debug_20260101-000000", direction="minimize"
+    )
+    study.set_user_attr("sweep", "debug")
+    study.set_user_attr("metric", "val_loss")
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
+
+
 #: A user's experiment file (``--config-dir hpo experiment=mine``) and its first lines.
 MINE = ["--config-dir", "hpo", "experiment=mine"]
 GLOBAL = "# @package _global_\n"
@@ -260,6 +282,39 @@ ROWS: list[tuple[str, list[str], str, str, Setup | None, dict[str, str] | None]]
     ("name-very-long", ["name=" + "n" * 5000], "name", "... (5000 characters)", None, None),
     ("hparam-name-odd", [*OWN, "trainable.fn=mypkg.train:fit", "+trainable.hparams.lr$x=0.1"],
      "trainable.hparams", "got 'lr$x'", _user_package, None),
+    # the Optuna study's store; an earlier sweep to continue; configurations to try first
+    ("study-storage-not-a-url", ["search.storage=optuna"], "search.storage", "expected a database URL",
+     None, None),
+    ("study-storage-under-a-file", ["search.storage=sqlite:///afile/optuna.db"], "search.storage",
+     "cannot write to", _file, None),
+    ("study-journal-under-a-file", ["search.storage=afile/study.log"], "search.storage", "cannot write to",
+     _file, None),
+    ("study-store-of-another-program", ["search.storage=sqlite:///other.db"], "search.storage",
+     "is not an Optuna store (it holds the tables experiments); name another file", _other_database, None),
+    ("study-store-not-sqlite", ["search.storage=sqlite:///afile"], "search.storage",
+     "is not a SQLite database", _file, None),
+    ("study-server-down", ["search.storage=postgresql://me:hunter2@127.0.0.1:1/optuna"], "search.storage",
+     "cannot connect to postgresql://me:***@127.0.0.1:1/optuna", None, None),
+    ("continue-from-unknown", ["search.continue_from=nosuch"], "search.continue_from",
+     "no study or sweep named 'nosuch' in sqlite:///", None, None),
+    ("continue-from-not-a-sweep-dir", ["search.continue_from=results/debug_earlier"], "search.continue_from",
+     "is not a sweep directory (no readable orchestrator.json)", None, None),
+    ("continue-from-other-objective", ["search.continue_from=debug"], "search.continue_from",
+     "'debug_20260101-000000' optimised val_loss, this sweep val_acc", _loss_study, None),
+    ("continue-from-with-grid", ["search=grid", "search.continue_from=debug"], "search.continue_from",
+     "not with search=grid", None, None),
+    ("enqueue-unknown-hparam", ["search.enqueue=[{lr:0.01,nope:1}]"], "search.enqueue[0].nope",
+     "not a searched hyperparameter (unknown; searched: optimizer, lr", None, None),
+    ("enqueue-fixed-hparam", ["trainable.hparams.width=64", "search.enqueue=[{width:128}]"],
+     "search.enqueue[0].width", "not a searched hyperparameter (fixed at 64 in this sweep", None, None),
+    ("enqueue-outside-space", ["search.enqueue=[{lr:0.01},{lr:0.5}]"], "search.enqueue[1].lr",
+     "0.5 is outside [0.0001, 0.03]", None, None),
+    ("enqueue-not-a-choice", ["search.enqueue=[{optimizer:adamw}]"], "search.enqueue[0].optimizer",
+     "'adamw' is not one of ['sgd_momentum', 'adam', 'rmsprop']", None, None),
+    ("enqueue-best-of-unknown", ["search.enqueue={best_of:nosuch,count:2}"], "search.enqueue[0].best_of",
+     "no study or sweep named 'nosuch'", None, None),
+    ("enqueue-more-than-samples", ["num_samples=1", "search.enqueue=[{lr:0.01},{lr:0.02}]"], "search.enqueue",
+     "2 configurations to try first, but num_samples is 1", None, None),
     # the sweep's MLflow experiment was deleted: not restored behind the user's back
     ("experiment-deleted", [], "tracking.experiment",
      "'debug' (id 1) is deleted; restore it (mlflow experiments restore --experiment-id 1",
@@ -323,6 +378,8 @@ SUBPROCESS = (
     "user-config-not-yaml",
     "name-not-utf8",
     "experiment-deleted",
+    "continue-from-unknown",
+    "enqueue-outside-space",
 )
 
 

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 
+import optuna
 import pytest
 from conftest import cli_env
 from mlflow.tracking import MlflowClient
@@ -194,6 +195,11 @@ def test_a_sweep_over_ray_client_runs_on_the_cluster(ray_cluster, tmp_path):
     assert all(run.data.tags.get("verdict") and run.data.tags.get("lineage") for run in children)
     best_run = proc.stdout.split("best trial run ")[1].split(")")[0]
     assert best_run in {run.info.run_id for run in children}
+    # the searcher asked and told the study from the head: its store beside mlflow.db
+    study = optuna.load_study(
+        study_name=os.path.basename(sweep_dir), storage=f"sqlite:///{tmp_path / 'optuna.db'}"
+    )
+    assert len(study.trials) == 2 and all(t.state.is_finished() for t in study.trials)
 
     resumed = _orchestrator(tmp_path, f"resume={sweep_dir}", env=env, timeout=120)
     assert resumed.returncode == 2, resumed.stderr[-3000:]

@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from conftest import start_cli
 from mlflow.tracking import MlflowClient
@@ -150,6 +151,10 @@ def test_two_sweeps_started_together_on_one_store_stay_apart(tmp_path):
         parents.discard(parent)
         assert f"Ray results: {sweep_dir}" in "".join(outs)
     assert not parents  # each orchestrator.json names a different parent run
+    # both drivers opened (one of them created) one Optuna store: a study each
+    store = f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert sorted(optuna.get_all_study_names(store)) == [d.name for d in dirs]
+    assert all(len(optuna.load_study(study_name=d.name, storage=store).trials) == 4 for d in dirs)
     by_id = {r.info.run_id: r for r in runs}
     for run in runs:  # a restart's run sits under a trial run of the same sweep
         parent = by_id.get(run.data.tags.get("mlflow.parentRunId", run.info.run_id))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import optuna
 import pytest
 import ray
 import torch
@@ -16,6 +17,7 @@ from conftest import run_cli, start_cli
 from hydra import compose, initialize_config_module
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -238,6 +240,16 @@ def test_convergence_scheduler_restarts_stuck_prunes_diverging_stops_converged(t
         assert r.info.status == "FINISHED"
     for r in runs.values():
         assert "learning_curve.png" in {a.path for a in client.list_artifacts(r.info.run_id)}
+
+    # the sweep's Optuna study: each trial as the scheduler ended it, the restart and its reason
+    store = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.load_study(study_name=os.path.basename(summary.results_dir), storage=store)
+    told = {t.params["lr"]: t for t in study.trials}
+    assert told[0.03].state == TrialState.COMPLETE and told[0.03].user_attrs["verdict"] == "converged"
+    assert told[20.0].state in (TrialState.PRUNED, TrialState.FAIL)
+    assert told[20.0].user_attrs["verdict"] == "diverged"
+    assert told[0.1].state == TrialState.COMPLETE and told[0.1].value > 0.9
+    assert told[0.1].user_attrs["attempts"] == 2 and "stuck" in told[0.1].user_attrs["restart_reasons"][0]
 
     # the convergence report: beside the results, on the parent run, the same from either source
     assert summary.report == os.path.join(summary.results_dir, "report", "report.md")

@@ -41,4 +41,5 @@ def test_the_local_minima_sweep_restarts_a_trial_stuck_far_below_and_it_ends_bet
     assert rescued == better
 
     report = next((tmp_path / "results").glob("local_minima_*/report/report.md")).read_text()
-    assert re.search(rf"restarts: {total} in \d+ trials, [1-9]\d* ended better than their first attempt", report)
+    counted = rf"restarts: {total} in \d+ trials, [1-9]\d* ended better than their first attempt"
+    assert re.search(counted, report)

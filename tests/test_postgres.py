@@ -1,6 +1,6 @@
 """MLflow on a real PostgreSQL: a sweep recording into it directly and through an
 ``mlflow server`` over it; a database that cannot be reached or a driver that is missing is one
-line before Ray starts.
+line before Ray starts. The sweep's Optuna study goes into a PostgreSQL database too.
 
 The server is a real PostgreSQL started on 127.0.0.1 for this module (benchmarks/pgserver.py;
 ``.ci/run`` installs Debian's ``postgresql`` where it is missing) and stopped at the end.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 
+import optuna
 import pytest
 from conftest import cli, run_cli
 from mlflow.tracking import MlflowClient
@@ -59,9 +60,16 @@ def _assert_recorded(uri: str, trials: int) -> None:
 @needs_postgres
 @pytest.mark.slow
 def test_a_sweep_records_into_postgresql(postgres, tmp_path):
-    out = run_cli(tmp_path, *_sweep(tmp_path, postgres))
+    """MLflow's record, and the Optuna study in a database of its own (search.storage)."""
+    pgserver.create_database(postgres, "optuna")
+    studies = postgres.rsplit("/", 1)[0] + "/optuna"
+    out = run_cli(tmp_path, *_sweep(tmp_path, postgres), f"search.storage={studies}")
     assert "finished in" in out and "postgresql://" in out, out
     _assert_recorded(postgres, 3)
+    (name,) = optuna.get_all_study_names(studies)
+    assert f"Optuna study: {name} in {studies}" in out and f"optuna-dashboard {studies}" in out
+    trials = optuna.load_study(study_name=name, storage=studies).trials
+    assert len(trials) == 3 and all(t.state.is_finished() for t in trials)
 
 
 @needs_postgres

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from orchestrator.errors import ConfigError
-from orchestrator.space import parse_space
+from orchestrator.space import Dist, parse_space
 
 
 def test_fixed_and_searched_values_are_split():
@@ -97,3 +97,21 @@ def test_bad_spaces_name_the_key(hparams, message):
         parse_space(hparams)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "dist, value, problem",
+    [
+        (Dist("uniform", low=0.0, high=0.5, step=0.1), 0.3, None),
+        (Dist("uniform", low=0.0, high=0.5, step=0.1), 0.35, "not on the grid of step 0.1 from 0"),
+        (Dist("loguniform", low=1e-4, high=3e-2, log=True), 0.5, "outside [0.0001, 0.03]"),
+        (Dist("loguniform", low=1e-4, high=3e-2, log=True), "0.01", "not a finite number"),
+        (Dist("int", low=1, high=4, step=1.0), 2.5, "not a whole number"),
+        (Dist("int", low=1, high=4, step=1.0), True, "not a finite number"),
+        (Dist("choice", values=(16, 32)), 32, None),
+        (Dist("choice", values=(16, 32)), 32.0, "not one of [16, 32]"),
+    ],
+)
+def test_a_value_a_distribution_cannot_draw_says_why(dist, value, problem):
+    """What an enqueued configuration (search.enqueue) is checked with."""
+    assert dist.problem(value) == problem

@@ -252,7 +252,12 @@ def test_one_parser_says_where_a_sqlite_file_is_and_what_is_a_server():
 
 
 def test_servers_and_database_servers_are_written_to_on_several_runs_at_once():
-    for uri in ("http://127.0.0.1:5000", "https://m.example.org", "postgresql://u@h:5432/db", "mysql+pymysql://h/db"):
+    for uri in (
+        "http://127.0.0.1:5000",
+        "https://m.example.org",
+        "postgresql://u@h:5432/db",
+        "mysql+pymysql://h/db",
+    ):
         assert delivery_lanes(uri) == LANES > 1, uri
     for uri in ("sqlite:////tmp/m.db", "file:///tmp/mlruns", "databricks"):
         assert delivery_lanes(uri) == 1, uri

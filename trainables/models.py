@@ -12,7 +12,6 @@ from trainables.hparams import TrialParams
 #: Activation modules whose units can be dead (inactive for every input).
 
 
-
 def make_activation(name: str) -> nn.Module:
     """Return a fresh activation module for ``name``."""
     if name == "relu":

@@ -29,8 +29,8 @@ class _Writer:
     ended trial) the writer groups what arrived and delivers it in waves of up to ``lanes`` ops
     on different runs at once (:func:`next_wave`: each run's ops in order, a parent before its
     children). On a transient failure it keeps the op in its place, warns once, and retries
-    with backoff (0.5 s doubling to 5 s). Once :meth:`spool` has run, everything (queued then and later) goes to the spool
-    file instead.
+    with backoff (0.5 s doubling to 5 s). Once :meth:`spool` has run, everything (queued then
+    and later) goes to the spool file instead.
     """
 
     def __init__(
@@ -182,7 +182,7 @@ class _Writer:
                 thread.start()
             for thread in threads:
                 thread.join()
-        gone = {id(op) for op, exc in zip(wave, outcomes) if exc is None}
+        gone = {id(op) for op, exc in zip(wave, outcomes, strict=True) if exc is None}
         head = [self.units.popleft() for _ in range(min(len(self.units), WAVE_SCAN))]
         self.units.extendleft(reversed([op for op in head if id(op) not in gone]))
         self.delivered += len(gone)
