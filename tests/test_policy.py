@@ -1,5 +1,6 @@
 """The convergence policy on plain numbers: decisions, restart budget, lineage, state (pure)."""
 
+import gzip
 import json
 import math
 from pathlib import Path
@@ -26,7 +27,10 @@ from orchestrator.policy import (
     policy_from_settings,
     thresholds_from,
 )
+from orchestrator.policy.evidence import TRUSTED_AUC, rank_auc
 from orchestrator.seeding import derive_seed
+
+CURVES = Path(__file__).resolve().parents[1] / "benchmarks" / "curves"
 
 
 def good(t):  # loss, acc of a healthy run
@@ -410,9 +414,10 @@ def run_scenario(policy):
 
 
 def test_a_state_saved_before_rules_were_a_list_loads_as_the_same_state():
-    """Version 2 (saved by the policy of its day from the scenario above) reads as version 5: its
+    """Version 2 (saved by the policy of its day from the scenario above) reads as version 6: its
     rule slots become the list of rules in their order, its trials and references stay, and what
-    it did not keep starts empty (the restart record per kind, each attempt's kind, the scale)."""
+    it did not keep starts empty (the restart record per kind, each attempt's kind, the scale,
+    the rungs' values by trial)."""
     old = json.loads((Path(__file__).parent / "data" / "policy_state_v2.json").read_text())
     assert old["version"] == 2 and old["cost_loss_inner"] is not None
     restored = scenario_policy()
@@ -427,18 +432,108 @@ def test_a_state_saved_before_rules_were_a_list_loads_as_the_same_state():
         "restarts": {"started": {}, "finished": {}, "paid": {}},
         "trials": trials,
         "rules": [
-            {"rule": old["inner"], "guard": old["loss_inner"]},
-            {"rule": old["cost_inner"], "guard": old["cost_loss_inner"]},
+            {"rule": no_values(old["inner"]), "guard": no_values(old["loss_inner"])},
+            {"rule": no_values(old["cost_inner"]), "guard": no_values(old["cost_loss_inner"])},
         ],
         "scale": {"openings": {}, "unit": 1.0},
     }
-    assert STATE_VERSION == 5
+    assert STATE_VERSION == 6
     live = scenario_policy()  # it decides as a policy of today that saw the same epochs
     run_scenario(live)
     for tid in ("b", "c"):
         epoch = live.trials[tid].epoch + 1
         numbers = (tid, epoch, 0.5, 0.6)
         assert restored.observe(*numbers, seconds=2.0) == live.observe(*numbers, seconds=2.0)
+
+
+def no_values(rule_state):
+    """A rung state (or a compute rule's) as read from before version 6: no values by trial."""
+    if "rungs" in rule_state:
+        return {**rule_state, "rungs": no_values(rule_state["rungs"])}
+    return {**rule_state, "values": {r: {} for r in rule_state["recorded"]}}
+
+
+def test_a_version_5_state_loads_with_its_cutoffs_and_no_evidence_yet():
+    """Version 5 kept the rungs' values without their trials: read as version 6, the cutoffs and
+    everything else stay, the adaptive rungs' evidence starts again (their prior share)."""
+    live = scenario_policy()
+    run_scenario(live)
+    new = json.loads(json.dumps(live.state_dict()))
+    assert new["version"] == 6 and new["rules"][0]["rule"]["values"]["1"]
+    old = {**new, "version": 5, "rules": json.loads(json.dumps(new["rules"]))}
+    for rule in old["rules"]:
+        for part in (rule["rule"], rule["guard"]):
+            del (part["rungs"] if "rungs" in part else part)["values"]
+    restored = scenario_policy()
+    restored.load_state_dict(old)
+    expected = {**new, "rules": [{k: no_values(v) for k, v in r.items()} for r in new["rules"]]}
+    assert json.loads(json.dumps(restored.state_dict())) == expected
+    numbers = ("b", live.trials["b"].epoch + 1, 0.5, 0.6)
+    assert restored.observe(*numbers, seconds=2.0) == live.observe(*numbers, seconds=2.0)
+
+
+def bank_values(name, epochs=(1, 3), count=60):
+    """val_acc at ``epochs`` of the first ``count`` seed-0 runs of a shipped curve bank, by key."""
+    path = CURVES / name
+    if not path.exists():
+        pytest.skip(f"curve bank {path} is missing")
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        runs = [json.loads(line) for line in handle]
+    runs = [r for r in runs if r["seed"] == runs[0]["seed"]][:count]
+    return {f"c{r['config_id']}": [r["val_acc"][e - 1] for e in epochs] for r in runs}
+
+
+@pytest.mark.parametrize(
+    "bank, held",
+    [("mnist1d.jsonl.gz", True), ("lcbench/lcbench-126026.jsonl.gz", False)],
+)
+def test_adaptive_rungs_cut_harder_only_where_early_ranks_held_on_real_curves(bank, held):
+    """On mnist1d epoch-1 accuracy ranks the epoch-3 leaders (AUC > 0.8): rung 1 keeps only
+    1/3**1.5; on LCBench 126026 it does not (AUC ~0.5): rung 1 keeps 1/3, as ASHA. Before 12
+    trials reached epoch 3 both keep 1/3; the last rung (nothing later) always does."""
+    values = bank_values(bank)
+    rule = AshaRungs(1, 3, 30, adaptive=True)
+    for n, (key, (first, third)) in enumerate(values.items()):
+        if n == 11:
+            assert rule.rung_keep(1).keep == pytest.approx(1 / 3) and rule.rung_keep(1).auc is None
+        rule.prune(Reading(key, 1, 0.0, first, 0.0))
+        rule.prune(Reading(key, 3, 0.0, third, 0.0))
+    evidence = rule.rung_keep(1)
+    auc = rank_auc({k: v[0] for k, v in values.items()}, {k: v[1] for k, v in values.items()}, 1 / 3)
+    assert (evidence.reference, evidence.trials, evidence.auc) == (3, 60, pytest.approx(auc))
+    assert (auc >= TRUSTED_AUC) == held and (auc <= 0.55) != held
+    assert evidence.keep == pytest.approx(3**-1.5 if held else 1 / 3, abs=0.02)
+    assert rule.rung_keep(27).keep == pytest.approx(1 / 3)
+    plain = AshaRungs(1, 3, 30)  # not adaptive: ASHA's share, no evidence in the reason
+    for key, (first, _) in values.items():
+        plain.prune(Reading(key, 1, 0.0, first, 0.0))
+    assert plain.rung_keep(1).keep == pytest.approx(1 / 3) and plain.explain() == ""
+
+
+def test_a_rank_cut_gives_its_evidence_and_the_table_its_place():
+    """The reason of an adaptive rung's cut says what its share rests on after "; "; the
+    decision text keeps only where it cut."""
+    rule = AshaRungs(1, 3, 30, adaptive=True)
+    for key, (first, third) in bank_values("mnist1d.jsonl.gz").items():
+        rule.prune(Reading(key, 1, 0.0, first, 0.0))
+        rule.prune(Reading(key, 3, 0.0, third, 0.0))
+    policy = ConvergencePolicy(PolicyConfig(), budget=30, rules=[rule])
+    decision = policy.observe("low", 1, 2.3, min(rule.recorded[1]) - 0.01)
+    auc = rule.rung_keep(1).auc
+    assert decision.action == PRUNE and decision.reason == (
+        f"rank rule: below its rung at epoch 1; epoch-1 ranks held at epoch 3 (AUC {auc:.2f}, "
+        "60 trials): keep top 19%"
+    )
+    assert decision_text(decision) == "pruned: rank rule at epoch 1"
+
+
+def test_rank_auc_counts_ties_as_half_and_nan_as_worst():
+    later = {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0}  # leader (top 1/3 of 4 -> 2): a, b
+    assert rank_auc({"a": 4, "b": 3, "c": 2, "d": 1}, later, 1 / 3) == 1.0
+    assert rank_auc({"a": 1, "b": 2, "c": 3, "d": 4}, later, 1 / 3) == 0.0
+    assert rank_auc({"a": 1, "b": 1, "c": 1, "d": 1}, later, 1 / 3) == 0.5
+    assert rank_auc({"a": math.nan, "b": 3, "c": 2, "d": 1}, later, 1 / 3) == 0.5
+    assert rank_auc({"a": 1.0}, later, 1 / 3) is None  # one shared trial: nothing to rank
 
 
 def test_a_state_is_refused_by_a_policy_with_other_rules():
@@ -623,6 +718,7 @@ def test_the_settings_are_one_source_of_defaults_and_name_what_is_wrong():
         ({"grace_period": 0}, "grace_period: must be >= 1, got 0"),
         ({"reduction_factor": 1.0}, "reduction_factor: must be > 1, got 1.0"),
         ({"inner": "hyperband"}, "inner: must be one of asha or null, got 'hyperband'"),
+        ({"adaptive_rungs": "yes"}, "adaptive_rungs: must be true or false, got 'yes'"),
         ({"restart_budget": 2.0}, "restart_budget: must be in [0, 1], got 2.0"),
         ({"thresholds": {"dead_frac": 1.5}}, "thresholds.dead_frac: must be float in (0, 1], got 1.5"),
     ):
@@ -651,6 +747,11 @@ def test_policy_from_settings_builds_the_rules_and_names_unknown_keys():
     assert bare.config == PolicyConfig(mode="min") and bare.config.thresholds == Thresholds()
     (default,) = bare.rules  # a missing key takes ConvergenceSettings' default: guarded ASHA rungs
     assert default.rule.rungs == [1, 3, 9] and default.guard.keep == pytest.approx(1 / 9)
+    assert default.rule.adaptive and not default.guard.adaptive  # the guard's share stays fixed
+    fixed = policy_from_settings(
+        {"adaptive_rungs": False}, mode="min", chance=None, budget=10, total_epochs=None
+    )
+    assert not fixed.rules[0].rule.adaptive
     assert (
         policy_from_settings({"inner": None}, mode="min", chance=None, budget=10, total_epochs=None).rules
         == []

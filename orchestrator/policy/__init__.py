@@ -35,7 +35,9 @@ in units of the metric's scale, ``PolicyConfig.scale``: given, or measured by ``
    finished nothing is) or less than ``stop_min_left`` of its budget is left: those run on to
    the budget, so the sweep's best result is a full-budget one.
 9. The rank rules (``rules``, :mod:`orchestrator.policy.rules`; e.g. :class:`AshaRungs`: at a
-   rung, below the top share of the values recorded there before it) may **prune**. Every
+   rung, below the top share of the values recorded there before it; ``adaptive``: that share
+   set by how well the rung's ranks held at the next rung on the sweep's own trials,
+   :mod:`orchestrator.policy.evidence`, the reason saying it) may **prune**. Every
    rule of the list judges the trial, on its own clock (epochs, or seconds of training as
    :class:`CostRungs`), and a rule's own guard may spare it (:class:`GuardedRule`: the loss
    ranks near the top of the rung, as a metric that lags its loss often catches up). Cut by
@@ -65,7 +67,8 @@ leader or a best final and counts as the worst value at a rung.
 Modules: ``decision`` (:class:`Decision`, the actions), ``config`` (:class:`PolicyConfig`,
 :class:`SettingError`), ``trial`` (what is kept per trial, :class:`AttemptRecord`), ``engine``
 (:class:`ConvergencePolicy`), ``rules`` (:class:`RankRule`, :class:`GuardedRule`), ``rungs``
-(:class:`AshaRungs`, :class:`CostRungs`), ``restarts`` (:class:`RestartRecord`), ``state``
+(:class:`AshaRungs`, :class:`CostRungs`), ``evidence`` (how far a rung's ranks held,
+:func:`~orchestrator.policy.evidence.rank_auc`), ``restarts`` (:class:`RestartRecord`), ``state``
 (save and restore as versioned data),
 ``settings`` (:class:`ConvergenceSettings`, :func:`policy_from_settings`), ``scale`` (the
 metric's unit, :class:`MetricScale`), ``coverage`` (which rules were active, :func:`rule_coverage`).

@@ -248,8 +248,9 @@ class ConvergencePolicy(Restarting):
 
     def _rank_cut(self, trial_id: str, trial: _Trial, leader: float | None) -> str | None:
         """Where the first rank rule that cuts the trial cut it ("epoch 3", "12.5 s of training
-        (epoch 2)"), or None: no rule cut it (every rule judges and records it), or its curve
-        spares it (its optimistic end could still beat the leader)."""
+        (epoch 2)", then "; " and the rule's evidence when it gives one), or None: no rule cut
+        it (every rule judges and records it), or its curve spares it (its optimistic end could
+        still beat the leader)."""
         if not trial.metric or (trial.attempt > 0 and trial.epoch < trial.lineage[-2].epochs):
             return None  # a restart is judged where the attempt it replaced ended (unpaid_restart)
         reading = Reading(
@@ -259,7 +260,7 @@ class ConvergencePolicy(Restarting):
             value=self.sign * trial.metric[-1],
             neg_loss=-(trial.loss[-1] if math.isfinite(trial.loss[-1]) else math.inf),
         )
-        cuts = [reading.place(rule.clock) for rule in self.rules if rule.prune(reading)]
+        cuts = [_where(rule, reading) for rule in self.rules if rule.prune(reading)]
         if not cuts or leader is None:
             return cuts[0] if cuts else None
         optimistic = optimistic_final(
@@ -281,3 +282,9 @@ class ConvergencePolicy(Restarting):
     def load_state_dict(self, data: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`; refuses a version it cannot read (see :mod:`.state`)."""
         load_policy_state(self, data)
+
+
+def _where(rule: RankRule, reading: Reading) -> str:
+    """Where ``rule`` cut ``reading``, with the evidence it gives after "; "."""
+    note = rule.explain()
+    return f"{reading.place(rule.clock)}; {note}" if note else reading.place(rule.clock)

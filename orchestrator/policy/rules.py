@@ -50,7 +50,8 @@ class RankRule(Protocol):
     ``clock`` is :data:`EPOCHS` or :data:`SECONDS`. :meth:`prune` records the reading's value
     (once per trial and point) and says whether the trial is cut; :meth:`calibrate` takes the
     duration of a trial's second epoch (rules on seconds fix their unit from it; rules on
-    epochs ignore it). The state is plain, JSON-serialisable data.
+    epochs ignore it); :meth:`explain` says what the last judgement rested on, for a cut's
+    reason ("" when nothing to add). The state is plain, JSON-serialisable data.
     """
 
     clock: str
@@ -58,6 +59,8 @@ class RankRule(Protocol):
     def prune(self, reading: Reading) -> bool: ...
 
     def calibrate(self, epoch_seconds: float | None) -> None: ...
+
+    def explain(self) -> str: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -94,6 +97,10 @@ class GuardedRule:
         """Calibrate both the rule and the guard."""
         self.rule.calibrate(epoch_seconds)
         self.guard.calibrate(epoch_seconds)
+
+    def explain(self) -> str:
+        """The rule's evidence (the guard only spares)."""
+        return self.rule.explain()
 
     def state_dict(self) -> dict[str, Any]:
         return {"rule": self.rule.state_dict(), "guard": self.guard.state_dict()}

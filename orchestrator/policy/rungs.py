@@ -12,6 +12,7 @@ import math
 import statistics
 from typing import Any
 
+from orchestrator.policy.evidence import RungEvidence, adaptive_keep, rank_auc
 from orchestrator.policy.rules import EPOCHS, SECONDS, Reading
 
 
@@ -24,6 +25,17 @@ class AshaRungs:
     rung always passes; a later one is cut when it is below the ``1 - keep`` quantile (linear
     interpolation) of the earlier ones. ``keep`` defaults to ``1 / reduction_factor``. NaN
     counts as the worst value.
+
+    ``adaptive``: how hard a rung cuts follows how well its ranks held on this sweep's trials.
+    Each trial's value is kept per rung (by trial key); once ``evidence`` trials reached both a
+    rung and the next one, the rung keeps between ``strict`` (default ``keep /
+    sqrt(reduction_factor)``: its values ranked the next rung's leaders,
+    :func:`orchestrator.policy.evidence.rank_auc` at or above ``TRUSTED_AUC``) and ``keep`` (no
+    better than chance), see :func:`orchestrator.policy.evidence.adaptive_keep`. Before that
+    evidence, and at the last rung (nothing later to check it against), it keeps ``keep``: a
+    rung cuts harder than ASHA only on the sweep's evidence, never softer (measured on the
+    replay banks, a softer cut where ranks did not hold cost epochs and no final value).
+    :meth:`explain` says what the last judgement rested on.
     """
 
     clock = EPOCHS
@@ -35,7 +47,13 @@ class AshaRungs:
         max_t: int = 100,
         *,
         keep: float | None = None,
+        adaptive: bool = False,
+        evidence: int = 12,
+        strict: float | None = None,
+        unit: str = "epoch",
     ) -> None:
+        if evidence < 2:
+            raise ValueError(f"evidence must be >= 2 trials, got {evidence=}")
         if grace_period < 1:
             raise ValueError(f"grace_period must be >= 1, got {grace_period=}")
         if reduction_factor <= 1:
@@ -46,6 +64,10 @@ class AshaRungs:
             raise ValueError(f"keep must be in (0, 1], got {keep=}")
         self.reduction_factor = reduction_factor
         self.keep = 1.0 / reduction_factor if keep is None else keep
+        if strict is not None and not 0.0 < strict <= self.keep:
+            raise ValueError(f"strict must be in (0, keep], got {strict=}")
+        self.strict = self.keep / math.sqrt(reduction_factor) if strict is None else strict
+        self.adaptive, self.evidence, self.unit = adaptive, evidence, unit
         self.rungs: list[int] = []
         level = float(grace_period)
         while level < max_t:
@@ -53,13 +75,33 @@ class AshaRungs:
             level *= reduction_factor
         self.recorded: dict[int, list[float]] = {r: [] for r in self.rungs}  # sorted values
         self.seen: set[tuple[str, int]] = set()
+        self.values: dict[int, dict[str, float]] = {r: {} for r in self.rungs}  # per trial key
+        self.last: RungEvidence | None = None  # what the last judgement rested on
+
+    def rung_keep(self, rung: int) -> RungEvidence:
+        """The keep share of ``rung`` now and its evidence (``keep`` unless ``adaptive``)."""
+        later = self.rungs.index(rung) + 1
+        if not self.adaptive or later == len(self.rungs):
+            return RungEvidence(rung, None, 0, None, self.keep)
+        reference = self.rungs[later]
+        early, late = self.values[rung], self.values[reference]
+        shared = len(early.keys() & late.keys())
+        if shared < self.evidence:
+            return RungEvidence(rung, None, shared, None, self.keep)
+        auc = rank_auc(early, late, self.keep)
+        return RungEvidence(rung, reference, shared, auc, adaptive_keep(auc, self.strict, self.keep))
+
+    def explain(self) -> str:
+        """The evidence the last judgement's keep share rested on ("" when not adaptive)."""
+        return "" if self.last is None or not self.adaptive else self.last.note(self.unit)
 
     def cutoff(self, epoch: int) -> float | None:
         """The value a trial reaching rung ``epoch`` now must reach, None while it is empty."""
         values = self.recorded[epoch]
         if not values:
             return None
-        position = (1.0 - self.keep) * (len(values) - 1)
+        self.last = self.rung_keep(epoch)
+        position = (1.0 - self.last.keep) * (len(values) - 1)
         low = int(position)
         lo, hi = values[low], values[min(low + 1, len(values) - 1)]
         if lo == hi or lo == -math.inf:  # the limit of the interpolation; no inf - inf
@@ -85,17 +127,20 @@ class AshaRungs:
         value = value if math.isfinite(value) else -math.inf
         cutoff = self.cutoff(rung)
         bisect.insort(self.recorded[rung], value)
+        self.values[rung][trial_id] = value
         return cutoff is not None and value < cutoff
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "recorded": {str(r): v for r, v in self.recorded.items()},
             "seen": sorted([list(s) for s in self.seen]),
+            "values": {str(r): dict(v) for r, v in self.values.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.recorded = {int(r): list(v) for r, v in state["recorded"].items()}
         self.seen = {(str(t), int(e)) for t, e in state["seen"]}
+        self.values = {int(r): {str(k): float(x) for k, x in v.items()} for r, v in state["values"].items()}
 
 
 class CostRungs:
@@ -124,10 +169,13 @@ class CostRungs:
         *,
         keep: float | None = None,
         calibration: int = 4,
+        adaptive: bool = False,
     ) -> None:
         if calibration < 1:
             raise ValueError(f"calibration must be >= 1, got {calibration=}")
-        self._epochs = AshaRungs(grace_period, reduction_factor, max_t, keep=keep)  # rungs in units
+        self._epochs = AshaRungs(  # rungs in units
+            grace_period, reduction_factor, max_t, keep=keep, adaptive=adaptive, unit="unit"
+        )
         self.keep = self._epochs.keep
         self.calibration = calibration
         self.durations: list[float] = []  # epoch seconds taken for the unit
@@ -155,6 +203,10 @@ class CostRungs:
         if not crossed or (trial_id, crossed[-1]) in self._epochs.seen:
             return False
         return self._epochs.judge(trial_id, crossed[-1], value)
+
+    def explain(self) -> str:
+        """The evidence the last judgement's keep share rested on (see :meth:`AshaRungs.explain`)."""
+        return self._epochs.explain()
 
     def state_dict(self) -> dict[str, Any]:
         return {"rungs": self._epochs.state_dict(), "durations": list(self.durations), "unit": self.unit}

@@ -43,6 +43,12 @@ class ConvergenceSettings(PolicySettings):
             of at least ``reduction_factor**2`` trials (in smaller ones a rung's ranking is noise).
         grace_period: the first rung, in epochs (capped at the budget).
         reduction_factor: a rung keeps the top ``1 / reduction_factor`` of the values before it.
+        adaptive_rungs: how hard a rung cuts follows how well its ranks held on the sweep's
+            own trials (:class:`AshaRungs` ``adaptive``): once 12 trials reached a rung and the
+            next, it keeps the top ``1 / reduction_factor**1.5`` where its values ranked the
+            next rung's leaders (AUC >= 0.8), the top ``1 / reduction_factor`` where they did
+            no better than chance (and before that evidence), in between by the AUC; a cut's
+            reason gives the evidence. The loss guard's share stays fixed.
         loss_guard: each rung has a guard over the loss that spares a trial whose loss ranks
             in its top ``1 / reduction_factor**2`` (:class:`GuardedRule`).
         cost_rungs: the same rungs over training time too (:class:`CostRungs`), with their guard.
@@ -53,6 +59,7 @@ class ConvergenceSettings(PolicySettings):
     inner: str | None = "asha"
     grace_period: int = 1
     reduction_factor: float = 3.0
+    adaptive_rungs: bool = True
     loss_guard: bool = True
     cost_rungs: bool = False
     cost_calibration: int = 4
@@ -62,6 +69,8 @@ class ConvergenceSettings(PolicySettings):
         super().__post_init__()
         if self.inner is not None and self.inner not in INNER_RULES:
             raise SettingError("inner", f"must be one of {', '.join(INNER_RULES)} or null", self.inner)
+        if not isinstance(self.adaptive_rungs, bool):
+            raise SettingError("adaptive_rungs", "must be true or false", self.adaptive_rungs)
         if self.grace_period < 1:
             raise SettingError("grace_period", "must be >= 1", self.grace_period)
         if not self.reduction_factor > 1:
@@ -105,7 +114,7 @@ class ConvergenceSettings(PolicySettings):
         keep = 1.0 / factor**2 if self.loss_guard else None
 
         def guarded(make: Callable[..., RankRule], **kw: Any) -> RankRule:
-            rule = make(grace, factor, budget, **kw)
+            rule = make(grace, factor, budget, adaptive=self.adaptive_rungs, **kw)
             return rule if keep is None else GuardedRule(rule, make(grace, factor, budget, keep=keep, **kw))
 
         rules = [guarded(AshaRungs)]

@@ -1,5 +1,8 @@
 """The policy's state as plain, versioned data: JSON-serialisable, never pickled objects.
 
+Version 6 keeps, in each :class:`orchestrator.policy.rungs.AshaRungs` state, every trial's value
+per rung by trial key (``values``: the evidence of adaptive rungs); version 5 is read with none
+(the rungs' evidence starts again; their cutoffs keep every value recorded).
 Version 5 holds the restart record per kind of failure (``restarts``:
 :class:`orchestrator.policy.restarts.RestartRecord`); version 4, which counted restarts over
 all kinds, is read with an empty record (its restarts' evidence starts again, on trust).
@@ -25,7 +28,7 @@ from orchestrator.policy.trial import AttemptRecord, _Trial
 if TYPE_CHECKING:
     from orchestrator.policy.engine import ConvergencePolicy
 
-STATE_VERSION = 5
+STATE_VERSION = 6
 _SERIES = ("loss", "metric", "grad", "dead")
 #: Version 2's slots of the rank rules: (rule, its loss guard), in the order of the rules.
 _V2_SLOTS = (("inner", "loss_inner"), ("cost_inner", "cost_loss_inner"))
@@ -47,7 +50,7 @@ def policy_state(policy: ConvergencePolicy) -> dict[str, Any]:
 
 
 def load_policy_state(policy: ConvergencePolicy, state: dict[str, Any]) -> None:
-    """Restore ``policy`` from :func:`policy_state` (this version, version 3 or version 2).
+    """Restore ``policy`` from :func:`policy_state` (this version or an older one from 2 on).
 
     Raises:
         ValueError: another version, or states for another number of rank rules than the
@@ -58,7 +61,9 @@ def load_policy_state(policy: ConvergencePolicy, state: dict[str, Any]) -> None:
     if state.get("version") == 3:
         state = {**state, "version": 4, "scale": {}}
     if state.get("version") == 4:
-        state = {**state, "version": STATE_VERSION, "restarts": RestartRecord().state_dict()}
+        state = {**state, "version": 5, "restarts": RestartRecord().state_dict()}
+    if state.get("version") == 5:
+        state = {**state, "version": STATE_VERSION, "rules": [_rung_values(r) for r in state["rules"]]}
     if state.get("version") != STATE_VERSION:
         raise ValueError(f"policy state version {state.get('version')!r} is not {STATE_VERSION}")
     if len(state["rules"]) != len(policy.rules):
@@ -86,6 +91,16 @@ def upgrade_v2(state: dict[str, Any]) -> dict[str, Any]:
     names = {name for slots in _V2_SLOTS for name in slots}
     kept = {k: v for k, v in state.items() if k not in names}
     return {**kept, "version": 3, "rules": rules}
+
+
+def _rung_values(rule: Any) -> Any:
+    """A version-5 rank rule's state with empty ``values`` in each rung state it holds (nested
+    in a guarded or compute rule's state)."""
+    if not isinstance(rule, dict):
+        return rule
+    if "recorded" in rule and "values" not in rule:
+        return {**rule, "values": {r: {} for r in rule["recorded"]}}
+    return {k: _rung_values(v) for k, v in rule.items()}
 
 
 def _trial_state(trial: _Trial) -> dict[str, Any]:
