@@ -187,8 +187,7 @@ def _prepare(
         lock=lock,
     )
     s.env.default("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    # every epoch is checkpointed, so with fast epochs Tune forces its snapshot after each
-    # num_to_keep checkpoints, as it should; its warning about that tells a user nothing
+    # with fast epochs Tune forces snapshots (every epoch checkpoints); its warning says nothing
     s.env.default(tuning.SNAPSHOT_WARNING_ENV, "0")
     if convergence is not None:  # Ray's classic table, which can show the verdicts; our contract check
         s.env.default("RAY_AIR_NEW_OUTPUT", "0")
