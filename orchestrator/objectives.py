@@ -32,7 +32,7 @@ MULTI_SEARCH = ("nsga2", "tpe", "random", "grid")
 #: Schedulers that do not rank trials on one objective.
 MULTI_SCHEDULERS = ("convergence", "fifo")
 #: Why the convergence policy's one-objective pruning rules are off with several objectives.
-WHY_OFF = "several objectives: it ranks on one (optuna #3450)"
+WHY_OFF = "off with several objectives: it ranks on one (Optuna cannot prune them either, #3450)"
 #: The policy rules :data:`WHY_OFF` explains (as :func:`orchestrator.policy.rule_coverage` names them).
 RULES_OFF = ("predicted_worse", "rank")
 #: Final statuses (:data:`analysis.records.STATUSES`) of trials Optuna holds as COMPLETE.

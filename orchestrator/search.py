@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import logging
+import threading
 from typing import Any
 
 import optuna
@@ -147,7 +148,7 @@ def make_sampler(cfg: SweepConfig, history: int = 0) -> optuna.samplers.BaseSamp
     if history:
         cfg = dataclasses.replace(cfg, seed=derive_seed(cfg.seed, "history", history))
     if s.algorithm == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=cfg.seed)
+        return _PicklableNSGAII(seed=cfg.seed)
     if s.algorithm == "tpe":
         settings = dict(seed=cfg.seed, n_startup_trials=s.n_startup_trials, multivariate=s.multivariate)
         if TPE_WINDOW is None or several(cfg):
@@ -167,6 +168,18 @@ def make_sampler(cfg: SweepConfig, history: int = 0) -> optuna.samplers.BaseSamp
         grid = {name: d.grid(s.grid_points) for name, d in cfg.space.searched.items()}
         return _RayGridSampler(grid, seed=cfg.seed)
     raise ValueError(f"search.algorithm: unknown {s.algorithm!r}")  # validated in config
+
+
+class _PicklableNSGAII(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II that Ray can pickle with the searcher (Optuna 5's genetic samplers hold a
+    ``threading.Lock``, which is left out of the pickle and made anew)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_thread_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
 
 
 class _RayGridSampler(optuna.samplers.GridSampler):
