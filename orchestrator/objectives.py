@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from analysis.front import FRONT_STATUSES
 from analysis.pareto import pareto_mask
 from orchestrator.contract import METRIC_KEYS, OBJECTIVES, mode_of
 from orchestrator.errors import ConfigError
@@ -35,8 +36,6 @@ MULTI_SCHEDULERS = ("convergence", "fifo")
 WHY_OFF = "off with several objectives: it ranks on one (Optuna cannot prune them either, #3450)"
 #: The policy rules :data:`WHY_OFF` explains (as :func:`orchestrator.policy.rule_coverage` names them).
 RULES_OFF = ("predicted_worse", "rank")
-#: Final statuses (:data:`analysis.records.STATUSES`) of trials Optuna holds as COMPLETE.
-COMPLETED = ("CONVERGED", "COMPLETED", "STOPPED_EARLY")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,5 +142,5 @@ def front_flags(rows: Iterable[Mapping[str, Any]], objectives: Sequence[Objectiv
     """For each trial row (``values``: its final value per objective; ``status``), whether it is on
     the Pareto front of the trials that completed (not pruned, failed or interrupted)."""
     none = [None] * len(objectives)
-    points = [(r.get("values") or none) if r.get("status") in COMPLETED else none for r in rows]
+    points = [(r.get("values") or none) if r.get("status") in FRONT_STATUSES else none for r in rows]
     return pareto_mask(points, [o.mode for o in objectives])
