@@ -46,9 +46,10 @@ class Objective:
     mode: str
 
 
-def objectives_of(cfg: SweepConfig) -> tuple[Objective, ...]:
-    """The validated config's objectives; empty for a one-objective sweep."""
-    return tuple(Objective(o["metric"], o["mode"]) for o in cfg.objectives or ())
+def objectives_of(cfg: Any) -> tuple[Objective, ...]:
+    """The validated config's objectives; empty for a one-objective sweep (or a config without
+    the key, such as a summary's plain namespace)."""
+    return tuple(Objective(o["metric"], o["mode"]) for o in getattr(cfg, "objectives", None) or ())
 
 
 def several(cfg: SweepConfig) -> bool:
