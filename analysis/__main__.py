@@ -42,6 +42,10 @@ def write(report: Report, out: str, *, plots: bool = True) -> list[str]:
             ),
             "timeline.png": lambda: plot_timeline(report.sweep),
         }
+        if len(report.sweep.objectives) >= 2:  # several objectives: the front over the first two
+            from analysis.front import plot_front
+
+            figures["pareto.png"] = lambda: plot_front(report.sweep)
         for name, make in figures.items():
             fig = make()
             try:

@@ -93,6 +93,8 @@ def load_ray_dir(sweep_dir: str, *, metric: str | None = None, mode: str | None 
     metric = metric or settings.get("metric") or "val_acc"
     mode = mode or settings.get("mode") or "max"
     statuses = _ray_statuses(sweep_dir)
+    objectives = [(str(o["metric"]), str(o["mode"])) for o in settings.get("objectives") or ()]
+    keys = (metric, *(m for m, _ in objectives))
     trials = []
     for trial_dir in trial_dirs:
         results_path = os.path.join(trial_dir, "result.json")
@@ -101,14 +103,20 @@ def load_ray_dir(sweep_dir: str, *, metric: str | None = None, mode: str | None 
             continue  # never trained an epoch (or never reported one: a broken metric contract)
         with open(os.path.join(trial_dir, "params.json")) as f:
             config = json.load(f)
-        trials.append(_ray_trial(os.path.basename(trial_dir), config, rows, metric, statuses))
+        trials.append(_ray_trial(os.path.basename(trial_dir), config, rows, keys, statuses))
     name = _STAMP.sub("", os.path.basename(sweep_dir))
     thresholds = (settings.get("scheduler") or {}).get("thresholds") or {}
-    return SweepRecord(name, metric, mode, trials, source=sweep_dir, thresholds=dict(thresholds))
+    record = SweepRecord(name, metric, mode, trials, source=sweep_dir, thresholds=dict(thresholds))
+    record.objectives = objectives
+    return record
 
 
 def _ray_trial(
-    name: str, config: dict[str, Any], rows: list[dict[str, Any]], metric: str, statuses: dict[str, str]
+    name: str,
+    config: dict[str, Any],
+    rows: list[dict[str, Any]],
+    keys: tuple[str, ...],
+    statuses: dict[str, str],
 ) -> TrialRecord:
     curves: dict[int, AttemptCurve] = {}
     last_of: dict[int, dict[str, Any]] = {}
@@ -117,7 +125,7 @@ def _ray_trial(
         if curves and attempt < max(curves):
             continue  # a late result of an attempt that was restarted
         curve = curves.setdefault(attempt, AttemptCurve(attempt, row.get("seed")))
-        values = {k: row[k] for k in (metric, *SERIES) if isinstance(row.get(k), (int, float))}
+        values = {k: row[k] for k in (*keys, *SERIES) if isinstance(row.get(k), (int, float))}
         values["time"] = float(row.get("timestamp", math.nan))
         _add(curve, int(row["epoch"]), values)
         last_of[attempt] = row

@@ -128,6 +128,7 @@ class SweepRecord:
     trials: list[TrialRecord]
     source: str
     thresholds: dict[str, Any] = field(default_factory=dict)
+    objectives: list[tuple[str, str]] = field(default_factory=list)  # several: (metric, mode) each
 
     @property
     def sign(self) -> float:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from analysis.factors import FACTORS, free_factors
+from analysis.front import front_table
 from analysis.importance import importance
 from analysis.records import SweepRecord
 from analysis.stats import TrialStats, decay_rate, thresholds_of, trial_stats
@@ -122,7 +123,8 @@ class Report:
         return table
 
     def tables(self) -> list[Table]:
-        out = [self.decisions, *self.factors]
+        front = front_table(self.sweep)  # several objectives: the Pareto front first
+        out = [*([front] if front is not None else []), self.decisions, *self.factors]
         if (imp := self.importance_table()) is not None:
             out.append(imp)
         return out

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.config import SweepConfig
-from orchestrator.contract import contract_problem
+from orchestrator.contract import contract_problem, objectives_problem
+from orchestrator.objectives import objectives_of, why_off
 from orchestrator.policy import OPTIONAL_KEYS, rule_coverage
 from orchestrator.runner import call_function
 from orchestrator.scheduling import build_policy, loss_of
@@ -58,9 +59,11 @@ def check(cfg: SweepConfig, launch_dir: str) -> int:
     print(f"reported keys: {', '.join(keys)}")
     for r in results:
         print("  " + ", ".join(f"{k}={_short(v)}" for k, v in r.items()))
-    values = ", ".join(_short(r.get(cfg.metric)) for r in results)
-    print(f"objective {cfg.metric} ({cfg.mode}): {values}")
-    problem = contract_problem(results[0], cfg.metric, loss_of(cfg))
+    for o in objectives_of(cfg) or [cfg]:
+        values = ", ".join(_short(r.get(o.metric)) for r in results)
+        print(f"objective {o.metric} ({o.mode}): {values}")
+    keys = [o.metric for o in objectives_of(cfg)]
+    problem = contract_problem(results[0], cfg.metric, loss_of(cfg)) or objectives_problem(results[0], keys)
     if problem is not None:
         print(f"problem: {problem}")
         return 2
@@ -69,6 +72,7 @@ def check(cfg: SweepConfig, launch_dir: str) -> int:
         reported = {k for r in results for k in OPTIONAL_KEYS if isinstance(r.get(k), (int, float))}
         reported.add("time_this_iter_s")  # Ray measures it in a sweep
         active_rules, off = rule_coverage(policy.config, policy.rules, reported)
+        off = {name: why_off(cfg).get(name, why) for name, why in off.items()}
         print(f"rules: {', '.join(active_rules)}")
         if off:
             print("off: " + "; ".join(f"{name} ({why})" for name, why in off.items()))

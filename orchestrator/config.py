@@ -17,6 +17,7 @@ from typing import Any, Union
 from orchestrator.contract import OBJECTIVES, mode_of
 from orchestrator.errors import ConfigError
 from orchestrator.history import check as check_history
+from orchestrator.objectives import apply_objectives
 from orchestrator.policy import SettingError
 from orchestrator.redact import is_secret_key
 from orchestrator.scheduler_schemas import SCHEDULER_SCHEMAS, SchedulerConfig
@@ -25,7 +26,7 @@ from orchestrator.target import split_target
 from trainables.data import DATASETS
 from trainables.hparams import MODELS
 
-SEARCH_ALGORITHMS = ("tpe", "random", "cmaes", "grid")
+SEARCH_ALGORITHMS = ("tpe", "random", "cmaes", "grid", "nsga2")
 SCHEDULERS = tuple(SCHEDULER_SCHEMAS)
 CLUSTER_MODES = ("local", "ray")
 
@@ -214,7 +215,8 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     _at_least("max_concurrent_trials", cfg.max_concurrent_trials, 1)
     _at_least("seed", cfg.seed, 0)
     _choose("trainable.model", cfg.trainable.model, (*MODELS, "function"))
-    cfg = _objective(cfg)
+    _choose("search.algorithm", cfg.search.algorithm, SEARCH_ALGORITHMS)
+    cfg = _objective(apply_objectives(cfg))
     _check_trainable(cfg.trainable)
     space = cfg.space  # validates every hyperparameter and distribution
     if "epochs" in space.fixed:

@@ -15,7 +15,7 @@ everywhere a config is shown, logged or compared, online and in the offline reco
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from analysis.records import BOOKKEEPING, has_epoch, hyperparameters
@@ -31,6 +31,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "lr",
     "attempt",
     "seed",
+    "params",
 )
 #: Metrics a built-in trial logs per epoch (:func:`logged_metrics` of its results): the
 #: contract minus the step itself, plus the epoch's wall time.
@@ -53,6 +54,7 @@ __all__ = [
     "contract_problem",
     "logged_metrics",
     "mode_of",
+    "objectives_problem",
     "hyperparameters",
     "step_of",
 ]
@@ -73,6 +75,18 @@ def contract_problem(result: Mapping[str, Any], metric: str, loss: str = "val_lo
             return f"{key}: the trial reported {value!r}, not a number"
     if not has_epoch(result):
         return f"epoch: must be a whole number >= 1 (1-based within the attempt), got {result['epoch']!r}"
+    return None
+
+
+def objectives_problem(result: Mapping[str, Any], keys: Sequence[str]) -> str | None:
+    """``objectives: <problem>`` for the first of the objective ``keys`` that ``result`` lacks or
+    holds as something other than a number (non-finite numbers are allowed, as for the metric)."""
+    for key in keys:
+        if key not in result:
+            return f"objectives: the trial never reported {key!r} (reported: {_reported(result)})"
+        value = result[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"objectives: the trial reported {key}={value!r}, not a number"
     return None
 
 

@@ -146,7 +146,11 @@ def check(cfg: SweepConfig) -> None:
     if cfg.search.algorithm == "grid" and (cfg.search.continue_from or cfg.search.enqueue):
         key = KEY_FROM if cfg.search.continue_from else KEY_ENQUEUE
         raise ConfigError(f"{key}: not with search=grid (the grid sampler enumerates its own grid)")
-    parse_enqueue(cfg)
+    if cfg.objectives and cfg.search.continue_from:
+        raise ConfigError(f"{KEY_FROM}: not with several objectives yet (objectives is set)")
+    for item in parse_enqueue(cfg):
+        if isinstance(item, BestOf) and cfg.objectives:
+            raise ConfigError(f"{item.key}.best_of: not with several objectives (no single best trial)")
 
 
 def plan(cfg: SweepConfig, url: str, launch_dir: str) -> StudyPlan:

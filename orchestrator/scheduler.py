@@ -23,7 +23,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from analysis.convergence import Verdict
-from orchestrator.contract import contract_problem, hyperparameters
+from orchestrator.contract import contract_problem, hyperparameters, objectives_problem
 from orchestrator.policy import (
     CONTINUE,
     OPTIONAL_KEYS,
@@ -75,6 +75,8 @@ class ConvergenceScheduler(FIFOScheduler):
         metric: str | None = None,
         mode: str | None = None,
         loss_key: str = "val_loss",
+        objectives: list[str] | None = None,
+        why_off: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         if mode is not None and mode != policy.config.mode:
@@ -83,6 +85,8 @@ class ConvergenceScheduler(FIFOScheduler):
         self._metric = metric
         self._mode = policy.config.mode
         self.loss_key = loss_key
+        self.objectives = list(objectives or [])  # several objectives: each must be reported
+        self.why_off = dict(why_off or {})  # rules the sweep turned off, with why
         self.decisions: dict[str, Decision] = {}  # trial id -> its latest decision
         self.broken: dict[str, str] = {}  # trial id -> how its result broke the metric contract
         self._order: dict[str, int] = {}  # trial id -> when it was added
@@ -110,8 +114,10 @@ class ConvergenceScheduler(FIFOScheduler):
 
     def rules(self) -> tuple[list[str], dict[str, str]]:
         """The policy's rules that were active, and each other rule with why it was off
-        (:func:`orchestrator.policy.rule_coverage`, from the optional keys trials reported)."""
-        return rule_coverage(self.policy.config, self.policy.rules, self.reported)
+        (:func:`orchestrator.policy.rule_coverage`, from the optional keys trials reported; a rule
+        the sweep turned off (``why_off``) with the sweep's reason)."""
+        active, off = rule_coverage(self.policy.config, self.policy.rules, self.reported)
+        return active, {name: self.why_off.get(name, why) for name, why in off.items()}
 
     def all_broken(self) -> bool:
         """True once some trial broke the contract and no trial has reported a valid result."""
@@ -139,7 +145,8 @@ class ConvergenceScheduler(FIFOScheduler):
         if attempt != current:  # a late result of an attempt that was already restarted
             logger.debug("trial %s: ignoring a result of attempt %d (now %d)", tid, attempt, current)
             return TrialScheduler.NOOP
-        if (problem := contract_problem(result, self._metric or "val_acc", self.loss_key)) is not None:
+        problem = contract_problem(result, self._metric or "val_acc", self.loss_key)
+        if (problem := problem or objectives_problem(result, self.objectives)) is not None:
             return self._break(tune_controller, tid, problem)
         self.reported.update(k for k in OPTIONAL_KEYS if k not in self.reported and _finite(result.get(k)))
         epoch = int(result["epoch"])
@@ -162,7 +169,8 @@ class ConvergenceScheduler(FIFOScheduler):
         value = _value(result, self._metric or "val_acc")
         if decision.action == STOP:
             self.policy.complete(tid, value, "converged")
-            self._tell_searcher(tune_controller, tid, "COMPLETE", value, _outcome(decision))
+            told = [_value(result, k) for k in self.objectives] if self.objectives else value
+            self._tell_searcher(tune_controller, tid, "COMPLETE", told, _outcome(decision))
             return TrialScheduler.STOP
         if decision.action == PRUNE:
             self.policy.complete(tid, value, "pruned")
@@ -258,7 +266,7 @@ class ConvergenceScheduler(FIFOScheduler):
         return TrialScheduler.STOP
 
     def _tell_searcher(
-        self, tune_controller: Any, trial_id: str, state: str, value: float | None, attrs: dict[str, Any]
+        self, tune_controller: Any, trial_id: str, state: str, value: Any, attrs: dict[str, Any]
     ) -> None:
         """Tell the searcher how the trial ended (``attrs`` become the Optuna trial's user attrs)."""
         searcher = _searcher(tune_controller)

@@ -10,6 +10,7 @@ from ray.tune.schedulers import (
 )
 
 from orchestrator.config import SweepConfig
+from orchestrator.objectives import multi_objective_settings, objectives_of, several, why_off
 from orchestrator.policy import ConvergencePolicy, ConvergenceSettings, policy_from_settings
 from orchestrator.scheduler import ConvergenceScheduler
 from trainables.data import NUM_CLASSES
@@ -19,15 +20,17 @@ def build_policy(cfg: SweepConfig, num_trials: int) -> ConvergencePolicy:
     """The convergence policy configured by ``scheduler.*`` for a sweep of ``num_trials``.
 
     Built by :func:`orchestrator.policy.policy_from_settings` from ``scheduler.*`` (a
-    :class:`orchestrator.policy.ConvergenceSettings`), as the replay benchmark builds it.
+    :class:`orchestrator.policy.ConvergenceSettings`), as the replay benchmark builds it; with
+    several objectives without its one-objective pruning (:mod:`orchestrator.objectives`).
     """
     epochs = cfg.trainable.epochs
     if not isinstance(cfg.scheduler, ConvergenceSettings):
         raise ValueError(
             f"scheduler.name: the convergence policy needs scheduler=convergence, got {cfg.scheduler.name!r}"
         )
+    settings = multi_objective_settings(cfg.scheduler) if several(cfg) else cfg.scheduler
     return policy_from_settings(
-        cfg.scheduler,
+        settings,
         mode=cfg.mode,
         chance=chance_of(cfg),
         scale=scale_of(cfg),
@@ -69,7 +72,14 @@ def build_scheduler(cfg: SweepConfig, num_trials: int) -> TrialScheduler:
     s, epochs = cfg.scheduler, cfg.trainable.epochs
     if s.name == "convergence":
         policy = build_policy(cfg, num_trials)
-        return ConvergenceScheduler(policy, metric=cfg.metric, mode=cfg.mode, loss_key=loss_of(cfg))
+        return ConvergenceScheduler(
+            policy,
+            metric=cfg.metric,
+            mode=cfg.mode,
+            loss_key=loss_of(cfg),
+            objectives=[o.metric for o in objectives_of(cfg)],
+            why_off=why_off(cfg),
+        )
     if s.name == "fifo":
         return FIFOScheduler()
     if s.name == "asha":

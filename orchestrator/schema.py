@@ -81,7 +81,7 @@ class SearchConfig:
     """``search.*``: the Optuna sampler, seeded with the sweep seed; the study's store; an earlier
     sweep to continue (its trials are this sweep's history); configurations to try first."""
 
-    algorithm: str = "tpe"  # tpe | random | cmaes | grid
+    algorithm: str = "tpe"  # tpe | random | cmaes | grid | nsga2
     n_startup_trials: int = 8  # random trials before TPE (or CMA-ES) models the results
     multivariate: bool = True  # TPE models the hyperparameters jointly
     grid_points: int = 3  # grid: values per numeric range (log-spaced for log ranges)
@@ -146,7 +146,8 @@ class FailureConfig:
 class SweepConfig:
     """The whole sweep. ``name`` names its Ray experiment directory and MLflow experiment;
     ``seed`` seeds the searcher (trial seeds derive from it); ``max_concurrent_trials`` None runs
-    as many trials as the resources fit; ``metric`` with ``mode`` is the objective; ``verbose``
+    as many trials as the resources fit; ``metric`` with ``mode`` is the objective (``objectives``:
+    several, the first of them the metric); ``verbose``
     is Ray Tune's progress output (0 silent, 1 status table, 2 per result); ``report`` writes the
     convergence report at the end and logs it to the parent run; ``check`` runs one trial for
     two epochs in this process instead of the sweep and prints what it reported."""
@@ -159,6 +160,9 @@ class SweepConfig:
     mode: str | None = (
         None  # None: from the metric's name (acc, f1, auc, r2: max; loss, mse, mae, error: min)
     )
+    # Several objectives: a list of {metric: <reported key>, mode: max|min}, the first the primary
+    # (it sets metric and mode); None: the one objective metric/mode. orchestrator/objectives.py.
+    objectives: Any = None
     verbose: int = 1
     report: bool = True
     check: bool = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import logging
+import threading
 from typing import Any
 
 import optuna
@@ -18,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.config import SweepConfig
+from orchestrator.objectives import objectives_of, several
 from orchestrator.searcher import IndexedOptunaSearch
 from orchestrator.seeding import derive_seed
 from orchestrator.space import Dist, SearchSpace
@@ -138,14 +140,18 @@ def make_sampler(cfg: SweepConfig, history: int = 0) -> optuna.samplers.BaseSamp
     of trials copied from an earlier sweep, with a seed derived from both (the sweep seed alone
     would draw the earlier sweep's random proposals again).
 
-    TPE models a bounded history (:data:`TPE_WINDOW`, :class:`WindowedTPESampler`).
+    TPE models a bounded history (:data:`TPE_WINDOW`, :class:`WindowedTPESampler`), except with
+    several objectives (Optuna's multi-objective TPE over the whole history); ``nsga2`` is
+    Optuna's NSGA-II.
     """
     s = cfg.search
     if history:
         cfg = dataclasses.replace(cfg, seed=derive_seed(cfg.seed, "history", history))
+    if s.algorithm == "nsga2":
+        return _PicklableNSGAII(seed=cfg.seed)
     if s.algorithm == "tpe":
         settings = dict(seed=cfg.seed, n_startup_trials=s.n_startup_trials, multivariate=s.multivariate)
-        if TPE_WINDOW is None:
+        if TPE_WINDOW is None or several(cfg):
             return optuna.samplers.TPESampler(**settings, constant_liar=True)
         return WindowedTPESampler(window=TPE_WINDOW, **settings, constant_liar=True)
     if s.algorithm == "random":
@@ -162,6 +168,18 @@ def make_sampler(cfg: SweepConfig, history: int = 0) -> optuna.samplers.BaseSamp
         grid = {name: d.grid(s.grid_points) for name, d in cfg.space.searched.items()}
         return _RayGridSampler(grid, seed=cfg.seed)
     raise ValueError(f"search.algorithm: unknown {s.algorithm!r}")  # validated in config
+
+
+class _PicklableNSGAII(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II that Ray can pickle with the searcher (Optuna 5's genetic samplers hold a
+    ``threading.Lock``, which is left out of the pickle and made anew)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_thread_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
 
 
 class _RayGridSampler(optuna.samplers.GridSampler):
@@ -189,7 +207,8 @@ def num_trials(cfg: SweepConfig) -> int:
 def build_searcher(
     cfg: SweepConfig, storage: Any = None, study_name: str | None = None, *, history: int = 0
 ) -> OptunaSearch:
-    """OptunaSearch over the configured space with the configured sampler, metric and mode.
+    """OptunaSearch over the configured space with the configured sampler, metric and mode (the
+    lists of metrics and modes with several objectives: a study with ``directions``).
 
     Its study is ``study_name`` (default: the sweep name) in ``storage`` (an Optuna storage,
     :func:`orchestrator.study.open_storage`; None: in memory), loaded when it exists: the
@@ -198,10 +217,11 @@ def build_searcher(
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     grid_points = cfg.search.grid_points if cfg.search.algorithm == "grid" else None
+    objectives = objectives_of(cfg)
     return IndexedOptunaSearch(
         space=optuna_space(cfg.space, grid_points=grid_points),
-        metric=cfg.metric,
-        mode=cfg.mode,
+        metric=[o.metric for o in objectives] if objectives else cfg.metric,
+        mode=[o.mode for o in objectives] if objectives else cfg.mode,
         sampler=make_sampler(cfg, history),
         study_name=study_name or cfg.name,
         storage=storage,

@@ -24,13 +24,24 @@ def _key(params: dict[str, Any]) -> tuple:
     return tuple(sorted(params.items()))
 
 
+def _as_values(value: float | list[float | None] | None) -> list[float] | None:
+    """A trial's objective value(s) as the list Optuna is told; None when any is missing or not
+    finite (NaN policy: such a trial is told FAIL, never COMPLETE)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if any(v is None or not math.isfinite(v) for v in values):
+        return None
+    return [float(v) for v in values]  # type: ignore[arg-type]
+
+
 class IndexedOptunaSearch(OptunaSearch):
     """OptunaSearch that numbers trials and lets a scheduler say how each one really ended.
 
     - Each suggestion gets ``trial_index`` (Optuna's trial number), from which trial seeds
       derive, so the same sweep seed gives the same trial seeds from run to run.
     - :meth:`record_outcome` sets the state Optuna is told when the trial completes
-      (COMPLETE with its value, PRUNED, or FAIL) instead of Ray's "stopped means COMPLETE".
+      (COMPLETE with its value, or its values with several objectives; PRUNED; FAIL) instead of
+      Ray's "stopped means COMPLETE". A trial whose value (any of them) is missing or not finite
+      is told FAIL.
     - :meth:`note_restart` keeps a restart in the Optuna trial's user attributes (``attempts``,
       ``restart_reasons``); every trial ends with ``attempts`` and its ``ray_trial_id``.
     - :meth:`supersede` handles a restart that changed hyperparameters: the original Optuna
@@ -47,10 +58,12 @@ class IndexedOptunaSearch(OptunaSearch):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._seen: dict[tuple, tuple[int, TrialState, float | None]] = {}  # config -> number, state, value
+        self._seen: dict[
+            tuple, tuple[int, TrialState, list[float] | None]
+        ] = {}  # config -> number, state, values
         self._attempts: dict[str, list[str]] = {}  # trial id -> the reasons of its restarts
         super().__init__(*args, **kwargs)
-        self._outcomes: dict[str, tuple[str, float | None, dict[str, Any]]] = {}
+        self._outcomes: dict[str, tuple[str, Any, dict[str, Any]]] = {}
         self._superseded: dict[str, dict[str, Any]] = {}
         self._told_steps: dict[str, int] = {}  # trial id -> the last step told to Optuna
 
@@ -60,7 +73,7 @@ class IndexedOptunaSearch(OptunaSearch):
 
     def _scan_finished(self) -> None:
         for t in self._ot_study.get_trials(deepcopy=False, states=_DONE):
-            self._seen.setdefault(_key(t.params), (t.number, t.state, t.value))
+            self._seen.setdefault(_key(t.params), (t.number, t.state, t.values))
 
     def suggest(self, trial_id: str) -> dict | None:
         params = super().suggest(trial_id)
@@ -83,9 +96,9 @@ class IndexedOptunaSearch(OptunaSearch):
         earlier = self._seen.get(_key(ot_trial.params))
         if earlier is None:
             return False
-        number, state, value = earlier
+        number, state, values = earlier
         ot_trial.set_user_attr("duplicate_of", number)
-        self._ot_study.tell(ot_trial, value if state == TrialState.COMPLETE else None, state=state)
+        self._ot_study.tell(ot_trial, values if state == TrialState.COMPLETE else None, state=state)
         logger.info("trial %s: the proposal repeats Optuna trial %d; asking again", trial_id, number)
         return True
 
@@ -107,8 +120,11 @@ class IndexedOptunaSearch(OptunaSearch):
         except RuntimeError as exc:  # optuna's UpdateFinishedTrialError
             logger.debug("trial %s: not told to Optuna again (%s)", trial_id, exc)
 
-    def record_outcome(self, trial_id: str, state: str, value: float | None, attrs: dict[str, Any]) -> None:
-        """Remember how ``trial_id`` ended; told to Optuna when Ray completes the trial."""
+    def record_outcome(
+        self, trial_id: str, state: str, value: float | list[float] | None, attrs: dict[str, Any]
+    ) -> None:
+        """Remember how ``trial_id`` ended (``value``: a list with several objectives); told to
+        Optuna when Ray completes the trial."""
         self._outcomes[trial_id] = (state, value, attrs)
 
     def note_restart(self, trial_id: str, attempt: int, reason: str) -> None:
@@ -141,15 +157,20 @@ class IndexedOptunaSearch(OptunaSearch):
         if ot_trial is not None and trial_id not in self._completed_trials:
             self._set_attrs(ot_trial, {"attempts": len(self._attempts.get(trial_id, ())) + 1})
         outcome = self._outcomes.pop(trial_id, None)
+        if outcome is None and isinstance(self.metric, list) and not error and result:
+            outcome = ("COMPLETE", [result.get(m) for m in self.metric], {})  # ran to its budget
         if outcome is None or trial_id in self._completed_trials:
             super().on_trial_complete(trial_id, result=result, error=error)
         else:
             state, value, attrs = outcome
             self._set_attrs(ot_trial, attrs)
-            if state == "COMPLETE" and (value is None or not math.isfinite(value)):
+            values = _as_values(value)
+            if state == "COMPLETE" and values is None:
                 state = "FAIL"
             try:
-                self._ot_study.tell(ot_trial, value if state == "COMPLETE" else None, state=TrialState[state])
+                self._ot_study.tell(
+                    ot_trial, values if state == "COMPLETE" else None, state=TrialState[state]
+                )
             except (ValueError, RuntimeError) as exc:
                 logger.warning("could not tell Optuna how trial %s ended: %s", trial_id, exc)
             self._completed_trials.add(trial_id)
@@ -167,26 +188,28 @@ class IndexedOptunaSearch(OptunaSearch):
         """Keep a finished configuration, so an equal proposal is not run again."""
         frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
         if frozen.state in _DONE:
-            self._seen.setdefault(_key(frozen.params), (frozen.number, frozen.state, frozen.value))
+            self._seen.setdefault(_key(frozen.params), (frozen.number, frozen.state, frozen.values))
 
     def _credit_new_values(self, trial_id: str, result: dict | None, error: bool) -> None:
         params = self._superseded.pop(trial_id)
         self._completed_trials.add(trial_id)
         state, value, _ = self._outcomes.pop(trial_id, ("COMPLETE", None, {}))
         if value is None and result:
-            value = result.get(self.metric)
+            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+            value = [result.get(m) for m in metrics]
+        values = _as_values(value)
         space = self._space
         inside = isinstance(space, dict) and all(
             name in params and space[name]._contains(space[name].to_internal_repr(params[name]))
             for name in space
         )
-        if error or state != "COMPLETE" or value is None or not math.isfinite(value) or not inside:
+        if error or state != "COMPLETE" or values is None or not inside:
             return
         self._ot_study.add_trial(
             optuna.trial.create_trial(
                 params={name: params[name] for name in space},
                 distributions=space,
-                value=value,
+                values=values,
                 user_attrs={"remedy_of": trial_id},
             )
         )

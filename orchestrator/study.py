@@ -34,7 +34,7 @@ DEFAULT_FILE = "optuna.db"
 JOURNAL = "journal:"
 #: The study's user attributes that name the sweep that wrote it.
 ATTR_SWEEP, ATTR_STARTED, ATTR_RUN = "sweep", "started", "mlflow_parent_run_id"
-ATTR_METRIC, ATTR_MODE = "metric", "mode"
+ATTR_METRIC, ATTR_MODE, ATTR_OBJECTIVES = "metric", "mode", "objectives"
 #: What optuna-dashboard listens on by default.
 DASHBOARD = "http://127.0.0.1:8080"
 _SQLALCHEMY = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
@@ -149,7 +149,7 @@ def studies(storage: Any, url: str) -> list[StudyInfo]:
     found = []
     for s in storage.get_all_studies():
         attrs = s.user_attrs
-        mode = attrs.get(ATTR_MODE) or ("max" if s.direction.name == "MAXIMIZE" else "min")
+        mode = attrs.get(ATTR_MODE) or ("max" if s.directions[0].name == "MAXIMIZE" else "min")
         found.append(
             StudyInfo(
                 url=url,
@@ -165,14 +165,17 @@ def studies(storage: Any, url: str) -> list[StudyInfo]:
 
 
 def create_sweep_study(storage: Any, name: str, cfg: SweepConfig, attrs: dict[str, Any]) -> Any:
-    """Create the sweep's study ``name`` (its direction from ``mode``) with user attributes naming
-    the sweep, its objective, when it started, plus ``attrs``; return it."""
+    """Create the sweep's study ``name`` (its direction from ``mode``; with several objectives its
+    ``directions``, one per objective) with user attributes naming the sweep, its objective(s),
+    when it started, plus ``attrs``; return it."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # as the searcher does: no line per study
-    direction = "maximize" if cfg.mode == "max" else "minimize"
-    study = optuna.create_study(storage=storage, study_name=name, direction=direction)
+    modes = [o["mode"] for o in cfg.objectives] if cfg.objectives else [cfg.mode]
+    directions = ["maximize" if mode == "max" else "minimize" for mode in modes]
+    study = optuna.create_study(storage=storage, study_name=name, directions=directions)
     own = {ATTR_SWEEP: cfg.name, ATTR_METRIC: cfg.metric, ATTR_MODE: cfg.mode, ATTR_STARTED: time.time()}
+    own[ATTR_OBJECTIVES] = [o["metric"] for o in cfg.objectives] if cfg.objectives else None
     for key, value in {**own, **attrs}.items():
         if value is not None:
             study.set_user_attr(key, value)

@@ -11,6 +11,7 @@ from ray import tune
 
 from orchestrator.callbacks import name_of
 from orchestrator.contract import hyperparameters
+from orchestrator.objectives import front_flags, objectives_of
 from orchestrator.outcomes import INTERRUPTED, Outcomes
 from orchestrator.policy import coverage_line
 from orchestrator.tracking import SweepTracker, ui_hint
@@ -49,6 +50,22 @@ class SweepSummary:
     restarts_better: int = 0  # restarted attempts that ended better than the attempt they replaced
     study: str | None = None  # the Optuna study: ``<name> in <store URL>``
     dashboard: str | None = None  # the optuna-dashboard command that shows it
+    objectives: list[tuple[str, str]] = field(default_factory=list)  # several: (metric, mode) each
+    front: list[dict[str, Any]] = field(default_factory=list)  # the Pareto front's trial rows
+
+    def front_lines(self) -> list[str]:
+        """``Pareto front (val_acc max, params min): 3 of 8 trials`` and one line per front trial
+        (its name and objective values); none for one objective."""
+        if not self.objectives:
+            return []
+        said = ", ".join(f"{m} {mode}" for m, mode in self.objectives)
+        lines = [f"Pareto front ({said}): {len(self.front)} of {len(self.trials)} trials"]
+        for row in self.front:
+            values = ", ".join(
+                f"{m}={_fmt(v)}" for (m, _), v in zip(self.objectives, row["values"], strict=True)
+            )
+            lines.append(f"  {row['name']}: {values}")
+        return lines
 
     @property
     def restarts_line(self) -> str:
@@ -80,6 +97,7 @@ class SweepSummary:
         lines.append(
             "  trials by final status: " + ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
         )
+        lines += [f"  {line}" for line in self.front_lines()]
         if self.restarts:
             lines.append(f"  {self.restarts_line}")
         if self.rules_line:
@@ -115,6 +133,8 @@ class SweepSummary:
             lines.append(f"{best}, trial `{self.best_trial}`{run}")
             lines += ["", "| best configuration | value |", "|---|---|"]
             lines += [f"| {_cell(k)} | {_cell(_fmt(v))} |" for k, v in sorted(self.best_params.items())]
+        if front := self.front_lines():
+            lines += ["", f"{front[0]}:", ""] + [f"- {_cell(line.strip())}" for line in front[1:]]
         lines += ["", "| final status | trials |", "|---|---:|"]
         lines += [f"| {k} | {v} |" for k, v in sorted(self.statuses.items())]
         saved = self.epochs_budget - self.epochs_run
@@ -180,6 +200,7 @@ def summarize(
 ) -> SweepSummary:
     """The summary of a fitted sweep; each trial's status is the one :class:`Outcomes` decided.
 
+    With several objectives each trial's run is tagged ``pareto`` (:func:`tag_front`).
     ``scheduler`` is the convergence scheduler (its lineage counts restarts and their epochs;
     its :meth:`rules` say which rules were active) or None; a trial that never ended on its own
     makes the sweep interrupted.
@@ -202,6 +223,7 @@ def summarize(
             epochs_run += int(last.get("epoch", 0))
         decision = scheduler.decision(tid) if scheduler is not None and tid else None
         rows.append(_row(cfg, result.config, last, tid, status, decision))
+        rows[-1]["name"] = name_of(tid, result.config) if tid else None
     summary = SweepSummary(
         name=cfg.name,
         metric=cfg.metric,
@@ -221,6 +243,9 @@ def summarize(
     )
     if scheduler is not None:
         summary.rules, summary.rules_off = scheduler.rules()
+    _front(summary, cfg, rows)
+    if tracker is not None:
+        tag_front(summary, tracker)
     _best(summary, grid, tracker)
     return summary
 
@@ -232,10 +257,29 @@ def _row(cfg: Any, config: dict, last: dict, tid: str | None, status: str, decis
         "trial_id": tid,
         "status": status,
         "value": last.get(cfg.metric),
+        "values": [last.get(o.metric) for o in objectives_of(cfg)] or None,
         "epochs": last.get("epoch"),
         "attempts": int(last.get("attempt", 0)) + 1,
         "verdict": decision.verdict.status if decision is not None and decision.verdict else None,
     }
+
+
+def _front(summary: SweepSummary, cfg: Any, rows: list[dict[str, Any]]) -> None:
+    """With several objectives: each row's final ``values`` and ``pareto`` flag, and the front."""
+    objectives = objectives_of(cfg)
+    if not objectives:
+        return
+    summary.objectives = [(o.metric, o.mode) for o in objectives]
+    for row, on in zip(rows, front_flags(rows, objectives), strict=True):
+        row["pareto"] = on
+    summary.front = [row for row in rows if row["pareto"]]
+
+
+def tag_front(summary: SweepSummary, tracker: SweepTracker) -> None:
+    """With several objectives: tag each trial's run ``pareto=true`` (on the front) or ``false``."""
+    for row in summary.trials if summary.objectives else []:
+        if row.get("trial_id"):
+            tracker.tag_trial_run(row["trial_id"], {"pareto": "true" if row["pareto"] else "false"})
 
 
 def _trial_id(result: Any) -> str | None:

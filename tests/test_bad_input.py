@@ -131,6 +131,9 @@ NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}
 #: A user's function with a space and a metric, for the rows about trainable=function.
 OWN = ["trainable=function", "+trainable.hparams.lr={type:loguniform,low:1e-4,high:1e-1}", "metric=val_mae"]
 
+#: Two objectives of a built-in trainable, as an override's value.
+TWO_OBJECTIVES = "[{metric: val_acc, mode: max}, {metric: params, mode: min}]"
+
 ROWS: list[tuple[str, list[str], str, str, Setup | None, dict[str, str] | None]] = [
     # unknown options and keys
     ("unknown-key", ["foo=1"], "foo", "unknown key (known here: name, seed", None, None),
@@ -315,6 +318,23 @@ ROWS: list[tuple[str, list[str], str, str, Setup | None, dict[str, str] | None]]
      "no study or sweep named 'nosuch'", None, None),
     ("enqueue-more-than-samples", ["num_samples=1", "search.enqueue=[{lr:0.01},{lr:0.02}]"], "search.enqueue",
      "2 configurations to try first, but num_samples is 1", None, None),
+    # several objectives
+    ("objectives-unknown-mode", ["objectives=[{metric: val_acc, mode: up}, {metric: params, mode: min}]"],
+     "objectives[0].mode", "must be max or min, got 'up'", None, None),
+    ("objectives-duplicate", ["objectives=[{metric: val_acc, mode: max}, {metric: val_acc, mode: max}]"],
+     "objectives[1].metric", "'val_acc' is listed twice", None, None),
+    ("objectives-one", ["objectives=[{metric: val_acc, mode: max}]"], "objectives",
+     "must be a list of at least 2", None, None),
+    ("objectives-metric-conflict", ["metric=val_loss", f"objectives={TWO_OBJECTIVES}"], "metric",
+     "conflicts with objectives (the first objective, 'val_acc', is the metric), got 'val_loss'", None, None),
+    ("objectives-mode-conflict", ["mode=min", f"objectives={TWO_OBJECTIVES}"], "mode",
+     "conflicts with objectives (the first objective's mode is 'max'), got 'min'", None, None),
+    ("objectives-never-reported", ["objectives=[{metric: val_acc, mode: max}, {metric: f1, mode: max}]"],
+     "objectives[1].metric", "the built-in trainables never report 'f1'", None, None),
+    ("objectives-cmaes", ["search=cmaes", f"objectives={TWO_OBJECTIVES}"], "search.algorithm",
+     "cmaes optimises one objective; with objectives use nsga2, tpe, random, grid", None, None),
+    ("objectives-asha", ["scheduler=asha", f"objectives={TWO_OBJECTIVES}"], "scheduler.name",
+     "asha ranks trials on one objective", None, None),
     # the sweep's MLflow experiment was deleted: not restored behind the user's back
     ("experiment-deleted", [], "tracking.experiment",
      "'debug' (id 1) is deleted; restore it (mlflow experiments restore --experiment-id 1",

@@ -45,5 +45,6 @@ def train(hp: dict[str, Any], trial: Any, *, model: str, dataset: str, data: dic
             train_loss=m.train_loss,
             val_loss=m.val_loss,
             val_acc=m.val_acc,
+            params=sum(p.numel() for p in trainer.model.parameters()),
             checkpoint={"model": trainer.model, "optimizer": trainer.optimizer},
         )

@@ -211,6 +211,13 @@ class SweepTracker:
         run = self.trials[trial_id].current(attempt).run_id
         self._writer.put(_Op("batch", run, {"tags": {k: str(v) for k, v in tags.items()}}))
 
+    @_timed
+    def tag_trial_run(self, trial_id: str, tags: dict[str, str]) -> None:
+        """Tags on a trial's own run, open or ended (e.g. ``pareto`` once the sweep is over)."""
+        handle = self.run_ids._handles.get(trial_id)
+        if handle is not None:
+            self._writer.put(_Op("batch", handle, {"tags": {k: str(v) for k, v in tags.items()}}))
+
     def log_metrics(self, trial_id: str, metrics: dict[str, float], step: int, attempt: int = 0) -> None:
         """Queue one step of an attempt's metrics; non-finite values are kept as they are."""
         started = time.perf_counter()
