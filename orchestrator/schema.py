@@ -35,6 +35,7 @@ class DataConfig:
     val_fraction: float = 0.25  # share of the training split used for validation (stratified)
     split_seed: int = 0  # seeds the train/validation split
     max_samples: int | None = None  # subsample the training split to this many examples
+    classes: list[int] | None = None  # keep only these labels (as they are; the model keeps every output)
 
 
 @dataclass(frozen=True)

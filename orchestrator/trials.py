@@ -50,6 +50,7 @@ def train_function(t: Any, launch_dir: str) -> Any:
         "val_fraction": t.data.val_fraction,
         "split_seed": t.data.split_seed,
         "max_samples": t.data.max_samples,
+        "classes": t.data.classes,
     }
     return {**BUILTIN, "model": t.model, "dataset": t.dataset, "data": data}
 

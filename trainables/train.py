@@ -18,11 +18,12 @@ _DATA_CACHE: dict[tuple, Dataset] = {}
 
 def cached_dataset(dataset: str, data: dict[str, Any]) -> Dataset:
     """Load ``dataset`` split as ``data`` says, once per worker process (actors are reused)."""
-    key = (dataset, data["root"], data["val_fraction"], data["split_seed"], data["max_samples"])
+    classes = tuple(data["classes"]) if data.get("classes") is not None else None
+    key = (dataset, data["root"], data["val_fraction"], data["split_seed"], data["max_samples"], classes)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
         _DATA_CACHE[key] = load_dataset(
-            key[0], key[1], val_fraction=key[2], split_seed=key[3], max_samples=key[4]
+            key[0], key[1], val_fraction=key[2], split_seed=key[3], max_samples=key[4], classes=classes
         )
     return _DATA_CACHE[key]
 
