@@ -211,7 +211,9 @@ def _check_trainable(t: Any) -> None:
     _at_least("trainable.data.max_samples", t.data.max_samples, 10)
     if t.data.classes is not None:
         if t.own:
-            raise ConfigError("trainable.data.classes: only for the built-in models (a function brings its data)")
+            raise ConfigError(
+                "trainable.data.classes: only for the built-in models (a function brings its data)"
+            )
         try:
             check_classes(t.dataset, t.data.classes)
         except DataError as exc:

@@ -143,7 +143,8 @@ def check_classes(name: str, classes: tuple[int, ...] | list[int] | None) -> Non
         return
     n = NUM_CLASSES[name]
     if not classes or len(set(classes)) != len(classes):
-        raise DataError(f"data.classes: must be distinct labels of {name} (0..{n - 1}), got {list(classes)!r}")
+        shown = list(classes)
+        raise DataError(f"data.classes: must be distinct labels of {name} (0..{n - 1}), got {shown!r}")
     bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n]
     if bad:
         raise DataError(f"data.classes: {name} has the labels 0..{n - 1}, got {bad[0]!r}")
