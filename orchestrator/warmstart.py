@@ -196,7 +196,7 @@ def check(spec: Mapping[str, Any]) -> None:
         model = build_model(
             builtin["model"],
             INPUT_SHAPES[builtin["dataset"]],
-            NUM_CLASSES[builtin["dataset"]],
+            builtin.get("num_classes") or NUM_CLASSES[builtin["dataset"]],
             TrialParams.from_config(hp),
         )
         shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}

@@ -83,8 +83,9 @@ def load_dataset(
             mnist1d ignores it and uses its fixed 4000/1000 split.
         split_seed: Seed of the stratified split and of the `max_samples` subsample.
         max_samples: If set, at most this many train and at most this many val samples.
-        classes: If set, only the samples of these labels (kept as they are, so the model still
-            has one output per class of the dataset and a checkpoint fits the full dataset's).
+        classes: If set, only the samples of these labels, renumbered 0..k-1 in the order given:
+            the model has k outputs, so a warm start of a model of every class from it loads all
+            but the output layer (a different shape), which keeps the trial's seeded values.
 
     Returns:
         The standardised :class:`Dataset`.
@@ -111,7 +112,8 @@ def load_dataset(
     x_train, x_val = _standardise(x_train.reshape(-1, *shape), x_val.reshape(-1, *shape))
     logger.info("dataset %s: %d train / %d val samples", name, len(y_train), len(y_val))
     y_train, y_val = np.asarray(y_train, np.int64), np.asarray(y_val, np.int64)
-    return Dataset(name, x_train, y_train, x_val, y_val, shape, NUM_CLASSES[name])
+    num_classes = NUM_CLASSES[name] if classes is None else len(classes)
+    return Dataset(name, x_train, y_train, x_val, y_val, shape, num_classes)
 
 
 def check_data_root(name: str, root: str | None) -> None:
@@ -151,11 +153,14 @@ def check_classes(name: str, classes: tuple[int, ...] | list[int] | None) -> Non
 
 
 def _keep_classes(x: np.ndarray, y: np.ndarray, classes: tuple[int, ...] | None) -> Arrays:
-    """The samples whose label is one of ``classes`` (all of them when None)."""
+    """The samples whose label is one of ``classes``, labelled by its index there (all as they
+    are when None)."""
     if classes is None:
         return x, y
-    keep = np.isin(np.asarray(y), list(classes))
-    return x[keep], np.asarray(y)[keep]
+    y = np.asarray(y)
+    keep = np.isin(y, list(classes))
+    index = {label: i for i, label in enumerate(classes)}
+    return x[keep], np.array([index[int(v)] for v in y[keep]], dtype=np.int64)
 
 
 def _check_options(val_fraction: float, max_samples: int | None) -> None:
