@@ -63,6 +63,14 @@ def candidates(cfg: SweepConfig) -> list[dict[str, Any]]:
     return [{**space.fixed, **dict(combo)} for combo in combos]
 
 
+def _this_code_first() -> dict[str, str]:
+    """This environment with the directory holding this ``orchestrator`` package first on
+    PYTHONPATH: the check runs this code, not another install's."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+
+
 def check_init_from(cfg: SweepConfig, launch_dir: str, timeout_s: float = 300.0) -> None:
     """Refuse (ConfigError naming ``trainable.init_from``) a source the trials could not load.
 
@@ -92,6 +100,7 @@ def check_init_from(cfg: SweepConfig, launch_dir: str, timeout_s: float = 300.0)
             capture_output=True,
             text=True,
             timeout=timeout_s,
+            env=_this_code_first(),
         )
     except subprocess.TimeoutExpired:
         raise ConfigError(f"{KEY}: could not read {spec['source']} within {timeout_s:.0f} s") from None
