@@ -105,6 +105,7 @@ class Trial:
 
     @property
     def init_from(self) -> str | None:
+        """The warm start's source (a path or an MLflow model URI), None without one."""
         return self._init["source"] if self._init else None
 
     def init_weights(self, model: torch.nn.Module) -> InitResult:
