@@ -62,6 +62,12 @@ class VerdictCallback(Callback):
             result["decision"] = decision_text(decision, budget_done=done)
 
 
+def init_tags(config: dict[str, Any]) -> dict[str, str]:
+    """``init_from``: the warm start's source of a trial (its run settings), when it has one."""
+    spec = (config.get("run") or {}).get("init_from")
+    return {"init_from": str(spec["source"])} if spec else {}
+
+
 class MlflowTrialCallback(Callback):
     """Opens a child run per trial (a nested run per restart), logs per-epoch metrics, and ends
     each run with its final status, verdict and lineage.
@@ -94,7 +100,7 @@ class MlflowTrialCallback(Callback):
             trial.trial_id,
             trial_name(trial),
             hyperparameters(trial.config),
-            tags={"ray_trial_dir": trial.path or ""},
+            tags={"ray_trial_dir": trial.path or "", **init_tags(trial.config)},
         )
 
     def _decision(self, trial_id: str) -> Any:

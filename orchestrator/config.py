@@ -23,7 +23,7 @@ from orchestrator.redact import is_secret_key
 from orchestrator.scheduler_schemas import SCHEDULER_SCHEMAS, SchedulerConfig
 from orchestrator.schema import SweepConfig
 from orchestrator.target import split_target
-from trainables.data import DATASETS
+from trainables.data import DATASETS, DataError, check_classes
 from trainables.hparams import MODELS
 
 SEARCH_ALGORITHMS = ("tpe", "random", "cmaes", "grid", "nsga2")
@@ -51,6 +51,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return _convert(value, inner, key)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: must be a list, got {shown(key, value)}")
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: must be a mapping, got {shown(key, value)}")
@@ -205,6 +210,15 @@ def _check_trainable(t: Any) -> None:
     if not 0.0 < t.data.val_fraction < 1.0:
         raise ConfigError(f"trainable.data.val_fraction: must be in (0, 1), got {t.data.val_fraction!r}")
     _at_least("trainable.data.max_samples", t.data.max_samples, 10)
+    if t.data.classes is not None:
+        if t.own:
+            raise ConfigError(
+                "trainable.data.classes: only for the built-in models (a function brings its data)"
+            )
+        try:
+            check_classes(t.dataset, t.data.classes)
+        except DataError as exc:
+            raise ConfigError(f"trainable.{exc}") from None
     _at_least("trainable.metrics.scale", t.metrics.scale, 0, strict=True)
 
 

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
+from orchestrator.init_source import check_init_from
 from orchestrator.study import KEY as STUDY_KEY
 from orchestrator.study import local_file, resolve_url
 from orchestrator.target import check_target
@@ -196,8 +197,8 @@ def check_data(cfg: SweepConfig) -> None:
 
 
 def preflight(cfg: SweepConfig, launch_dir: str) -> str:
-    """Every check of storage, data, tracking, the study's store and (cluster=local) resources;
-    raises ConfigError.
+    """Every check of storage, data, tracking, the study's store, (cluster=local) resources and
+    the warm start's source; raises ConfigError.
 
     Returns the absolute storage directory (or URI), as :func:`storage_dir` gives it.
     """
@@ -212,4 +213,5 @@ def preflight(cfg: SweepConfig, launch_dir: str) -> str:
     check_study_storage(cfg, launch_dir)
     if cfg.cluster.mode == "local":
         check_local_resources(cfg)
+    check_init_from(cfg, launch_dir)  # last: a subprocess that imports torch (and MLflow for a URI)
     return storage

@@ -32,6 +32,8 @@ def sweep_params(cfg: SweepConfig, trials: int) -> dict[str, Any]:
         params.update({"model_fn": cfg.trainable.model_fn} if cfg.trainable.model_fn else {})
     else:
         params["dataset"] = cfg.trainable.dataset
+    if cfg.trainable.init_from is not None:
+        params["init_from"] = cfg.trainable.init_from
     params.update({f"space.{k}": v for k, v in cfg.trainable.hparams.items()})
     params.update(flat("search", dataclasses.asdict(cfg.search)))
     params["search.storage"] = shown(cfg.search.storage) if cfg.search.storage else None  # no password

@@ -68,6 +68,7 @@ def call_function(
         source=source,
         device=trial_device(),
         checkpoint_every=int(run["checkpoint_every"]),
+        init_from=run.get("init_from"),
     )
     seed_everything(seed)
     with active(trial):

@@ -43,11 +43,13 @@ def build_policy(cfg: SweepConfig, num_trials: int) -> ConvergencePolicy:
 def chance_of(cfg: SweepConfig) -> float | None:
     """The objective's value for a random guess: ``trainable.metrics.chance``, else for a
     built-in's ``val_acc`` one over the dataset's classes (``trainables.data.NUM_CLASSES``:
-    0.1 for digits, 1/3 for spirals), else unknown (None)."""
+    0.1 for digits, 1/3 for spirals; one over ``trainable.data.classes`` when it keeps fewer),
+    else unknown (None)."""
     if cfg.trainable.metrics.chance is not None:
         return cfg.trainable.metrics.chance
     if not cfg.trainable.own and cfg.metric == "val_acc":
-        return 1.0 / NUM_CLASSES[cfg.trainable.dataset]
+        classes = cfg.trainable.data.classes
+        return 1.0 / (len(classes) if classes else NUM_CLASSES[cfg.trainable.dataset])
     return None
 
 

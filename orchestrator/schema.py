@@ -35,6 +35,7 @@ class DataConfig:
     val_fraction: float = 0.25  # share of the training split used for validation (stratified)
     split_seed: int = 0  # seeds the train/validation split
     max_samples: int | None = None  # subsample the training split to this many examples
+    classes: list[int] | None = None  # keep only these labels, renumbered 0..k-1 (k model outputs)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,9 @@ class TrainableConfig:
 
     ``model: function`` is the user's own train function ``fn`` (``module:function`` or a
     Hydra ``_target_`` with ``_partial_: true``); ``model_fn`` (``module:function``, ``hp ->
-    nn.Module``) lets the best checkpoint be logged as an MLflow model."""
+    nn.Module``) lets the best checkpoint be logged as an MLflow model. ``init_from`` warm-starts
+    every trial (:mod:`orchestrator.warmstart`): a checkpoint file, a checkpoint or Ray trial
+    directory, or an MLflow model URI (``models:/name/version``, ``runs:/id/model``)."""
 
     model: str = "mlp"  # mlp | cnn | function
     dataset: str = "digits"  # digits | mnist1d | spirals | mnist | fashion_mnist | cifar10 (built-ins)
@@ -69,6 +72,7 @@ class TrainableConfig:
     fn: Any = None  # model=function: the train function
     model_fn: str | None = None  # model=function: builds the model for the MLflow model
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    init_from: str | None = None  # start every trial from these weights where names and shapes match
 
     @property
     def own(self) -> bool:

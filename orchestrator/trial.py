@@ -1,5 +1,5 @@
 """The ``Trial`` a user's train function receives: seed, budget, device, hyperparameters, and
-the calls that report epochs and save and restore checkpoints.
+the calls that report epochs, save and restore checkpoints, and warm-start a model.
 
 A train function is ``fn(hp, trial)``. Before it is called, ``random``, numpy and torch are
 seeded with ``trial.seed``; a restart calls it again, from scratch, with a new seed and the
@@ -10,6 +10,8 @@ fills in (``epoch``, ``attempt``, ``seed``, and from a watched model ``lr``, ``g
 epoch; a checkpoint of an older attempt is refused (the trial starts over). A checkpoint may
 carry files of the user's framework next to ``checkpoint.pt`` (``report(files=...)``, e.g. a
 Lightning checkpoint); :meth:`Trial.restore` hands them back in :attr:`Trial.restored_files`.
+:meth:`Trial.init_weights` loads the sweep's ``trainable.init_from`` into a freshly built model
+wherever names and shapes match (:mod:`orchestrator.warmstart`), on every attempt.
 
 The trial does not talk to Ray itself: a ``sink`` takes each result (and the directory of its
 checkpoint, if any) and a ``source`` hands the checkpoint to restore, so the same object runs
@@ -30,6 +32,7 @@ from typing import Any
 import torch
 
 from orchestrator.contract import CHECKPOINT_FILE
+from orchestrator.warmstart import InitResult, init_model
 from orchestrator.watch import Watch
 
 logger = logging.getLogger(__name__)
@@ -70,6 +73,7 @@ class Trial:
         epochs: the budget of one attempt.
         device: the GPU Ray gave the trial, else the CPU.
         hp: the trial's hyperparameters (searched and fixed).
+        init_from: the warm start's source (``trainable.init_from``), None without one.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class Trial:
         source: Source | None = None,
         device: torch.device | str = "cpu",
         checkpoint_every: int = 1,
+        init_from: Mapping[str, Any] | None = None,
     ) -> None:
         self.seed, self.attempt, self.epochs = int(seed), int(attempt), int(epochs)
         self.device = torch.device(device)
@@ -95,6 +100,33 @@ class Trial:
         self._sink, self._source = sink, source
         self._watch: Watch | None = None
         self._files_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._init = dict(init_from) if init_from else None
+        self._init_counts: dict[str, int] = {}  # sent with the next result
+
+    @property
+    def init_from(self) -> str | None:
+        """The warm start's source (a path or an MLflow model URI), None without one."""
+        return self._init["source"] if self._init else None
+
+    def init_weights(self, model: torch.nn.Module) -> InitResult:
+        """Load the sweep's ``trainable.init_from`` into ``model`` where names and shapes match;
+        return what was loaded and skipped (nothing without a source).
+
+        Call it after building (and so seeding the initialisation of) the model and before
+        :meth:`restore`: the tensors not loaded keep this attempt's seeded values. The counts
+        go with the next report as ``init_loaded`` and ``init_skipped``.
+
+        Raises:
+            orchestrator.warmstart.InitError: the source cannot be read or none of its tensors fits.
+        """
+        if self._init is None:
+            return InitResult(None, (), tuple(model.state_dict()))
+        result = init_model(model, self._init)
+        self._init_counts = result.counts()
+        logger.info(
+            "warm start from %s: %d tensors loaded, %d skipped", result.source, *result.counts().values()
+        )
+        return result
 
     def watch(
         self,
@@ -152,6 +184,8 @@ class Trial:
             for name, value in self._watch.take().items():
                 result.setdefault(name, value)
         result.update(epoch=_plain(epoch), attempt=self.attempt, seed=self.seed)
+        result.update(self._init_counts)
+        self._init_counts = {}
         if (checkpoint is not None or files) and self.checkpoint_due(epoch):
             self._save(result, checkpoint or {}, files or {})
         else:

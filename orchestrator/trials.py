@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from orchestrator.config import SweepConfig
+from orchestrator.init_source import init_spec
 
 #: The built-in trainables' train function, as a Hydra partial (``trainable.fn`` of a user).
 BUILTIN = {"_target_": "trainables.train.train", "_partial_": True, "_convert_": "all"}
@@ -36,6 +37,7 @@ def run_settings(cfg: SweepConfig, launch_dir: str) -> dict[str, Any]:
         "checkpoint_every": t.checkpoint_every,
         "sweep_seed": cfg.seed,
         "launch_dir": launch_dir if cfg.cluster.mode == "local" else None,  # a cluster gets a copy
+        "init_from": init_spec(cfg, launch_dir),  # the warm start's source, None without one
     }
 
 
@@ -50,6 +52,7 @@ def train_function(t: Any, launch_dir: str) -> Any:
         "val_fraction": t.data.val_fraction,
         "split_seed": t.data.split_seed,
         "max_samples": t.data.max_samples,
+        "classes": t.data.classes,
     }
     return {**BUILTIN, "model": t.model, "dataset": t.dataset, "data": data}
 

@@ -118,6 +118,27 @@ def _loss_study(work: Path) -> None:
     study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
 
 
+def _checkpoint(kind: str) -> Setup:
+    """``ckpt/checkpoint.pt`` in the launch directory: ``junk`` (not a torch file) or ``cnn`` (a
+    real checkpoint of a CNN, whose tensors fit none of the debug sweep's MLPs)."""
+
+    def setup(work: Path) -> None:
+        (work / "ckpt").mkdir()
+        path = work / "ckpt" / "checkpoint.pt"
+        if kind == "junk":
+            path.write_bytes(b"<html>not found</html>")
+            return
+        import torch
+
+        from trainables.hparams import TrialParams
+        from trainables.models import build_model
+
+        model = build_model("cnn", (1, 8, 8), 10, TrialParams.from_config({"width": 8}))
+        torch.save({"version": 2, "epoch": 1, "state": {"model": model.state_dict()}}, path)
+
+    return setup
+
+
 #: A user's experiment file (``--config-dir hpo experiment=mine``) and its first lines.
 MINE = ["--config-dir", "hpo", "experiment=mine"]
 GLOBAL = "# @package _global_\n"
@@ -339,6 +360,21 @@ ROWS: list[tuple[str, list[str], str, str, Setup | None, dict[str, str] | None]]
     ("experiment-deleted", [], "tracking.experiment",
      "'debug' (id 1) is deleted; restore it (mlflow experiments restore --experiment-id 1",
      _deleted_experiment, None),
+    # a warm start (trainable.init_from) that cannot be read or fits no model of the space
+    ("init-from-missing", ["trainable.init_from=nowhere/checkpoint.pt"], "trainable.init_from",
+     "no file or directory", None, None),
+    ("init-from-unknown-model", ["trainable.init_from=models:/nosuch/1"], "trainable.init_from",
+     "cannot load models:/nosuch/1: Registered Model with name=nosuch not found", None, None),
+    ("init-from-dir-without-checkpoint", ["trainable.init_from=data"], "trainable.init_from",
+     "no checkpoint.pt in", _empty_data, None),
+    ("init-from-malformed", ["trainable.init_from=ckpt"], "trainable.init_from", "cannot read",
+     _checkpoint("junk"), None),
+    ("init-from-no-store", ["trainable.init_from=runs:/0123/model"], "trainable.init_from",
+     "no MLflow store at", None, None),
+    ("init-from-other-architecture", ["trainable.init_from=ckpt/checkpoint.pt"], "trainable.init_from",
+     "matches the model's", _checkpoint("cnn"), None),
+    ("data-classes-out-of-range", ["trainable.data.classes=[0,12]"], "trainable.data.classes",
+     "digits has the labels 0..9, got 12", None, None),
 ]  # fmt: skip
 
 
@@ -400,6 +436,7 @@ SUBPROCESS = (
     "experiment-deleted",
     "continue-from-unknown",
     "enqueue-outside-space",
+    "init-from-other-architecture",
 )
 
 

@@ -72,8 +72,9 @@ def load_dataset(
     val_fraction: float = 0.25,
     split_seed: int = 0,
     max_samples: int | None = None,
+    classes: tuple[int, ...] | None = None,
 ) -> Dataset:
-    """Load dataset `name` offline, split it, cap it to `max_samples` and standardise it.
+    """Load dataset `name` offline, keep `classes`, split it, cap it to `max_samples`, standardise it.
 
     Args:
         name: One of :data:`DATASETS`.
@@ -82,6 +83,9 @@ def load_dataset(
             mnist1d ignores it and uses its fixed 4000/1000 split.
         split_seed: Seed of the stratified split and of the `max_samples` subsample.
         max_samples: If set, at most this many train and at most this many val samples.
+        classes: If set, only the samples of these labels, renumbered 0..k-1 in the order given:
+            the model has k outputs, so a warm start of a model of every class from it loads all
+            but the output layer (a different shape), which keeps the trial's seeded values.
 
     Returns:
         The standardised :class:`Dataset`.
@@ -91,11 +95,16 @@ def load_dataset(
     """
     check_data_root(name, root)
     _check_options(val_fraction, max_samples)
+    check_classes(name, classes)
     if name == "mnist1d":
         x_train, y_train, x_val, y_val = _mnist1d_splits()
     else:
         x, y = _LOADERS[name](name, root)
+        x, y = _keep_classes(x, y, classes)
         x_train, y_train, x_val, y_val = _split(x, y, val_fraction, split_seed)
+    if name == "mnist1d" and classes is not None:
+        x_train, y_train = _keep_classes(x_train, y_train, classes)
+        x_val, y_val = _keep_classes(x_val, y_val, classes)
     if max_samples is not None:
         x_train, y_train = _subsample(x_train, y_train, max_samples, split_seed)
         x_val, y_val = _subsample(x_val, y_val, max_samples, split_seed)
@@ -103,7 +112,8 @@ def load_dataset(
     x_train, x_val = _standardise(x_train.reshape(-1, *shape), x_val.reshape(-1, *shape))
     logger.info("dataset %s: %d train / %d val samples", name, len(y_train), len(y_val))
     y_train, y_val = np.asarray(y_train, np.int64), np.asarray(y_val, np.int64)
-    return Dataset(name, x_train, y_train, x_val, y_val, shape, NUM_CLASSES[name])
+    num_classes = NUM_CLASSES[name] if classes is None else len(classes)
+    return Dataset(name, x_train, y_train, x_val, y_val, shape, num_classes)
 
 
 def check_data_root(name: str, root: str | None) -> None:
@@ -127,6 +137,30 @@ def check_data_root(name: str, root: str | None) -> None:
     elif name == "cifar10":
         for path in _cifar_paths(root):
             check_pickle_start(path)
+
+
+def check_classes(name: str, classes: tuple[int, ...] | list[int] | None) -> None:
+    """Refuse ``classes`` that are empty, repeated or outside the dataset's labels 0..n-1."""
+    if classes is None:
+        return
+    n = NUM_CLASSES[name]
+    if not classes or len(set(classes)) != len(classes):
+        shown = list(classes)
+        raise DataError(f"data.classes: must be distinct labels of {name} (0..{n - 1}), got {shown!r}")
+    bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n]
+    if bad:
+        raise DataError(f"data.classes: {name} has the labels 0..{n - 1}, got {bad[0]!r}")
+
+
+def _keep_classes(x: np.ndarray, y: np.ndarray, classes: tuple[int, ...] | None) -> Arrays:
+    """The samples whose label is one of ``classes``, labelled by its index there (all as they
+    are when None)."""
+    if classes is None:
+        return x, y
+    y = np.asarray(y)
+    keep = np.isin(y, list(classes))
+    index = {label: i for i, label in enumerate(classes)}
+    return x[keep], np.array([index[int(v)] for v in y[keep]], dtype=np.int64)
 
 
 def _check_options(val_fraction: float, max_samples: int | None) -> None:

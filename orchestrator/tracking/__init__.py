@@ -14,7 +14,7 @@ grouping), :mod:`.deliver` (applying an op idempotently), :mod:`.writer` (the ba
 thread), :mod:`.spool` (the spool file), :mod:`.runs` (handles and open runs),
 :mod:`.tracker` (:class:`SweepTracker`), :mod:`.opening` (:class:`StoreOpening`),
 :mod:`.reopen` (resuming a sweep's runs), :mod:`.replaying` (``replay`` and its command
-line), :mod:`.model` (logging a PyTorch model).
+line), :mod:`.model` (logging a PyTorch model, loading one's state dict).
 
 The names below are imported from their modules on first use, so importing the package (or
 :mod:`.uri` alone, as the preflight checks do) imports no MLflow.

@@ -67,3 +67,29 @@ def prepare_model_logging(uri: str) -> None:
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except Exception:  # noqa: BLE001, S110 - see the docstring
         pass
+
+
+def load_model_state(model_uri: str, tracking_uri: str | None) -> dict[str, Any]:
+    """The state dict of the PyTorch model at ``model_uri`` (``models:/name/version``,
+    ``runs:/id/model``) in the store at ``tracking_uri`` (its registry too), on the CPU.
+
+    The model's files are downloaded to a temporary directory, removed afterwards. Sets this
+    process's tracking and registry URIs (a ``models:/`` URI is resolved in the registry).
+    Imports ``mlflow.pytorch`` (and so torch): call it from a worker or a subprocess.
+    """
+    import tempfile
+
+    import mlflow
+    import mlflow.artifacts
+    import mlflow.pytorch
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per trial in the logs
+    if tracking_uri is not None:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="init-from-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri, dst_path=tmp, tracking_uri=tracking_uri
+        )
+        model = mlflow.pytorch.load_model(local, map_location="cpu")
+        return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
