@@ -18,6 +18,7 @@ Every problem is one ConfigError naming the key, raised before Ray starts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -212,11 +213,13 @@ def _from_directory(ref: str, key: str, launch_dir: str, stores: dict[str, Any])
     for info in studies(storage, url) if storage is not None else []:
         if info.name == name:
             run = info.parent_run_id or record.get("parent_run_id")
-            return StudyInfo(url, name, info.sweep, run, info.metric, info.mode, info.started)
+            return dataclasses.replace(info, parent_run_id=run)
     raise ConfigError(f"{key}: the study {name!r} of {path!r} is not in {shown(url)} any more")
 
 
 def _same_objective(info: StudyInfo, cfg: SweepConfig, key: str) -> None:
+    if info.directions > 1:
+        raise ConfigError(f"{key}: {info.name!r} optimised {info.directions} objectives, this sweep one")
     if info.metric is not None and info.metric != cfg.metric:
         raise ConfigError(f"{key}: {info.name!r} optimised {info.metric}, this sweep {cfg.metric}")
     if info.mode is not None and info.mode != cfg.mode:

@@ -142,6 +142,7 @@ class StudyInfo:
     metric: str | None = None
     mode: str | None = None
     started: float = 0.0
+    directions: int = 1  # objectives the study optimised (more than one: several objectives)
 
 
 def studies(storage: Any, url: str) -> list[StudyInfo]:
@@ -159,6 +160,7 @@ def studies(storage: Any, url: str) -> list[StudyInfo]:
                 metric=attrs.get(ATTR_METRIC),
                 mode=mode,
                 started=float(attrs.get(ATTR_STARTED, 0.0)),
+                directions=len(s.directions),
             )
         )
     return found

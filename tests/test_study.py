@@ -266,3 +266,14 @@ def test_enqueued_configurations_and_the_best_of_a_sweep_come_first(tmp_path):
     assert study.trials[0].user_attrs["enqueued"] == "search.enqueue[0]"
     assert study.trials[1].user_attrs["enqueued"] == f"best of debug_20260101-000000 (trial {best[0].number})"
     assert "enqueued" not in study.trials[3].user_attrs
+
+
+def test_a_study_of_several_objectives_cannot_be_continued_or_picked_from_by_one_objective(tmp_path):
+    two = _config(["+objectives=[{metric: val_acc, mode: max}, {metric: params, mode: min}]"])
+    create_sweep_study(open_storage(_url(tmp_path)), "debug_20260101-000000", two, {})
+    for override, key in (
+        ("search.continue_from=debug", "search.continue_from"),
+        ("search.enqueue=[{best_of:debug}]", r"search.enqueue\[0\].best_of"),
+    ):
+        with pytest.raises(ConfigError, match=rf"^{key}: 'debug_20260101-000000' optimised 2 objectives"):
+            plan(_config([override]), _url(tmp_path), str(tmp_path))
