@@ -15,18 +15,15 @@ Optuna is imported where a store is opened, so the checks before Ray starts stay
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.errors import ConfigError
 from orchestrator.schema import SweepConfig
-from orchestrator.tracking.uri import resolve_tracking_uri, sqlite_path
+from orchestrator.tracking.uri import directory_lock, resolve_tracking_uri, sqlite_path
 
 KEY = "search.storage"
 #: The default store's file name (beside a SQLite MLflow store, else in the launch directory).
@@ -88,26 +85,6 @@ def dashboard_command(url: str) -> str:
     return f"optuna-dashboard {local_file(url) if url.startswith(JOURNAL) else shown(url)}"
 
 
-@contextlib.contextmanager
-def _directory_lock(path: str | None) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path``'s directory while a new store file is created (two
-    sweeps starting at once would both create its tables); unlocked where flock is refused."""
-    fd = None
-    if path is not None:
-        try:
-            fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            if fd is not None:
-                os.close(fd)
-            fd = None
-    try:
-        yield
-    finally:
-        if fd is not None:
-            os.close(fd)
-
-
 def open_storage(url: str, *, create: bool = True) -> Any:
     """The Optuna storage at ``url``; ``create=False`` returns None for a store file that does not
     exist yet (nothing is made). A store that cannot be opened is one ConfigError."""
@@ -122,7 +99,7 @@ def open_storage(url: str, *, create: bool = True) -> Any:
 
             os.makedirs(os.path.dirname(path or "") or ".", exist_ok=True)
             return optuna.storages.JournalStorage(JournalFileBackend(path or ""))
-        with _directory_lock(path):
+        with directory_lock(path):  # two sweeps starting at once would both create its tables
             if path is not None:
                 os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             return optuna.storages.RDBStorage(url)

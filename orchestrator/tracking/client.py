@@ -7,12 +7,9 @@ with a warning); anything else (unreachable, 5xx, 408, 429, timeouts) is worth r
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
 
 import requests
 from mlflow.exceptions import MlflowException
@@ -25,7 +22,7 @@ from mlflow.utils.rest_utils import http_request, verify_rest_response
 
 from orchestrator.errors import ConfigError
 from orchestrator.tracking.database import deleted_experiment
-from orchestrator.tracking.uri import is_http, sqlite_path
+from orchestrator.tracking.uri import directory_lock, is_http, sqlite_path
 
 #: Store errors that retrying cannot fix: the operation is skipped with a warning.
 _PERMANENT_CODES = frozenset(
@@ -93,7 +90,7 @@ def _client(uri: str, timeout_s: float) -> MlflowClient:
     A new SQLite store is made (MLflow's migrations) by one process at a time: two drivers running
     them at once on one file fail (``table _alembic_tmp_tags already exists``).
     """
-    with _first_opening(uri):  # MLflow creates (or migrates) a SQLite store here, at once
+    with directory_lock(sqlite_path(uri)):  # MLflow creates (or migrates) a SQLite store here, at once
         client = MlflowClient(tracking_uri=uri)
     if is_http(uri):
         client._tracking_client = _BoundedTrackingClient(uri, timeout_s)
@@ -123,28 +120,6 @@ def open_experiment(client: MlflowClient, uri: str, name: str, attempts: int = 5
                 raise ConfigError(f"tracking.uri: MLflow at {uri} is unreachable ({_short(exc)})") from None
             time.sleep(1.0)
     raise AssertionError("unreachable")  # the loop returns or raises
-
-
-@contextlib.contextmanager
-def _first_opening(uri: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on a SQLite store's directory (no lock file is made) while the
-    store is opened, so one process at a time creates or migrates it; other stores, or a directory
-    that cannot be locked (``flock`` refused, as on some network filesystems), go unlocked."""
-    db_path = sqlite_path(uri)
-    fd = None
-    if db_path is not None:
-        try:
-            fd = os.open(os.path.dirname(db_path) or ".", os.O_RDONLY)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            if fd is not None:
-                os.close(fd)
-            fd = None
-    try:
-        yield
-    finally:
-        if fd is not None:
-            os.close(fd)  # releases the lock
 
 
 def _open_or_create(client: MlflowClient, uri: str, name: str) -> str:

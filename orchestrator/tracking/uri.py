@@ -1,11 +1,15 @@
-"""Tracking URIs: the one place that parses them (which store, where its SQLite file lies, a server or not).
+"""Tracking URIs: the one place that parses them (which store, where its SQLite file lies, a server or not),
+and the directory lock under which a store file is first created.
 
 Imports no MLflow, so the preflight checks can use it before anything heavy is loaded.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from urllib.parse import urlparse
 
 from orchestrator.errors import ConfigError
@@ -25,6 +29,28 @@ def sqlite_path(uri: str) -> str | None:
     ``sqlite+pysqlite:///m.db``) is not read as a SQLite file: None.
     """
     return uri[len(_SQLITE) :] if uri.startswith(_SQLITE) else None
+
+
+@contextlib.contextmanager
+def directory_lock(path: str | None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the directory of the store file ``path`` (no lock file is
+    made) while the store is created or migrated, so one process at a time does it; None, or a
+    directory that cannot be locked (``flock`` refused, as on some network filesystems), goes
+    unlocked."""
+    fd = None
+    if path is not None:
+        try:
+            fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            if fd is not None:
+                os.close(fd)
+            fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
 
 
 def is_http(uri: str) -> bool:
