@@ -1,4 +1,5 @@
-"""Hand-made curve banks for the replay tests: records in the bank format, written as a bank file."""
+"""Hand-made curve banks for the replay tests: records in the bank format, written as a bank file;
+and a scheduler that restarts every trial once, for replaying restarts."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import gzip
 import json
 from pathlib import Path
 from typing import Any
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 
 def write_bank(path: Path, records: list[dict[str, Any]]) -> Path:
@@ -33,3 +37,21 @@ def record(config_id: str, val_acc: list[float | None], seed: int = 0, **extra: 
         "stopped_on_nonfinite": False,
     }
     return {**base, **extra}
+
+
+class RestartOnceAt3(FIFOScheduler):
+    """Test scheduler: restarts every trial once at epoch 3, by the in-place (PBT-style) protocol."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, list[tuple[int, int, int, float]]] = {}
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        key = (result["attempt"], result["training_iteration"], result["seed"], result["val_acc"])
+        self.seen.setdefault(trial.trial_id, []).append(key)
+        if result["attempt"] == 0 and result["training_iteration"] == 3:
+            tune_controller.pause_trial(trial, should_checkpoint=False)
+            trial.set_config({**trial.config, "attempt": 1})
+            trial.run_metadata.checkpoint_manager._latest_checkpoint_result = None
+            return TrialScheduler.NOOP
+        return TrialScheduler.CONTINUE

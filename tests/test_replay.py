@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the repository, not 
     sys.path.insert(0, str(ROOT))
 
 import ray  # noqa: E402
-from bank_helpers import record, write_bank  # noqa: E402
+from bank_helpers import RestartOnceAt3, record, write_bank  # noqa: E402
 from ray.tune.experiment import Trial  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler  # noqa: E402
 
@@ -31,24 +31,6 @@ DIGITS = ROOT / "benchmarks" / "curves" / "digits.jsonl.gz"
 @pytest.fixture(scope="module")
 def digits() -> Bank:
     return load_bank(DIGITS)
-
-
-class RestartOnceAt3(FIFOScheduler):
-    """Test scheduler: restarts every trial once at epoch 3, by the in-place (PBT-style) protocol."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: dict[str, list[tuple[int, int, int, float]]] = {}
-
-    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
-        key = (result["attempt"], result["training_iteration"], result["seed"], result["val_acc"])
-        self.seen.setdefault(trial.trial_id, []).append(key)
-        if result["attempt"] == 0 and result["training_iteration"] == 3:
-            tune_controller.pause_trial(trial, should_checkpoint=False)
-            trial.set_config({**trial.config, "attempt": 1})
-            trial.run_metadata.checkpoint_manager._latest_checkpoint_result = None
-            return TrialScheduler.NOOP
-        return TrialScheduler.CONTINUE
 
 
 def test_loads_the_digits_bank(digits: Bank) -> None:

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the repository, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from bank_helpers import record, write_bank  # noqa: E402
+from bank_helpers import RestartOnceAt3, record, write_bank  # noqa: E402
 from ray.tune.experiment import Trial  # noqa: E402
 from ray.tune.schedulers import FIFOScheduler, HyperBandForBOHB, TrialScheduler  # noqa: E402
 
@@ -29,18 +29,6 @@ from benchmarks.report import table_rows  # noqa: E402
 from benchmarks.schedulers import SCHEDULERS  # noqa: E402
 
 DIGITS = ROOT / "benchmarks" / "curves" / "digits.jsonl.gz"
-
-
-class RestartOnceAt3(FIFOScheduler):
-    """Restart every trial once at epoch 3, by the in-place (PBT-style) protocol."""
-
-    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
-        if result["attempt"] == 0 and result["training_iteration"] == 3:
-            tune_controller.pause_trial(trial, should_checkpoint=False)
-            trial.set_config({**trial.config, "attempt": 1})
-            trial.run_metadata.checkpoint_manager._latest_checkpoint_result = None
-            return TrialScheduler.NOOP
-        return TrialScheduler.CONTINUE
 
 
 class LoggedBOHB(HyperBandForBOHB):
