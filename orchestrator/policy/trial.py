@@ -88,13 +88,9 @@ class _Trial:
 
         Back at chance: its last ``th.window`` metrics all within ``th.chance_margin`` of it.
         """
-        if chance is None or self.peak is None or len(self.metric) < th.window:
+        if len(self.metric) < th.window or not self.back_at_chance(chance, sign, margin, th):
             return False
-        if self.peak - sign * chance <= margin:
-            return False
-        if not abs(self.metric[-1] - chance) <= th.chance_margin:
-            return False
-        return all(abs(v - chance) <= th.chance_margin for v in list(self.metric)[-th.window :])
+        return all(abs(v - chance) <= th.chance_margin for v in list(self.metric)[-th.window :])  # type: ignore[operator]
 
     def back_at_chance(self, chance: float | None, sign: float, margin: float, th: Thresholds) -> bool:
         """The attempt beat ``chance`` by more than ``margin`` and its latest metric is back
