@@ -79,11 +79,24 @@ FACTORS: tuple[Factor, ...] = (
     ("initialization", _param("init"), str),
     ("regularization", _regularization, str),
     ("batch size", _param("batch_size"), str),
+    # trainable.hparams.warm_start: a study that runs warm and cold trials compares them here
+    ("warm start (trainable.init_from)", _param("warm_start"), lambda v: "warm" if v else "cold"),
 )
 
 #: The hyperparameters the named factors read: no free factor of their own.
 COVERED = frozenset(
-    {"optimizer", "lr", "hidden_layers", "activation", "init", "l1", "weight_decay", "dropout", "batch_size"}
+    {
+        "optimizer",
+        "lr",
+        "hidden_layers",
+        "activation",
+        "init",
+        "l1",
+        "weight_decay",
+        "dropout",
+        "batch_size",
+        "warm_start",
+    }
 )
 #: Not factors: ``seed`` is the attempt's, set again by every restart (the lineage records it),
 #: so a Ray trial's config holds its last attempt's seed while MLflow's params hold the first.

@@ -16,7 +16,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from orchestrator.contract import hyperparameters, logged_metrics, step_of
+from orchestrator.contract import hyperparameters, logged_metrics, step_of, warm_source
 from orchestrator.outcomes import Outcomes
 from orchestrator.policy import decision_text
 from orchestrator.tracking import SweepTracker
@@ -63,8 +63,9 @@ class VerdictCallback(Callback):
 
 
 def init_tags(config: dict[str, Any]) -> dict[str, str]:
-    """``init_from``: the warm start's source of a trial (its run settings), when it has one."""
-    spec = (config.get("run") or {}).get("init_from")
+    """``init_from``: the warm start's source of a trial (its run settings), when it has one
+    (a cold trial of a study that runs both has none)."""
+    spec = warm_source(config)
     return {"init_from": str(spec["source"])} if spec else {}
 
 

@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any, Union
 
-from orchestrator.contract import OBJECTIVES, mode_of
+from orchestrator.contract import OBJECTIVES, WARM_START, mode_of
 from orchestrator.errors import ConfigError
 from orchestrator.history import check as check_history
 from orchestrator.objectives import apply_objectives
@@ -222,6 +222,20 @@ def _check_trainable(t: Any) -> None:
     _at_least("trainable.metrics.scale", t.metrics.scale, 0, strict=True)
 
 
+def _check_warm_start(cfg: SweepConfig) -> None:
+    """``trainable.hparams.warm_start`` (true: warm, false: cold) needs ``trainable.init_from``,
+    and takes only true and false, fixed or as a choice."""
+    space, key = cfg.space, f"trainable.hparams.{WARM_START}"
+    if WARM_START not in space.fixed and WARM_START not in space.searched:
+        return
+    if cfg.trainable.init_from is None:
+        raise ConfigError(f"{key}: needs trainable.init_from (the weights a warm trial starts from)")
+    dist = space.searched.get(WARM_START)
+    values = dist.values if dist is not None else [space.fixed[WARM_START]]
+    if (dist is not None and dist.type != "choice") or not all(isinstance(v, bool) for v in values):
+        raise ConfigError(f"{key}: true or false, or {{type: choice, values: [true, false]}}")
+
+
 def validate(cfg: SweepConfig) -> SweepConfig:
     """Check the values of a built config against each other and their ranges."""
     _check_name(cfg.name)
@@ -242,6 +256,7 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     _at_least("search.cmaes_popsize", s.cmaes_popsize, 2)
     if not space.searched:
         raise ConfigError("trainable.hparams: nothing to search (no hyperparameter has a distribution)")
+    _check_warm_start(cfg)
     check_history(cfg)  # search.continue_from and search.enqueue, as far as known without a store
     # scheduler.*: checked as it is built (_build_scheduler)
     _choose("cluster.mode", cfg.cluster.mode, CLUSTER_MODES)

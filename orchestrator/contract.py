@@ -44,6 +44,17 @@ _MAX_WORDS = ("acc",)
 _MAX_TOKENS = ("f1", "auc", "r2", "precision", "recall", "iou", "dice")
 #: The file a trial's checkpoint directory holds (trainables.train writes it).
 CHECKPOINT_FILE = "checkpoint.pt"
+#: The hyperparameter that turns a trial's warm start off (``false``: a cold start, for a study
+#: that runs both; ``trainable.init_from`` must be set to use it).
+WARM_START = "warm_start"
+
+
+def warm_source(config: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """A trial's warm-start spec: ``run.init_from`` of its config, or None when it has none or
+    the trial's :data:`WARM_START` hyperparameter is false (a cold start)."""
+    spec = (config.get("run") or {}).get("init_from")
+    return spec if spec and config.get(WARM_START, True) is not False else None
+
 
 __all__ = [
     "BOOKKEEPING",
@@ -51,12 +62,14 @@ __all__ = [
     "LOGGED_KEYS",
     "METRIC_KEYS",
     "OBJECTIVES",
+    "WARM_START",
     "contract_problem",
     "logged_metrics",
     "mode_of",
     "objectives_problem",
     "hyperparameters",
     "step_of",
+    "warm_source",
 ]
 
 

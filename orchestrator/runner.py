@@ -18,7 +18,7 @@ import ray
 import torch
 from ray import tune
 
-from orchestrator.contract import hyperparameters
+from orchestrator.contract import hyperparameters, warm_source
 from orchestrator.seeding import attempt_seed
 from orchestrator.target import load_target
 from orchestrator.trial import Sink, Source, Trial, active
@@ -68,7 +68,7 @@ def call_function(
         source=source,
         device=trial_device(),
         checkpoint_every=int(run["checkpoint_every"]),
-        init_from=run.get("init_from"),
+        init_from=warm_source(config),
     )
     seed_everything(seed)
     with active(trial):

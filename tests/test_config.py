@@ -188,6 +188,9 @@ BAD = [
     ("tracking.uri=notascheme://x", "tracking.uri: cannot use 'notascheme://x'"),
     ("storage.path=/proc/nope", "storage.path: cannot write"),
     ("resources.cpus_per_trial=64", "resources.cpus_per_trial: 64 but this machine has"),
+    ("+trainable.hparams.warm_start={type:choice,values:[true,false]}",
+     "trainable.hparams.warm_start: needs trainable.init_from (the weights a warm trial starts from)"),
+    ("+trainable.hparams.warm_start={type:choice,values:[yes,no]}", "trainable.hparams.warm_start.values"),
 ]
 
 

@@ -3,7 +3,8 @@
 A tiny sweep writes checkpoints; the same one-trial sweep then runs cold and warm-started
 (``trainable.init_from=<the first sweep's trial directory>``): the same configuration and seed,
 and the warm one's first epoch is better; its MLflow trial run carries ``init_from`` and the
-counts of tensors loaded and skipped.
+counts of tensors loaded and skipped. A study that runs both (``warm_start`` searched) has a warm
+and a cold trial, and its report compares them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from hydra import compose, initialize_config_module
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+from analysis.load import load_mlflow
+from analysis.records import parse_value
+from analysis.report import build
 from orchestrator.config import load_config
 from orchestrator.sweep import run
 
@@ -77,3 +81,29 @@ def test_a_warm_started_trial_beats_the_same_cold_one_at_its_first_epoch(tmp_pat
     assert warm_first["init_loaded"] == 6 and warm_first["init_skipped"] == 0
     parent = client.get_run(warm.parent_run_id)
     assert parent.data.params["init_from"] == trial_dir
+
+
+def test_a_study_that_runs_both_reports_warm_against_cold(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    earlier = _sweep("pretrain", "trainable.epochs=6")
+    (trial_dir,) = glob.glob(os.path.join(earlier.results_dir, "trial_*"))
+    fixed = ["trainable.hparams.lr=0.003", "trainable.hparams.batch_size=32",
+             "trainable.hparams.activation=relu", "trainable.hparams.weight_decay=0.0"]
+    both = _sweep("both", *fixed, "search=grid", "num_samples=2", "trainable.epochs=4",
+                  f"trainable.init_from={trial_dir}",
+                  "+trainable.hparams.warm_start={type:choice,values:[true,false]}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    record = load_mlflow(both.parent_run_id, uri)
+    by_start = {t.params["warm_start"]: t for t in record.trials}
+    assert set(by_start) == {True, False}
+    runs = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_run(both.parent_run_id).info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{both.parent_run_id}'",
+    )
+    tags = {parse_value(r.data.params["warm_start"]): r.data.tags for r in runs}
+    assert tags[True]["init_from"] == trial_dir and "init_from" not in tags[False]
+    first = {k: t.attempts[0].series["val_acc"][0] for k, t in by_start.items()}
+    assert first[True] > first[False]
+    (table,) = [t for t in build(record, with_importance=False).tables() if "warm start" in t.title]
+    assert [row[:2] for row in table.rows] == [("cold", 1), ("warm", 1)]

@@ -72,6 +72,8 @@ DOMAINS: dict[str, Domain] = {
     "init_scale": Domain(float, low=0.0, low_open=True),
     "epochs": Domain(int, low=1),
     "seed": Domain(int, low=0),
+    # Read by the sweep, not the model: false runs the trial cold, without trainable.init_from.
+    "warm_start": Domain(bool),
 }
 
 
@@ -98,6 +100,7 @@ class TrialParams:
     init_scale: float = 1.0
     epochs: int = 20
     seed: int | None = None
+    warm_start: bool = True  # false: this trial ignores trainable.init_from (the sweep reads it)
 
     def __post_init__(self) -> None:
         for f in fields(self):
