@@ -4,16 +4,22 @@
 starts ``mlflow server --backend-store-uri sqlite:///<tmp>/mlflow.db --host 127.0.0.1 --port <free>``
 (``--backend postgresql``: over a PostgreSQL started here, :mod:`benchmarks.pgserver`)
 (one worker), writes ``N`` results (default 20,000; ``--quick`` 2,000) spread round-robin over
-``T`` trial runs (default 32) of one sweep, then stops the server. A result is the 9 values the
-MLflow callback logs per epoch (``orchestrator.contract.LOGGED_KEYS``). Two writers:
+``T`` trial runs (default 32) of one sweep, then stops the server. A result is the 9 values a
+built-in trial reports per epoch (``orchestrator.contract.LOGGED_KEYS``); as in a real trial,
+``attempt``, ``seed`` and ``params`` keep one value through the run, the others change every
+epoch. Writers:
 
-- ``batched``: what ``SweepTracker`` does, with a plain ``MlflowClient``: each run buffers its
-  metric values and sends one ``log_batch`` per ``--flush-every`` values (default 200, as
-  ``SweepTracker``; MLflow allows up to 1000), flushing the rest when the run ends;
+- ``batched``: a plain ``MlflowClient`` batching every value: each run buffers its metric values
+  and sends one ``log_batch`` per ``--flush-every`` values (default 200; MLflow allows up to
+  1000), flushing the rest when the run ends;
 - ``tracker``: the project's ``orchestrator.tracking.SweepTracker`` itself (``start_sweep``,
   ``start_trial``, ``log_metrics``, ``end_trial``, ``end_sweep``), whatever its current writer
-  (against a server: up to ``orchestrator.tracking.uri.LANES`` runs written at once);
+  (against a server: up to ``orchestrator.tracking.uri.LANES`` runs written at once; a run's
+  constants sent once, ``orchestrator.tracking.runs.unrepeated``);
 - ``tracker_serial``: the same tracker writing one request at a time (``lanes=1``), for the ratio.
+
+``requests`` is what each writer sent (the tracker's: ``SweepTracker.requests``, a log_batch,
+run creation or end each).
 
 Each reports results per second from the first write until everything was flushed (the runs
 ended), and checks that the server holds every value (one metric history per run, read back):
@@ -39,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.contract import LOGGED_KEYS
+from orchestrator.tracking.runs import ONCE_PER_RUN
 
 KEYS = LOGGED_KEYS  # what a sweep logs
 FLUSH_EVERY = 200
@@ -105,7 +112,11 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _values(i: int, epoch: int) -> dict[str, float]:
-    return {key: float(i + epoch / 1000 + k / 10) for k, key in enumerate(KEYS)}
+    """Trial ``i``'s result at ``epoch``: its constants (``ONCE_PER_RUN``) the same every epoch."""
+    return {
+        key: float(i + k / 10) if key in ONCE_PER_RUN else float(i + epoch / 1000 + k / 10)
+        for k, key in enumerate(KEYS)
+    }
 
 
 def _plan(results: int, trials: int) -> list[tuple[int, int]]:
@@ -161,7 +172,8 @@ def write_tracker(url: str, results: int, trials: int, lanes: int | None = None)
         tracker.end_trial(tid, "FINISHED")
     tracker.end_sweep("FINISHED")
     elapsed = time.perf_counter() - start
-    return _report(tracker.client, [tracker.run_ids[t] for t in ids], results, trials, elapsed, None)
+    runs = [tracker.run_ids[t] for t in ids]
+    return _report(tracker.client, runs, results, trials, elapsed, tracker.requests)
 
 
 def _report(
@@ -199,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=int, default=None, help="default 20000 (2000 with --quick)")
     parser.add_argument("--trials", type=int, default=32)
     parser.add_argument(
-        "--writers", default="batched,tracker", help="comma-separated: batched, tracker, tracker_serial"
+        "--writers",
+        default="batched,tracker",
+        help="comma-separated: batched, tracker, tracker_serial",
     )
     parser.add_argument("--flush-every", type=int, default=FLUSH_EVERY, help="batched: values per log_batch")
     parser.add_argument(

@@ -22,6 +22,7 @@ from orchestrator.tracking.spool import (
     read_spool,
     write_header,
 )
+from orchestrator.tracking.runs import unrepeated
 from orchestrator.tracking.uri import LANES, delivery_lanes, is_http, sqlite_path
 
 # ---------------------------------------------------------------------------------------------
@@ -192,6 +193,15 @@ def test_a_wave_looks_only_so_far_into_a_long_queue_and_always_takes_its_head():
 
 # ---------------------------------------------------------------------------------------------
 # The package's names
+
+
+def test_an_attempts_constants_are_sent_once_per_run_and_again_only_when_they_change():
+    sent: dict[str, float] = {}
+    first = {"val_acc": 0.5, "attempt": 0.0, "seed": 7.0, "params": 1e4, "lr": 0.1}
+    assert unrepeated(first, sent) == first
+    assert unrepeated({**first, "val_acc": 0.6}, sent) == {"val_acc": 0.6, "lr": 0.1}
+    assert unrepeated({**first, "lr": 0.1, "params": 2e4}, sent) == {"val_acc": 0.5, "lr": 0.1, "params": 2e4}
+    assert unrepeated(first, {}) == first  # another run (a restart's) gets them again
 
 
 def test_every_public_name_comes_from_its_module():

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from orchestrator.tracking.tracker import SweepTracker
 
 _HANDLE_PREFIX = "pending-"
+#: Metrics that hold one value through an attempt (the framework's ``attempt`` and ``seed``, the
+#: built-ins' ``params``): sent once per run and again only when they change (:func:`unrepeated`).
+ONCE_PER_RUN = ("attempt", "seed", "params")
 
 
 def is_pending(run_id: str) -> bool:
@@ -33,6 +36,20 @@ class _OpenRun:
     """A run this tracker opened and has not ended yet."""
 
     run_id: str  # the run's handle; SweepTracker resolves it to the store's id
+    sent: dict[str, float] = field(default_factory=dict)  # the ONCE_PER_RUN values last sent
+
+
+def unrepeated(metrics: Mapping[str, float], sent: dict[str, float]) -> dict[str, float]:
+    """``metrics`` less each :data:`ONCE_PER_RUN` value equal to the one last sent on the run
+    (``sent``, updated): an attempt's constants cost one value per run, not one per epoch."""
+    out = {}
+    for key, value in metrics.items():
+        if key in ONCE_PER_RUN:
+            if sent.get(key) == value:
+                continue
+            sent[key] = value
+        out[key] = value
+    return out
 
 
 @dataclass

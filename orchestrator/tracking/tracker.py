@@ -20,7 +20,7 @@ from orchestrator.tracking.client import _client, open_experiment
 from orchestrator.tracking.deliver import _Deliverer
 from orchestrator.tracking.ops import _Op, end_ops, param_batches
 from orchestrator.tracking.reopen import reopen_sweep
-from orchestrator.tracking.runs import _new_handle, _OpenRun, _RunIds, _TrialRuns
+from orchestrator.tracking.runs import _new_handle, _OpenRun, _RunIds, _TrialRuns, unrepeated
 from orchestrator.tracking.spool import _default_spool_dir, _spool_name
 from orchestrator.tracking.uri import delivery_lanes
 from orchestrator.tracking.writer import _Writer
@@ -219,10 +219,13 @@ class SweepTracker:
             self._writer.put(_Op("batch", handle, {"tags": {k: str(v) for k, v in tags.items()}}))
 
     def log_metrics(self, trial_id: str, metrics: dict[str, float], step: int, attempt: int = 0) -> None:
-        """Queue one step of an attempt's metrics; non-finite values are kept as they are."""
+        """Queue one step of an attempt's metrics; non-finite values are kept as they are, an
+        attempt's constants (``attempt``, ``seed``, ``params``) only when they change
+        (:func:`~orchestrator.tracking.runs.unrepeated`)."""
         started = time.perf_counter()
-        run = self.trials[trial_id].current(attempt).run_id
-        self._writer.put(_Op("m", run, (int(step), int(time.time() * 1000), dict(metrics))))
+        run = self.trials[trial_id].current(attempt)
+        values = unrepeated(metrics, run.sent)
+        self._writer.put(_Op("m", run.run_id, (int(step), int(time.time() * 1000), values)))
         self.results_logged += 1
         self.driver_seconds += time.perf_counter() - started
 
@@ -286,6 +289,12 @@ class SweepTracker:
     def ms_per_result(self) -> float:
         """Driver milliseconds spent in tracking calls per logged result so far."""
         return 1000.0 * self.driver_seconds / max(1, self.results_logged)
+
+    @property
+    def requests(self) -> int:
+        """Operations delivered to the store so far (one request each: a log_batch, a run's
+        creation or end, an artifact)."""
+        return self._live_writer.delivered if self._live_writer is not None else 0
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued is delivered (True) or, when the store stays unreachable
