@@ -6,11 +6,13 @@ first (``search.enqueue``).
 sweep name (``debug``: its latest study) in this sweep's store. Its finished trials (COMPLETE,
 PRUNED, FAIL) are copied into the new sweep's study before the first trial, so the sampler
 models them as its own history; a trial whose hyperparameters are not this sweep's searched
-ones, or lie outside their distributions, is left out (the count is logged).
+ones, or lie outside their distributions, is left out (the count is logged). The earlier study
+must have optimised the same objectives (metric and mode; with several, the same list).
 
 ``enqueue`` is a list whose items are configurations (``{hp: value}``, some or all searched
 hyperparameters; the others are sampled) or ``{best_of: <sweep>, count: k}`` (the k best
-complete trials of that sweep's study, found as ``continue_from`` finds it). They are enqueued
+complete trials of that sweep's study, found as ``continue_from`` finds it; with several
+objectives, k trials of its Pareto front, best on the first objective first). They are enqueued
 in the new study in that order and its first trials take them, counted in ``num_samples``.
 
 Every problem is one ConfigError naming the key, raised before Ray starts.
@@ -23,6 +25,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,11 +150,7 @@ def check(cfg: SweepConfig) -> None:
     if cfg.search.algorithm == "grid" and (cfg.search.continue_from or cfg.search.enqueue):
         key = KEY_FROM if cfg.search.continue_from else KEY_ENQUEUE
         raise ConfigError(f"{key}: not with search=grid (the grid sampler enumerates its own grid)")
-    if cfg.objectives and cfg.search.continue_from:
-        raise ConfigError(f"{KEY_FROM}: not with several objectives yet (objectives is set)")
-    for item in parse_enqueue(cfg):
-        if isinstance(item, BestOf) and cfg.objectives:
-            raise ConfigError(f"{item.key}.best_of: not with several objectives (no single best trial)")
+    parse_enqueue(cfg)
 
 
 def plan(cfg: SweepConfig, url: str, launch_dir: str) -> StudyPlan:
@@ -217,9 +216,21 @@ def _from_directory(ref: str, key: str, launch_dir: str, stores: dict[str, Any])
     raise ConfigError(f"{key}: the study {name!r} of {path!r} is not in {shown(url)} any more")
 
 
+def _listed(objectives: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"{metric} {mode}" for metric, mode in objectives)
+
+
 def _same_objective(info: StudyInfo, cfg: SweepConfig, key: str) -> None:
-    if info.directions > 1:
-        raise ConfigError(f"{key}: {info.name!r} optimised {info.directions} objectives, this sweep one")
+    """Refuse a study that optimised other objectives than this sweep: another metric or mode, or
+    another list of objectives (their metrics and modes, in order)."""
+    ours = tuple((o["metric"], o["mode"]) for o in cfg.objectives or ())
+    if ours or info.directions > 1:
+        theirs = info.objectives or (("?", "?"),) * info.directions
+        if theirs != ours:
+            what = _listed(theirs) if info.directions > 1 else f"one objective ({info.metric} {info.mode})"
+            mine = _listed(ours) if ours else f"one ({cfg.metric} {cfg.mode})"
+            raise ConfigError(f"{key}: {info.name!r} optimised {what}, this sweep {mine}")
+        return
     if info.metric is not None and info.metric != cfg.metric:
         raise ConfigError(f"{key}: {info.name!r} optimised {info.metric}, this sweep {cfg.metric}")
     if info.mode is not None and info.mode != cfg.mode:
@@ -229,14 +240,18 @@ def _same_objective(info: StudyInfo, cfg: SweepConfig, key: str) -> None:
 def _best_configs(
     item: BestOf, cfg: SweepConfig, url: str, launch_dir: str, stores: dict[str, Any]
 ) -> list[tuple[dict[str, Any], str]]:
-    """The ``count`` best complete trials of the study ``item`` names, checked against this space."""
+    """The ``count`` best complete trials of the study ``item`` names, checked against this space:
+    with several objectives, those of its Pareto front, best on the first objective first."""
     import optuna
 
     info = find_study(item.ref, f"{item.key}.best_of", url, launch_dir, stores)
     _same_objective(info, cfg, f"{item.key}.best_of")
     study = optuna.load_study(study_name=info.name, storage=_store(info.url, stores))
-    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
-    done.sort(key=lambda t: t.value if info.mode == "min" else -t.value)
+    if info.directions > 1:
+        done = list(study.best_trials)
+    else:
+        done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    done.sort(key=lambda t: t.values[0] if info.mode == "min" else -t.values[0])
     if not done:
         raise ConfigError(f"{item.key}.best_of: {info.name!r} has no complete trial")
     configs = []
@@ -244,7 +259,8 @@ def _best_configs(
         origin = f"best of {info.name} (trial {t.number})"
         configs.append((fit_config(t.params, cfg.space, f"{item.key}.best_of: trial {t.number}"), origin))
     if len(done) < item.count:
-        logger.warning("%s: %s has %d complete trials, not %d", item.key, info.name, len(done), item.count)
+        which = "trials on its Pareto front" if info.directions > 1 else "complete trials"
+        logger.warning("%s: %s has %d %s, not %d", item.key, info.name, len(done), which, item.count)
     return configs
 
 
@@ -290,7 +306,7 @@ def copy_trials(source: StudyInfo, study: Any, space: SearchSpace) -> tuple[int,
         copies.append(
             optuna.trial.create_trial(
                 state=t.state,
-                value=t.value if t.state == TrialState.COMPLETE else None,
+                values=t.values if t.state == TrialState.COMPLETE else None,
                 params=t.params,
                 distributions=dists,
                 user_attrs={**t.user_attrs, ATTR_COPIED: f"{source.name}#{t.number}"},

@@ -120,6 +120,7 @@ class StudyInfo:
     mode: str | None = None
     started: float = 0.0
     directions: int = 1  # objectives the study optimised (more than one: several objectives)
+    objectives: tuple[tuple[str, str], ...] = ()  # several: (metric, mode) of each, as it recorded them
 
 
 def studies(storage: Any, url: str) -> list[StudyInfo]:
@@ -127,7 +128,9 @@ def studies(storage: Any, url: str) -> list[StudyInfo]:
     found = []
     for s in storage.get_all_studies():
         attrs = s.user_attrs
-        mode = attrs.get(ATTR_MODE) or ("max" if s.directions[0].name == "MAXIMIZE" else "min")
+        modes = ["max" if d.name == "MAXIMIZE" else "min" for d in s.directions]
+        mode = attrs.get(ATTR_MODE) or modes[0]
+        metrics = attrs.get(ATTR_OBJECTIVES) or []
         found.append(
             StudyInfo(
                 url=url,
@@ -138,6 +141,7 @@ def studies(storage: Any, url: str) -> list[StudyInfo]:
                 mode=mode,
                 started=float(attrs.get(ATTR_STARTED, 0.0)),
                 directions=len(s.directions),
+                objectives=tuple(zip(metrics, modes, strict=False)) if len(modes) > 1 else (),
             )
         )
     return found

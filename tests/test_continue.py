@@ -118,3 +118,23 @@ def test_optuna_dashboard_serves_the_study_a_sweep_wrote(first):
         server.terminate()
         server.wait(timeout=30)
     assert len(trials) == 3 and {t["state"] for t in trials} <= {"Complete", "Pruned", "Fail"}
+
+
+def test_a_sweep_of_two_objectives_is_continued_from_its_front(tmp_path):
+    two = "objectives=[{metric: val_acc, mode: max}, {metric: params, mode: min}]"
+    run_cli(tmp_path, *_args(tmp_path, "name=pair", two))
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    (name,) = optuna.get_all_study_names(url)
+    earlier = optuna.load_study(study_name=name, storage=url)
+    best = max(earlier.best_trials, key=lambda t: t.values[0])  # the front's most accurate
+    out = run_cli(
+        tmp_path,
+        *_args(tmp_path, "name=pair", two, "num_samples=1", "search.continue_from=pair",
+               "search.enqueue=[{best_of:pair,count:1}]"),
+    )  # fmt: skip
+    (later_name,) = set(optuna.get_all_study_names(url)) - {name}
+    later = optuna.load_study(study_name=later_name, storage=url)
+    assert len(later.directions) == 2 and len(later.trials) == 4  # 3 copied, 1 run
+    assert [t.values for t in later.trials[:3]] == [t.values for t in earlier.trials]
+    assert later.trials[3].params == best.params and "Pareto front" in out
+    assert later.trials[3].user_attrs["enqueued"] == f"best of {name} (trial {best.number})"

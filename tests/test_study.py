@@ -5,6 +5,7 @@ cluster (the sweeps themselves run in tests/test_continue.py).
 """
 
 import json
+import re
 
 import optuna
 import pytest
@@ -268,12 +269,46 @@ def test_enqueued_configurations_and_the_best_of_a_sweep_come_first(tmp_path):
     assert "enqueued" not in study.trials[3].user_attrs
 
 
-def test_a_study_of_several_objectives_cannot_be_continued_or_picked_from_by_one_objective(tmp_path):
-    two = _config(["+objectives=[{metric: val_acc, mode: max}, {metric: params, mode: min}]"])
-    create_sweep_study(open_storage(_url(tmp_path)), "debug_20260101-000000", two, {})
-    for override, key in (
-        ("search.continue_from=debug", "search.continue_from"),
-        ("search.enqueue=[{best_of:debug}]", r"search.enqueue\[0\].best_of"),
+TWO = "+objectives=[{metric: val_acc, mode: max}, {metric: params, mode: min}]"
+
+
+def test_a_study_is_continued_or_picked_from_only_by_a_sweep_of_the_same_objectives(tmp_path):
+    create_sweep_study(open_storage(_url(tmp_path)), "debug_20260101-000000", _config([TWO]), {})
+    other = "+objectives=[{metric: val_acc, mode: max}, {metric: val_loss, mode: min}]"
+    for overrides, theirs, ours in (
+        ([], "val_acc max, params min", "one (val_acc max)"),
+        ([other], "val_acc max, params min", "val_acc max, val_loss min"),
     ):
-        with pytest.raises(ConfigError, match=rf"^{key}: 'debug_20260101-000000' optimised 2 objectives"):
-            plan(_config([override]), _url(tmp_path), str(tmp_path))
+        for override, key in (
+            ("search.continue_from=debug", "search.continue_from"),
+            ("search.enqueue=[{best_of:debug}]", r"search.enqueue\[0\].best_of"),
+        ):
+            said = f"'debug_20260101-000000' optimised {theirs}, this sweep {ours}"
+            message = rf"^{key}: {re.escape(said)}$"
+            with pytest.raises(ConfigError, match=message):
+                plan(_config([*overrides, override]), _url(tmp_path), str(tmp_path))
+    create_sweep_study(open_storage(_url(tmp_path)), "single_20260101-000000", _config(), {})
+    with pytest.raises(ConfigError, match=r"optimised one objective \(val_acc max\), this sweep val_acc max"):
+        plan(_config([TWO, "search.continue_from=single"]), _url(tmp_path), str(tmp_path))
+
+
+def test_a_study_of_two_objectives_is_continued_with_both_values_and_its_front_enqueued(tmp_path):
+    two = _config([TWO])
+    storage = open_storage(_url(tmp_path))
+    create_sweep_study(storage, "debug_20260101-000000", two, {})
+    searcher = build_searcher(two, storage, "debug_20260101-000000")
+    for i in range(8):
+        params = searcher.suggest(f"e{i}")
+        size = params["width"] * params["hidden_layers"]
+        searcher.on_trial_complete(f"e{i}", {"val_acc": 1.0 - abs(params["lr"] - 0.01) * 30, "params": size})
+    earlier = optuna.load_study(study_name="debug_20260101-000000", storage=storage)
+    front = sorted(earlier.best_trials, key=lambda t: -t.values[0])
+    cont = _config([TWO, "search.continue_from=debug", "search.enqueue=[{best_of:debug,count:2}]"])
+    storage, copied = _start(plan(cont, _url(tmp_path), str(tmp_path)), "d2", cont)
+    study = optuna.load_study(study_name="d2", storage=storage)
+    assert copied == 8 and len(study.directions) == 2
+    assert sorted(t.values for t in study.trials[:8]) == sorted(t.values for t in earlier.trials)
+    got = [build_searcher(cont, storage, "d2").suggest(f"t{i}") for i in range(1)]
+    assert {k: got[0][k] for k in front[0].params} == front[0].params
+    enqueued = [t.user_attrs.get("enqueued") for t in study.trials[8:]]
+    assert enqueued == [f"best of debug_20260101-000000 (trial {t.number})" for t in front[:2]]

@@ -15,6 +15,7 @@ import orchestrator.tracking as tracking
 from orchestrator.errors import ConfigError
 from orchestrator.tracking import group_ops, resolve_tracking_uri, ui_hint
 from orchestrator.tracking.ops import WAVE_SCAN, _Op, end_ops, next_wave, param_batches
+from orchestrator.tracking.runs import unrepeated
 from orchestrator.tracking.spool import (
     _default_spool_dir,
     append_ops,
@@ -22,7 +23,6 @@ from orchestrator.tracking.spool import (
     read_spool,
     write_header,
 )
-from orchestrator.tracking.runs import unrepeated
 from orchestrator.tracking.uri import LANES, delivery_lanes, is_http, sqlite_path
 
 # ---------------------------------------------------------------------------------------------
