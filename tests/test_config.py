@@ -188,6 +188,14 @@ BAD = [
     ("tracking.uri=notascheme://x", "tracking.uri: cannot use 'notascheme://x'"),
     ("storage.path=/proc/nope", "storage.path: cannot write"),
     ("resources.cpus_per_trial=64", "resources.cpus_per_trial: 64 but this machine has"),
+    ("scheduler.prior=missing.json", "scheduler.prior: no such file: 'missing.json'"),
+    ("scheduler.prior=nope", "scheduler.prior: must be shipped, mlflow:<experiment or sweep> or a file"),
+    ("scheduler.prior=mlflow:", "scheduler.prior: mlflow: needs an experiment or sweep name"),
+    ("scheduler.prior_cut=1.5", "scheduler.prior_cut: must be in [0, 1), got 1.5"),
+    (
+        "scheduler.prior=mlflow:no_such_experiment",
+        "scheduler.prior: 'mlflow:no_such_experiment' gives no prior",
+    ),
 ]
 
 
