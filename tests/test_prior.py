@@ -20,7 +20,7 @@ from benchmarks.bank import load_bank  # noqa: E402
 from benchmarks.schedulers import SCHEDULERS  # noqa: E402
 from benchmarks.train_prior import _banks, bank_curves, lobo_table, prior_without  # noqa: E402
 from orchestrator.errors import ConfigError  # noqa: E402
-from orchestrator.policy import CONTINUE, PRUNE, AshaRungs, policy_from_settings  # noqa: E402
+from orchestrator.policy import CONTINUE, PRUNE, AshaRungs, decision_text, policy_from_settings  # noqa: E402
 from orchestrator.policy.prior import PriorModel, examples  # noqa: E402
 from orchestrator.policy.prior_guard import PriorGuard  # noqa: E402
 from orchestrator.policy.trial import _Trial  # noqa: E402
@@ -102,10 +102,11 @@ def test_the_policy_cuts_what_the_prior_gives_no_chance_and_says_so() -> None:
     without = policy_from_settings({}, **args)
     cut = _observe_first_epochs(with_prior, bank, 60, 1)
     plain = _observe_first_epochs(without, bank, 60, 1)
-    by_prior = [k for k, ds in cut.items() if "cut by the prior" in ds[-1].reason]
+    by_prior = [k for k, ds in cut.items() if ds[-1].reason.startswith("prior at epoch 1: ")]
     assert by_prior and all(cut[k][-1].action == PRUNE for k in by_prior)
     assert all(plain[k][-1].action == CONTINUE for k in by_prior)  # the rungs alone kept them
-    assert all("lcbench" in cut[k][-1].reason for k in by_prior)  # the prior's source, named
+    assert all("by the prior from banks" in cut[k][-1].reason for k in by_prior)  # its source, named
+    assert decision_text(cut[by_prior[0]][-1]) == "pruned: prior at epoch 1"
     assert sum(d[-1].action == PRUNE for d in cut.values()) > sum(
         d[-1].action == PRUNE for d in plain.values()
     )
@@ -124,7 +125,7 @@ def test_the_prior_stops_counting_once_the_rung_has_its_own_evidence() -> None:
     fresh = AshaRungs(1, 3, 52, adaptive=True)
     fresh.judge("other", 1, 0.6)
     fresh.judge("new", 1, 0.01)
-    assert "cut by the prior" in (guard.judge([fresh], trial, 1.0, cut=False) or "")
+    assert (guard.judge([fresh], trial, 1.0, cut=False) or "").startswith("prior at epoch 1: ")
 
 
 def test_load_prior_reads_shipped_a_bank_and_refuses_what_is_missing(tmp_path: Path) -> None:

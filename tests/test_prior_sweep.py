@@ -44,6 +44,6 @@ def test_a_prior_from_an_earlier_sweeps_mlflow_experiment_cuts_and_says_so(tmp_p
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     record = load_mlflow(later.parent_run_id, uri)
     reasons = [t.decision_reason or "" for t in record.trials]
-    by_prior = [r for r in reasons if "by the prior (mlflow earlier)" in r]
+    by_prior = [r for r in reasons if r.startswith("prior at epoch")]
     assert by_prior, reasons
-    assert all(r.startswith("rank rule: cut by the prior") for r in by_prior)
+    assert all("by the prior from mlflow earlier" in r for r in by_prior)

@@ -250,7 +250,7 @@ class ConvergencePolicy(Restarting):
             return Decision(CONTINUE, f"rank rule: below its rung at {where}; {prior}", verdict, attempt)
         if where is not None or prior:
             # ranked low early says nothing of a local minimum: only an initialisation failure
-            why = f"rank rule: below its rung at {where}" if where is not None else f"rank rule: {prior}"
+            why = f"rank rule: below its rung at {where}" if where is not None else str(prior)
             return self._cut(trial_id, trial, verdict, why, (DEAD, STUCK_KIND))
         return Decision(CONTINUE, verdict.reason, verdict, attempt)
 

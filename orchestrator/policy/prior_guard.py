@@ -38,7 +38,9 @@ class PriorGuard:
             raise ValueError(f"spare must be in (cut, 1] or None, got {self.spare=}")
 
     def judge(self, rules: Sequence[RankRule], trial: _Trial, sign: float, cut: bool) -> str | None:
-        """Why the prior overrules the rungs on ``trial`` at its epoch (``cut``: they cut it), or None.
+        """Why the prior overrules the rungs on ``trial`` at its epoch (``cut``: they cut it), or None:
+        ``prior at epoch 1: 1% chance of the top 10% by the prior from shipped, before ...`` (a
+        cut), ``spared: 40% chance ...`` (a spared trial).
 
         The reference is the first epoch rule's values at the trial's epoch (its loss guard's
         for the losses); None when no epoch rung sits there, when that rung's own ranks are
@@ -56,11 +58,9 @@ class PriorGuard:
         chance = self.model.chance(epoch, curve_features(values, neg_losses, reference, trial.params))
         if chance is None or (chance < (self.spare or math.inf) if cut else chance >= self.cut):
             return None
-        verb = "spared by" if cut else "cut by"
-        return (
-            f"{verb} the prior ({self.model.source}): {chance:.0%} chance of the top "
-            f"{self.model.top:.0%} before this sweep's epoch-{epoch} ranks are measured"
-        )
+        said = f"{chance:.0%} chance of the top {self.model.top:.0%} by the prior from {self.model.source}"
+        before = f"before this sweep's epoch-{epoch} ranks are measured"
+        return f"spared: {said}, {before}" if cut else f"prior at epoch {epoch}: {said}, {before}"
 
 
 def _epoch_rungs(rules: Sequence[RankRule]) -> tuple[AshaRungs | None, AshaRungs | None]:
