@@ -18,6 +18,9 @@ Settings (time in epochs, Ray's ``time_attr="training_iteration"``; ``max_t`` = 
 - ``convergence_prior``: the same with ``prior=shipped`` learned leave-one-bank-out: on every
   default bank but the one replayed (``benchmarks.train_prior.prior_without``), so the bank being
   replayed is never in its own prior.
+- ``convergence_prior_family``: the same, the prior learned on the other banks of the replayed
+  bank's model family only (LCBench, or this project's MLP trainer), as ``prior=mlflow:<your
+  experiment>`` learns from a user's earlier sweeps of one model family.
 - ``convergence_norestart``: the same with ``max_restarts=0`` (a ``scheduler.*`` override, as a user
   would write it): what the restarts add to the default policy.
 - ``bohb_promotion``: Ray's ``HyperBandForBOHB(reduction_factor=3)``, the only Ray 2.60 scheduler
@@ -162,11 +165,11 @@ def _convergence_cost(bank: Bank, n_trials: int) -> TrialScheduler:
     return make_convergence(bank.max_epochs, n_trials, chance=bank.chance_hint, overrides=overrides)
 
 
-def _convergence_prior(bank: Bank, n_trials: int) -> TrialScheduler:
+def _convergence_prior(bank: Bank, n_trials: int, same_family: bool = False) -> TrialScheduler:
     from benchmarks.train_prior import prior_without
 
     overrides = {"prior": "shipped"}
-    prior = prior_without(bank.name)
+    prior = prior_without(bank.name, same_family)
     return make_convergence(
         bank.max_epochs, n_trials, chance=bank.chance_hint, overrides=overrides, prior=prior
     )
@@ -191,6 +194,7 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
         SchedulerSpec("convergence", "ray", _convergence),
         SchedulerSpec("convergence_cost", "ray", _convergence_cost),
         SchedulerSpec("convergence_prior", "ray", _convergence_prior),
+        SchedulerSpec("convergence_prior_family", "ray", lambda bank, n: _convergence_prior(bank, n, True)),
         SchedulerSpec("convergence_norestart", "ray", _convergence_norestart),
         SchedulerSpec("oracle", "ray", lambda bank, n: OracleScheduler(hitters(bank))),
     )

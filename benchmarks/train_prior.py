@@ -7,8 +7,10 @@ Usage::
 ``--out`` writes the prior learned on every bank under ``benchmarks/curves/`` (what
 ``scheduler.prior=shipped`` reads; this command rebuilds it). ``--auc`` prints, per bank and
 epoch 1-3, the AUC of the prior learned on the *other* banks (the bank is never in its own
-prior) and of the raw value, for "final in the bank's top 10%" (:data:`orchestrator.policy.prior.TOP`).
-:func:`prior_without` is what the replay's ``convergence_prior`` uses.
+prior) and of the raw value, for "final in the bank's top 10%" (:data:`orchestrator.policy.prior.TOP`);
+with ``--family``, learned on the other banks of the bank's own model family only (:func:`family`:
+the LCBench banks, or this project's MLP banks), as a user's MLflow history of one model family
+would be. :func:`prior_without` is what the replay's ``convergence_prior*`` use.
 """
 
 from __future__ import annotations
@@ -42,10 +44,19 @@ def _banks() -> tuple[Bank, ...]:
     return tuple(load_bank(p) for p in default_bank_paths())
 
 
-@functools.lru_cache(maxsize=16)
-def prior_without(excluded: str | None) -> PriorModel:
-    """The prior learned on every default bank but ``excluded`` (None: all of them)."""
+def family(name: str) -> str:
+    """The model family of a bank: ``lcbench`` (LCBench's MLPs, one search space) or ``mlp`` (this
+    project's MLP trainer: digits, digits_deep_relu, mnist1d, spirals)."""
+    return "lcbench" if name.startswith("lcbench") else "mlp"
+
+
+@functools.lru_cache(maxsize=32)
+def prior_without(excluded: str | None, same_family: bool = False) -> PriorModel:
+    """The prior learned on every default bank but ``excluded`` (None: all of them); with
+    ``same_family``, only on the banks of ``excluded``'s family."""
     kept = [b for b in _banks() if b.name != excluded]
+    if same_family and excluded is not None:
+        kept = [b for b in kept if family(b.name) == family(excluded)]
     names = ", ".join(b.name for b in kept)
     return train_prior([bank_curves(b) for b in kept], source=f"banks {names}" if excluded else "shipped")
 
@@ -59,11 +70,11 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(greater / (len(pos) * len(neg)))
 
 
-def lobo_table() -> dict[str, dict[int, tuple[float, float]]]:
+def lobo_table(same_family: bool = False) -> dict[str, dict[int, tuple[float, float]]]:
     """Per bank and epoch: (AUC of the prior learned without the bank, AUC of the raw value)."""
     table: dict[str, dict[int, tuple[float, float]]] = {}
     for bank in _banks():
-        model, curves = prior_without(bank.name), bank_curves(bank)
+        model, curves = prior_without(bank.name, same_family), bank_curves(bank)
         table[bank.name] = {}
         for epoch in PRIOR_EPOCHS:
             x, y = examples(curves, epoch)
@@ -94,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help=f"write the prior learned on every bank here ({SHIPPED})")
     parser.add_argument("--auc", action="store_true", help="print the leave-one-bank-out AUC table")
+    parser.add_argument("--family", action="store_true", help="--auc: learn from the bank's family only")
     args = parser.parse_args(argv)
     if args.out is None and not args.auc:
         parser.error("nothing to do: give --out and/or --auc")
@@ -101,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.write_text(json.dumps(prior_without(None).to_dict(), indent=1) + "\n", encoding="utf-8")
         print(f"wrote {args.out}")
     if args.auc:
-        print(format_lobo(lobo_table()))
+        print(format_lobo(lobo_table(args.family)))
     return 0
 
 
