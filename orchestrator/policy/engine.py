@@ -56,8 +56,8 @@ class ConvergencePolicy(Restarting):
         sweep_seed: seeds the restarts' seeds.
         rules: the rank rules, consulted in this order (e.g. ``[GuardedRule(AshaRungs(...),
             AshaRungs(..., keep=1 / 9))]``); none: no rank rule.
-        prior: spares early rung cuts the prior from earlier sweeps disagrees with (configuration,
-            not state: it is not saved with the state); None: no prior.
+        prior: the prior from earlier sweeps overruling early rungs before their own evidence
+            (:class:`PriorGuard`; configuration, not state: not saved with it); None: no prior.
     """
 
     def __init__(
