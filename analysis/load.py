@@ -192,6 +192,26 @@ def _parent_run(client: Any, sweep: str) -> Any:
     return parents[0]
 
 
+def sweep_ids(name: str, uri: str | None = None) -> list[str]:
+    """The parent run ids of the finished sweeps in MLflow experiment ``name`` (a run id: itself).
+
+    Raises:
+        SweepNotFound: no such experiment.
+    """
+    if _RUN_ID.fullmatch(name):
+        return [name]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri or default_tracking_uri())
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        raise SweepNotFound(f"{name}: neither an MLflow run id nor an MLflow experiment name")
+    runs = _search_all(
+        client, experiment.experiment_id, "tags.sweep LIKE '%' AND attributes.status = 'FINISHED'"
+    )
+    return [r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags]
+
+
 def _history(client: Any, run_id: str, keys: Iterable[str]) -> AttemptCurve:
     """An attempt's curves from a run's metric histories (``time`` from the metric's timestamps)."""
     by_step: dict[int, dict[str, float]] = {}

@@ -146,10 +146,13 @@ def factor_tables(stats: list[TrialStats], sign: float) -> tuple[list[Table], di
 
 
 def decision_label(t: TrialRecord) -> str:
-    """``CONVERGED``, ``PRUNED (diverged)``, ``PRUNED (rank rule)``, ``COMPLETED`` ...: the final
-    status and, for a pruned trial, the verdict or the inner rank rule behind it."""
+    """``CONVERGED``, ``PRUNED (diverged)``, ``PRUNED (rank rule)``, ``PRUNED (prior)``,
+    ``COMPLETED`` ...: the final status and, for a pruned trial, the verdict or the inner rank rule
+    (or the prior from earlier sweeps) behind it."""
     if t.status == "PRUNED" and (t.decision_reason or "").startswith("rank rule"):
         return "PRUNED (rank rule)"
+    if t.status == "PRUNED" and (t.decision_reason or "").startswith("prior at epoch"):
+        return "PRUNED (prior)"
     if t.status == "PRUNED" and t.verdict:
         return f"PRUNED ({t.verdict})"
     return t.status

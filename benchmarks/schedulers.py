@@ -15,6 +15,12 @@ Settings (time in epochs, Ray's ``time_attr="training_iteration"``; ``max_t`` = 
 - ``convergence``: the project's ``ConvergenceScheduler`` when ``orchestrator.scheduler`` provides
   it (built by ``make_convergence``, the one place that knows its constructor); skipped otherwise.
 - ``convergence_cost``: the same with ``cost_rungs=true`` (also judged at equal training time).
+- ``convergence_prior``: the same with ``prior=shipped`` learned leave-one-bank-out: on every
+  default bank but the one replayed (``benchmarks.train_prior.prior_without``), so the bank being
+  replayed is never in its own prior.
+- ``convergence_prior_family``: the same, the prior learned on the other banks of the replayed
+  bank's model family only (LCBench, or this project's MLP trainer), as ``prior=mlflow:<your
+  experiment>`` learns from a user's earlier sweeps of one model family.
 - ``convergence_norestart``: the same with ``max_restarts=0`` (a ``scheduler.*`` override, as a user
   would write it): what the restarts add to the default policy.
 - ``bohb_promotion``: Ray's ``HyperBandForBOHB(reduction_factor=3)``, the only Ray 2.60 scheduler
@@ -84,7 +90,11 @@ def convergence_unavailable() -> str | None:
 
 
 def make_convergence(
-    epochs: int, n_trials: int, chance: float | None = None, overrides: dict[str, Any] | None = None
+    epochs: int,
+    n_trials: int,
+    chance: float | None = None,
+    overrides: dict[str, Any] | None = None,
+    prior: Any = None,
 ) -> TrialScheduler:
     """Build the project's ``ConvergenceScheduler`` with the product defaults, maximizing ``val_acc``.
 
@@ -93,13 +103,20 @@ def make_convergence(
     ``orchestrator.policy.policy_from_settings``, the function
     ``orchestrator.scheduling.build_policy`` uses: ``budget=epochs``, a sweep budget of
     ``n_trials * epochs`` epochs for the restart budget, ``chance`` as the chance-level hint,
-    sweep seed 0; ``overrides`` replace settings as command-line overrides of ``scheduler.*`` would.
+    sweep seed 0; ``overrides`` replace settings as command-line overrides of ``scheduler.*`` would;
+    ``prior`` is the prior model the policy uses (``orchestrator.policy.prior.PriorModel``).
     """
     from orchestrator.policy import policy_from_settings
     from orchestrator.scheduler import ConvergenceScheduler
 
     policy = policy_from_settings(
-        overrides or {}, mode=MODE, chance=chance, budget=epochs, total_epochs=n_trials * epochs, sweep_seed=0
+        overrides or {},
+        mode=MODE,
+        chance=chance,
+        budget=epochs,
+        total_epochs=n_trials * epochs,
+        sweep_seed=0,
+        prior=prior,
     )
     return ConvergenceScheduler(policy, metric=METRIC, mode=MODE)
 
@@ -148,6 +165,16 @@ def _convergence_cost(bank: Bank, n_trials: int) -> TrialScheduler:
     return make_convergence(bank.max_epochs, n_trials, chance=bank.chance_hint, overrides=overrides)
 
 
+def _convergence_prior(bank: Bank, n_trials: int, same_family: bool = False) -> TrialScheduler:
+    from benchmarks.train_prior import prior_without
+
+    overrides = {"prior": "shipped"}
+    prior = prior_without(bank.name, same_family)
+    return make_convergence(
+        bank.max_epochs, n_trials, chance=bank.chance_hint, overrides=overrides, prior=prior
+    )
+
+
 def _convergence_norestart(bank: Bank, n_trials: int) -> TrialScheduler:
     overrides = {"max_restarts": 0}
     return make_convergence(bank.max_epochs, n_trials, chance=bank.chance_hint, overrides=overrides)
@@ -166,6 +193,8 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
         SchedulerSpec("topk", "ray", lambda bank, n: TopKScheduler(n_trials=n)),
         SchedulerSpec("convergence", "ray", _convergence),
         SchedulerSpec("convergence_cost", "ray", _convergence_cost),
+        SchedulerSpec("convergence_prior", "ray", _convergence_prior),
+        SchedulerSpec("convergence_prior_family", "ray", lambda bank, n: _convergence_prior(bank, n, True)),
         SchedulerSpec("convergence_norestart", "ray", _convergence_norestart),
         SchedulerSpec("oracle", "ray", lambda bank, n: OracleScheduler(hitters(bank))),
     )

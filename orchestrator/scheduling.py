@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ray.tune.schedulers import (
     ASHAScheduler,
     FIFOScheduler,
@@ -12,6 +14,7 @@ from ray.tune.schedulers import (
 from orchestrator.config import SweepConfig
 from orchestrator.objectives import multi_objective_settings, objectives_of, several, why_off
 from orchestrator.policy import ConvergencePolicy, ConvergenceSettings, policy_from_settings
+from orchestrator.priors import load_prior
 from orchestrator.scheduler import ConvergenceScheduler
 from trainables.data import NUM_CLASSES
 
@@ -21,7 +24,8 @@ def build_policy(cfg: SweepConfig, num_trials: int) -> ConvergencePolicy:
 
     Built by :func:`orchestrator.policy.policy_from_settings` from ``scheduler.*`` (a
     :class:`orchestrator.policy.ConvergenceSettings`), as the replay benchmark builds it; with
-    several objectives without its one-objective pruning (:mod:`orchestrator.objectives`).
+    several objectives without its one-objective pruning (:mod:`orchestrator.objectives`); with
+    the prior ``scheduler.prior`` names, read here (:func:`orchestrator.priors.load_prior`).
     """
     epochs = cfg.trainable.epochs
     if not isinstance(cfg.scheduler, ConvergenceSettings):
@@ -29,6 +33,7 @@ def build_policy(cfg: SweepConfig, num_trials: int) -> ConvergencePolicy:
             f"scheduler.name: the convergence policy needs scheduler=convergence, got {cfg.scheduler.name!r}"
         )
     settings = multi_objective_settings(cfg.scheduler) if several(cfg) else cfg.scheduler
+    prior = load_prior(settings.prior, launch_dir=os.getcwd(), tracking_uri=cfg.tracking.uri)
     return policy_from_settings(
         settings,
         mode=cfg.mode,
@@ -37,6 +42,7 @@ def build_policy(cfg: SweepConfig, num_trials: int) -> ConvergencePolicy:
         budget=epochs,
         total_epochs=num_trials * epochs,
         sweep_seed=cfg.seed,
+        prior=prior,
     )
 
 

@@ -191,6 +191,14 @@ BAD = [
     ("+trainable.hparams.warm_start={type:choice,values:[true,false]}",
      "trainable.hparams.warm_start: needs trainable.init_from (the weights a warm trial starts from)"),
     ("+trainable.hparams.warm_start={type:choice,values:[yes,no]}", "trainable.hparams.warm_start.values"),
+    ("scheduler.prior=missing.json", "scheduler.prior: no such file: 'missing.json'"),
+    ("scheduler.prior=nope", "scheduler.prior: must be shipped, mlflow:<experiment or sweep> or a file"),
+    ("scheduler.prior=mlflow:", "scheduler.prior: mlflow: needs an experiment or sweep name"),
+    ("scheduler.prior_cut=1.5", "scheduler.prior_cut: must be in [0, 1), got 1.5"),
+    (
+        "scheduler.prior=mlflow:no_such_experiment",
+        "scheduler.prior: 'mlflow:no_such_experiment' gives no prior",
+    ),
 ]
 
 

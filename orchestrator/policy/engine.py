@@ -26,6 +26,7 @@ from analysis.convergence import (
 )
 from orchestrator.policy.config import PolicyConfig
 from orchestrator.policy.decision import CONTINUE, PRUNE, STOP, Decision
+from orchestrator.policy.prior_guard import PriorGuard
 from orchestrator.policy.restarting import FINISHED, Restarting
 from orchestrator.policy.restarts import (
     COLLAPSED,
@@ -55,6 +56,8 @@ class ConvergencePolicy(Restarting):
         sweep_seed: seeds the restarts' seeds.
         rules: the rank rules, consulted in this order (e.g. ``[GuardedRule(AshaRungs(...),
             AshaRungs(..., keep=1 / 9))]``); none: no rank rule.
+        prior: the prior from earlier sweeps overruling early rungs before their own evidence
+            (:class:`PriorGuard`; configuration, not state: not saved with it); None: no prior.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class ConvergencePolicy(Restarting):
         total_epochs: int | None = None,
         sweep_seed: int = 0,
         rules: Sequence[RankRule] = (),
+        prior: PriorGuard | None = None,
     ) -> None:
         if budget < 1:
             raise ValueError(f"budget must be >= 1 epoch, got {budget=}")
@@ -73,6 +77,7 @@ class ConvergencePolicy(Restarting):
         self.total_epochs = total_epochs
         self.sweep_seed = sweep_seed
         self.rules: list[RankRule] = list(rules)
+        self.prior = prior
         self.sign = 1.0 if config.mode == "max" else -1.0
         self.trials: dict[str, _Trial] = {}
         self.best: float | None = None  # best final of the finished trials
@@ -239,11 +244,14 @@ class ConvergencePolicy(Restarting):
                 return Decision(STOP, verdict.reason, verdict, attempt)
             why = "a contender" if contender else "close to its budget"
             return Decision(CONTINUE, f"{verdict.reason}; {why}: runs to the budget", verdict, attempt)
-        if (where := self._rank_cut(trial_id, trial, leader)) is not None:
+        where = self._rank_cut(trial_id, trial, leader)
+        prior = self.prior and self.prior.judge(self.rules, trial, self.sign, where is not None)
+        if where is not None and prior:
+            return Decision(CONTINUE, f"rank rule: below its rung at {where}; {prior}", verdict, attempt)
+        if where is not None or prior:
             # ranked low early says nothing of a local minimum: only an initialisation failure
-            return self._cut(
-                trial_id, trial, verdict, f"rank rule: below its rung at {where}", (DEAD, STUCK_KIND)
-            )
+            why = f"rank rule: below its rung at {where}" if where is not None else str(prior)
+            return self._cut(trial_id, trial, verdict, why, (DEAD, STUCK_KIND))
         return Decision(CONTINUE, verdict.reason, verdict, attempt)
 
     def _rank_cut(self, trial_id: str, trial: _Trial, leader: float | None) -> str | None:

@@ -19,11 +19,16 @@ from typing import Any
 from analysis.convergence import Thresholds
 from orchestrator.policy.config import PolicyConfig, PolicySettings, SettingError, thresholds_from
 from orchestrator.policy.engine import ConvergencePolicy
+from orchestrator.policy.prior import PriorModel
+from orchestrator.policy.prior_guard import PriorGuard
 from orchestrator.policy.rules import GuardedRule, RankRule
 from orchestrator.policy.rungs import AshaRungs, CostRungs
 
 #: The rank rules ``inner`` may name.
 INNER_RULES = ("asha",)
+#: What ``prior`` may name besides a file: the prior shipped with the project, an MLflow sweep.
+PRIOR_SHIPPED, PRIOR_MLFLOW = "shipped", "mlflow:"
+PRIOR_FILES = (".json", ".jsonl", ".jsonl.gz")
 
 
 def _default_thresholds() -> dict[str, Any]:
@@ -53,6 +58,14 @@ class ConvergenceSettings(PolicySettings):
             in its top ``1 / reduction_factor**2`` (:class:`GuardedRule`).
         cost_rungs: the same rungs over training time too (:class:`CostRungs`), with their guard.
         cost_calibration: the compute rungs' unit is the median second epoch of this many trials.
+        prior: a prior from earlier sweeps (:mod:`orchestrator.policy.prior_guard`): ``shipped``
+            (learned on the project's curve banks), ``mlflow:<experiment or sweep>`` (its
+            finished trials' curves), a curve bank file (``.jsonl``/``.jsonl.gz``) or a stored
+            prior (``.json``); None: no prior.
+        prior_cut: until an early rung's own ranks are measured, a trial it keeps is cut when
+            the prior gives it less than this chance of finishing in the sweep's top 10% (0: never).
+        prior_spare: likewise, a trial it cuts is spared when the prior gives it at least this
+            chance (null: never; measured on the replay banks, sparing cost epochs and no gain).
         thresholds: :class:`analysis.convergence.Thresholds` by name; one left out takes its default.
     """
 
@@ -63,6 +76,9 @@ class ConvergenceSettings(PolicySettings):
     loss_guard: bool = True
     cost_rungs: bool = False
     cost_calibration: int = 4
+    prior: str | None = None
+    prior_cut: float = 0.02
+    prior_spare: float | None = None
     thresholds: dict[str, Any] = field(default_factory=_default_thresholds)
 
     def __post_init__(self) -> None:
@@ -78,6 +94,12 @@ class ConvergenceSettings(PolicySettings):
         calibration = self.cost_calibration
         if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < 1:
             raise SettingError("cost_calibration", "must be a whole number >= 1", calibration)
+        check_prior(self.prior)
+        if isinstance(self.prior_cut, bool) or not 0.0 <= self.prior_cut < 1.0:
+            raise SettingError("prior_cut", "must be in [0, 1)", self.prior_cut)
+        spare = self.prior_spare
+        if spare is not None and (isinstance(spare, bool) or not self.prior_cut < spare <= 1.0):
+            raise SettingError("prior_spare", "must be null or in (prior_cut, 1]", spare)
         thresholds_from(self.thresholds)
 
     @classmethod
@@ -123,6 +145,22 @@ class ConvergenceSettings(PolicySettings):
         return rules
 
 
+def check_prior(prior: Any) -> None:
+    """Refuse a ``prior`` that names no source (its file is read, and checked, by the adapter)."""
+    if prior is None or prior == PRIOR_SHIPPED:
+        return
+    if not isinstance(prior, str) or not prior.strip():
+        raise SettingError("prior", "must be shipped, mlflow:<experiment or sweep> or a file", prior)
+    if prior.startswith(PRIOR_MLFLOW) and not prior[len(PRIOR_MLFLOW) :].strip():
+        raise SettingError("prior", "mlflow: needs an experiment or sweep name", prior)
+    if not prior.startswith(PRIOR_MLFLOW) and not prior.endswith(PRIOR_FILES):
+        raise SettingError(
+            "prior",
+            f"must be shipped, mlflow:<experiment or sweep> or a file ({', '.join(PRIOR_FILES)})",
+            prior,
+        )
+
+
 def policy_from_settings(
     settings: ConvergenceSettings | Mapping[str, Any],
     *,
@@ -132,6 +170,7 @@ def policy_from_settings(
     total_epochs: int | None,
     sweep_seed: int = 0,
     scale: float | None = 1.0,
+    prior: PriorModel | None = None,
 ) -> ConvergencePolicy:
     """The policy configured by ``settings`` (a mapping is read by :meth:`ConvergenceSettings.from_mapping`).
 
@@ -148,4 +187,5 @@ def policy_from_settings(
         total_epochs=total_epochs,
         sweep_seed=sweep_seed,
         rules=settings.rank_rules(budget=budget, total_epochs=total_epochs),
+        prior=None if prior is None else PriorGuard(prior, settings.prior_cut, settings.prior_spare),
     )
