@@ -16,7 +16,9 @@ epoch. Writers:
   ``start_trial``, ``log_metrics``, ``end_trial``, ``end_sweep``), whatever its current writer
   (against a server: up to ``orchestrator.tracking.uri.LANES`` runs written at once; a run's
   constants sent once, ``orchestrator.tracking.runs.unrepeated``);
-- ``tracker_serial``: the same tracker writing one request at a time (``lanes=1``), for the ratio.
+- ``tracker_serial``: the same tracker writing one request at a time (``lanes=1``), for the ratio;
+- ``tracker_changing``: the same tracker with all 9 values changing every epoch (nothing to send
+  once per run), for the ratio: what sending a run's constants once saves.
 
 ``requests`` is what each writer sent (the tracker's: ``SweepTracker.requests``, a log_batch,
 run creation or end each).
@@ -111,10 +113,11 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def _values(i: int, epoch: int) -> dict[str, float]:
-    """Trial ``i``'s result at ``epoch``: its constants (``ONCE_PER_RUN``) the same every epoch."""
+def _values(i: int, epoch: int, constants: bool = True) -> dict[str, float]:
+    """Trial ``i``'s result at ``epoch``: its constants (``ONCE_PER_RUN``) the same every epoch
+    (``constants=False``: every value changes)."""
     return {
-        key: float(i + k / 10) if key in ONCE_PER_RUN else float(i + epoch / 1000 + k / 10)
+        key: float(i + k / 10) if constants and key in ONCE_PER_RUN else float(i + epoch / 1000 + k / 10)
         for k, key in enumerate(KEYS)
     }
 
@@ -154,10 +157,13 @@ def write_batched(url: str, results: int, trials: int, flush_every: int = FLUSH_
     return _report(client, runs, results, trials, elapsed, requests)
 
 
-def write_tracker(url: str, results: int, trials: int, lanes: int | None = None) -> dict[str, Any]:
+def write_tracker(
+    url: str, results: int, trials: int, lanes: int | None = None, constants: bool = True
+) -> dict[str, Any]:
     """The project's ``SweepTracker``: every result through ``log_metrics``; timed until ``end_sweep``.
 
-    ``lanes``: runs written at once (None: the tracker's own choice for the URI)."""
+    ``lanes``: runs written at once (None: the tracker's own choice for the URI); ``constants``:
+    a run's constants keep their value (False: every value changes every epoch)."""
     from orchestrator.tracking import SweepTracker
 
     tracker = SweepTracker(url, f"rate-tracker-{time.time_ns()}", lanes=lanes)
@@ -167,7 +173,7 @@ def write_tracker(url: str, results: int, trials: int, lanes: int | None = None)
         tracker.start_trial(tid, tid, {"trial": tid})
     start = time.perf_counter()
     for trial, epoch in _plan(results, trials):
-        tracker.log_metrics(ids[trial], _values(trial, epoch), step=epoch)
+        tracker.log_metrics(ids[trial], _values(trial, epoch, constants), step=epoch)
     for tid in ids:
         tracker.end_trial(tid, "FINISHED")
     tracker.end_sweep("FINISHED")
@@ -213,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--writers",
         default="batched,tracker",
-        help="comma-separated: batched, tracker, tracker_serial",
+        help="comma-separated: batched, tracker, tracker_serial, tracker_changing",
     )
     parser.add_argument("--flush-every", type=int, default=FLUSH_EVERY, help="batched: values per log_batch")
     parser.add_argument(
@@ -233,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "batched": lambda url, n, t: write_batched(url, n, t, args.flush_every),
         "tracker": write_tracker,
         "tracker_serial": lambda url, n, t: write_tracker(url, n, t, lanes=1),
+        "tracker_changing": lambda url, n, t: write_tracker(url, n, t, constants=False),
     }
     wanted = [w for w in args.writers.split(",") if w]
     if any(w not in writers for w in wanted):
