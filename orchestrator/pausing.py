@@ -26,6 +26,32 @@ def has_checkpoint(result: dict[str, Any]) -> bool:
     return result.get(SHOULD_CHECKPOINT) is True
 
 
+def _limiter(tune_controller: Any) -> Any:
+    """Tune's ``ConcurrencyLimiter`` around the searcher (``max_concurrent_trials``), or None."""
+    searcher = getattr(getattr(tune_controller, "search_alg", None), "searcher", None)
+    while searcher is not None and not hasattr(searcher, "live_trials"):
+        searcher = getattr(searcher, "searcher", None)
+    return searcher
+
+
+def release_slot(tune_controller: Any, trial_id: str) -> None:
+    """A paused trial leaves the concurrency limit (Tune's ``ConcurrencyLimiter`` counts it live
+    until it completes, so paused trials would stop every new one: the sweep would wait forever)."""
+    limiter = _limiter(tune_controller)
+    if limiter is not None and trial_id in limiter.live_trials:
+        limiter.live_trials.discard(trial_id)
+        limiter.num_unfinished_live_trials -= 1
+
+
+def hold_slot(tune_controller: Any, trial_id: str) -> None:
+    """A paused trial that resumes or ends counts again (the limiter tells the searcher of a trial
+    that completes only if it counts it)."""
+    limiter = _limiter(tune_controller)
+    if limiter is not None and trial_id not in limiter.live_trials:
+        limiter.live_trials.add(trial_id)
+        limiter.num_unfinished_live_trials += 1
+
+
 def search_finished(tune_controller: Any) -> bool:
     """Whether the searcher has no new configuration left (Tune's ``SearchGenerator.is_finished``);
     True when the controller has no search algorithm that says."""
@@ -34,7 +60,7 @@ def search_finished(tune_controller: Any) -> bool:
 
 
 def trial_to_resume(
-    policy: ConvergencePolicy, waiting: Iterable[Trial], *, promoted_only: bool
+    policy: ConvergencePolicy, tune_controller: Any, waiting: Iterable[Trial], *, promoted_only: bool
 ) -> Trial | None:
     """The PAUSED trial among ``waiting`` that resumes now, marked resumed in the policy, or None.
 
@@ -43,15 +69,18 @@ def trial_to_resume(
     call :func:`stale` first to stop the ones that can no longer matter).
     """
     by_id = {t.trial_id: t for t in waiting if t.status == Trial.PAUSED}
-    for tid in policy.promotable():
-        if tid in by_id:
-            policy.resume(tid, "promoted: it passes its rung now")
-            return by_id[tid]
-    candidates = [tid for tid in policy.paused() if tid in by_id] if not promoted_only else []
-    if not candidates:
+    chosen, why = (
+        next((tid for tid in policy.promotable() if tid in by_id), None),
+        "promoted: it passes its rung now",
+    )
+    if chosen is None and not promoted_only:
+        chosen = next((tid for tid in policy.paused() if tid in by_id), None)
+        why = "no new configuration left; the most promising paused trial"
+    if chosen is None:
         return None
-    policy.resume(candidates[0], "no new configuration left; the most promising paused trial")
-    return by_id[candidates[0]]
+    policy.resume(chosen, why)
+    hold_slot(tune_controller, chosen)
+    return by_id[chosen]
 
 
 def stale(policy: ConvergencePolicy, waiting: Iterable[Trial]) -> list[Trial]:

@@ -24,8 +24,8 @@ from typing import Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from orchestrator import pausing
 from orchestrator.contract import contract_problem, hyperparameters, objectives_problem
-from orchestrator.pausing import STALE, has_checkpoint, search_finished, stale, trial_to_resume
 from orchestrator.policy import (
     CONTINUE,
     OPTIONAL_KEYS,
@@ -38,6 +38,7 @@ from orchestrator.policy import (
     Decision,
     decision_data,
     decision_from_data,
+    decision_outcome,
     rule_coverage,
 )
 
@@ -172,8 +173,9 @@ class ConvergenceScheduler(FIFOScheduler):
         if decision.action == CONTINUE:
             return TrialScheduler.CONTINUE
         value = _value(result, self._metric or "val_acc")
-        if decision.action == PAUSE and has_checkpoint(result):
+        if decision.action == PAUSE and pausing.has_checkpoint(result):
             logger.info("trial %s: paused at epoch %d (%s)", tid, epoch, decision.reason)
+            pausing.release_slot(tune_controller, tid)
             return TrialScheduler.PAUSE
         if decision.action == PAUSE:  # resuming would repeat epochs or start over: pruned, saying so
             why = f"no checkpoint of epoch {epoch} to resume from"
@@ -181,13 +183,13 @@ class ConvergenceScheduler(FIFOScheduler):
         if decision.action == STOP:
             self.policy.complete(tid, value, "converged")
             told = [_value(result, k) for k in self.objectives] if self.objectives else value
-            self._tell_searcher(tune_controller, tid, "COMPLETE", told, _outcome(decision))
+            self._tell_searcher(tune_controller, tid, "COMPLETE", told, decision_outcome(decision))
             return TrialScheduler.STOP
         if decision.action == PRUNE:
             self.policy.complete(tid, value, "pruned")
             nonfinite = decision.verdict is not None and decision.verdict.kind == "nonfinite"
             state = "FAIL" if nonfinite else "PRUNED"
-            self._tell_searcher(tune_controller, tid, state, None, _outcome(decision))
+            self._tell_searcher(tune_controller, tid, state, None, decision_outcome(decision))
             return TrialScheduler.STOP
         if decision.action == RESTART:
             self._restart(tune_controller, trial, decision)
@@ -236,16 +238,17 @@ class ConvergenceScheduler(FIFOScheduler):
         live, frozen = list(tune_controller.get_live_trials()), self.policy.is_paused
         if restarted := [t for t in live if t.status == Trial.PAUSED and not frozen(t.trial_id)]:
             return self._earliest(tune_controller, restarted)
-        if (resumed := trial_to_resume(self.policy, live, promoted_only=True)) is not None:
-            return resumed
+        promoted = pausing.trial_to_resume(self.policy, tune_controller, live, promoted_only=True)
+        if promoted is not None:
+            return promoted
         if pending := [t for t in live if t.status == Trial.PENDING]:
             return self._earliest(tune_controller, pending)
-        if not search_finished(tune_controller):
+        if not pausing.search_finished(tune_controller):
             return None
-        for trial in stale(self.policy, live):
-            self._end_paused(tune_controller, trial.trial_id, STALE)
+        for trial in pausing.stale(self.policy, live):
+            self._end_paused(tune_controller, trial.trial_id, pausing.STALE)
             tune_controller.stop_trial(trial)
-        return trial_to_resume(self.policy, live, promoted_only=False)
+        return pausing.trial_to_resume(self.policy, tune_controller, live, promoted_only=False)
 
     def _earliest(self, tune_controller: Any, found: list[Trial]) -> Trial:
         """The trial of ``found`` added first (in the controller's order if this scheduler missed one)."""
@@ -280,8 +283,9 @@ class ConvergenceScheduler(FIFOScheduler):
 
     def _end_paused(self, tune_controller: Any, trial_id: str, why: str) -> None:
         """A paused trial ends without resuming: pruned, the reason saying where it paused and ``why``."""
+        pausing.hold_slot(tune_controller, trial_id)  # counted again, so its end reaches the searcher
         decision = self.decisions[trial_id] = self.policy.stop_paused(trial_id, why)
-        self._tell_searcher(tune_controller, trial_id, "PRUNED", None, _outcome(decision))
+        self._tell_searcher(tune_controller, trial_id, "PRUNED", None, decision_outcome(decision))
 
     def _break(self, tune_controller: Any, trial_id: str, problem: str) -> str:
         """Stop a trial whose result broke the metric contract; Optuna is told FAIL."""
@@ -332,12 +336,6 @@ class ConvergenceScheduler(FIFOScheduler):
         self.save(tmp)
         os.replace(tmp, path)
         return path
-
-
-def _outcome(decision: Decision) -> dict[str, Any]:
-    """What the searcher keeps of the decision that ended a trial: verdict, reason, attempt."""
-    verdict = decision.verdict.status if decision.verdict else decision.action
-    return {"verdict": verdict, "reason": decision.reason, "attempt": decision.attempt}
 
 
 def _searcher(tune_controller: Any) -> Any:

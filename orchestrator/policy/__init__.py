@@ -89,6 +89,7 @@ from orchestrator.policy.decision import (
     Decision,
     decision_data,
     decision_from_data,
+    decision_outcome,
     decision_text,
 )
 from orchestrator.policy.engine import INIT_KINDS, ConvergencePolicy
@@ -132,6 +133,7 @@ __all__ = [
     "coverage_line",
     "decision_data",
     "decision_from_data",
+    "decision_outcome",
     "decision_text",
     "DECISION_WIDTH",
     "policy_from_settings",

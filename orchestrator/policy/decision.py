@@ -86,3 +86,9 @@ def decision_from_data(data: dict[str, Any]) -> Decision:
     """The decision :func:`decision_data` wrote."""
     verdict = data.get("verdict")
     return Decision(**{**data, "verdict": Verdict(**verdict) if verdict is not None else None})
+
+
+def decision_outcome(decision: Decision) -> dict[str, Any]:
+    """What a searcher keeps of the decision that ended a trial: verdict, reason, attempt."""
+    verdict = decision.verdict.status if decision.verdict else decision.action
+    return {"verdict": verdict, "reason": decision.reason, "attempt": decision.attempt}
