@@ -164,12 +164,13 @@ class MlflowTrialCallback(Callback):
             "epochs_run": str(int(last.get("epoch", 0))),
             "attempts": str(int(last.get("attempt", 0)) + 1),
         }
+        if decision is not None:  # a paused trial stopped without resuming has no verdict of its own
+            tags["decision_reason"] = decision.reason
         if decision is not None and decision.verdict is not None:
             verdict = decision.verdict
             tags["verdict"] = verdict.status
             tags["verdict_reason"] = verdict.reason
             tags["verdict_evidence"] = json.dumps(dict(verdict.evidence), default=str)
-            tags["decision_reason"] = decision.reason
             if verdict.status in ("converged", "plateau_bad") and verdict.step is not None:
                 tags["convergence_epoch"] = str(verdict.step)
         if self.scheduler is not None and (problem := self.scheduler.problem(trial.trial_id)) is not None:
