@@ -9,6 +9,7 @@ from typing import Any
 
 from orchestrator.config import SweepConfig
 from orchestrator.init_source import init_spec
+from orchestrator.objectives import multi_objective_settings, several
 from orchestrator.policy import ConvergenceSettings
 
 #: The built-in trainables' train function, as a Hydra partial (``trainable.fn`` of a user).
@@ -47,7 +48,9 @@ def checkpoint_at(cfg: SweepConfig) -> list[int]:
     """Epochs where every trial checkpoints besides each ``checkpoint_every``-th: those where the
     convergence scheduler may pause it (its rungs, ``scheduler.pause``), so it resumes there."""
     s = cfg.scheduler
-    return s.pause_epochs(cfg.trainable.epochs) if isinstance(s, ConvergenceSettings) else []
+    if not isinstance(s, ConvergenceSettings):
+        return []
+    return (multi_objective_settings(s) if several(cfg) else s).pause_epochs(cfg.trainable.epochs)
 
 
 def train_function(t: Any, launch_dir: str) -> Any:

@@ -179,3 +179,17 @@ def test_the_adapter_stops_a_paused_trial_that_can_no_longer_matter_and_one_left
     c.stop_trial(c.trials[-1])  # the sweep ends (e.g. its time budget) while z is paused
     assert scheduler.decision("z").reason == "paused at epoch 1 and not resumed: the sweep ended first"
     assert scheduler.lineage("z")[-1].outcome == "pruned"
+
+
+def test_trials_checkpoint_at_the_rungs_only_where_a_pause_can_happen():
+    import dataclasses
+
+    from orchestrator.policy import ConvergenceSettings
+    from orchestrator.schema import SweepConfig, TrainableConfig
+    from orchestrator.trials import checkpoint_at, run_settings
+
+    cfg = SweepConfig(trainable=TrainableConfig(epochs=20))
+    assert checkpoint_at(cfg) == [1, 3, 9] == run_settings(cfg, "/tmp")["checkpoint_at"]
+    assert checkpoint_at(dataclasses.replace(cfg, scheduler=ConvergenceSettings(pause=False))) == []
+    two = [{"metric": "val_acc", "mode": "max"}, {"metric": "val_loss", "mode": "min"}]
+    assert checkpoint_at(dataclasses.replace(cfg, objectives=two)) == []  # no rank rule: no pause
