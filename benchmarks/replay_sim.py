@@ -23,7 +23,8 @@ scheduler hooks in the order ``TuneController`` does (``ray/tune/execution/tune_
   hyperparameters in the new config cannot be replayed (the curve stays the configuration's).
 - Pause and resume: a PAUSED trial that starts again in the same attempt resumes at the epoch
   after the last one it reported (as from a checkpoint): its curve continues and no epoch is
-  replayed or counted twice. ``search_alg.searcher`` is a ``FixedOrderSearcher``: the
+  replayed or counted twice; every result says it came with a checkpoint (``should_checkpoint``,
+  as Ray marks one). ``search_alg.searcher`` is a ``FixedOrderSearcher``: the
   ``on_pause``/``on_unpause`` calls ``HyperBandForBOHB`` makes to its searcher change nothing.
 - When nothing can run any more, trials still PAUSED or PENDING are "stranded" (Tune would wait
   forever); they are stopped through ``stop_trial`` and counted.
@@ -38,7 +39,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,9 +81,15 @@ class FixedOrderSearcher:
 
 @dataclass(frozen=True)
 class FixedOrderSearch:
-    """The search algorithm stand-in (Tune's ``SearchGenerator``): it holds the searcher."""
+    """The search algorithm stand-in (Tune's ``SearchGenerator``): it holds the searcher, and
+    says when no configuration is left to propose (``is_finished``)."""
 
     searcher: FixedOrderSearcher
+    remaining: Callable[[], int]
+
+    def is_finished(self) -> bool:
+        """True once every configuration of the repeat's order was proposed."""
+        return self.remaining() == 0
 
 
 class SimController:
@@ -110,9 +117,9 @@ class SimController:
             raise ValueError(f"workers and max_pending must be >= 1, got {workers=}, {max_pending=}")
         self.scheduler = scheduler
         self.bank = bank
-        self.search_alg = FixedOrderSearch(FixedOrderSearcher())
-        self.recorder = recorder or Recorder(bank)
         self._order = deque(order)
+        self.search_alg = FixedOrderSearch(FixedOrderSearcher(), lambda: len(self._order))
+        self.recorder = recorder or Recorder(bank)
         self._free = workers
         self._max_pending = max_pending
         self._trials: list[Trial] = []
@@ -300,6 +307,7 @@ def make_result(trial: Trial, rep: _Replay, cost: float) -> dict[str, Any]:
         "time_this_iter_s": cost,
         "time_total_s": rep.elapsed,
         "trial_id": trial.trial_id,
+        "should_checkpoint": True,  # every epoch resumes where it stopped, as from its checkpoint
         "done": False,
     }
 

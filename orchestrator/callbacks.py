@@ -18,6 +18,7 @@ from ray.tune import Callback
 
 from orchestrator.contract import hyperparameters, logged_metrics, step_of, warm_source
 from orchestrator.outcomes import Outcomes
+from orchestrator.pausing import pause_tags
 from orchestrator.policy import decision_text
 from orchestrator.tracking import SweepTracker
 
@@ -107,8 +108,17 @@ class MlflowTrialCallback(Callback):
     def _decision(self, trial_id: str) -> Any:
         return self.scheduler.decision(trial_id) if self.scheduler is not None else None
 
+    def _pause_tags(self, trial_id: str) -> dict[str, str]:
+        """The trial's pause tags (:func:`orchestrator.pausing.pause_tags`), none without pauses."""
+        policy = getattr(self.scheduler, "policy", None)
+        return pause_tags(policy, trial_id) if hasattr(policy, "pause_record") else {}
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ensure_run(trial)
+        tags = self._pause_tags(trial.trial_id)
+        if "resumed_at_epoch" in tags:  # it resumes: where it paused, why it resumed
+            tags["outcome"] = f"resumed at epoch {tags['resumed_at_epoch']}"
+            self.tracker.set_tags(trial.trial_id, tags, attempt=int(trial.config.get("attempt", 0)))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._ensure_run(trial)
@@ -128,6 +138,8 @@ class MlflowTrialCallback(Callback):
         self._logged[tid] = (attempt, epoch)
         metrics = logged_metrics(result)
         self.tracker.log_metrics(tid, metrics, step=epoch, attempt=attempt)
+        if decision is not None and decision.action == "pause":
+            self.tracker.set_tags(tid, {"outcome": "paused", **self._pause_tags(tid)}, attempt=attempt)
         if decision is not None and decision.action == "restart":
             self.tracker.set_tags(
                 tid, {"outcome": f"restarted: {decision.reason}", "epochs_run": str(epoch)}, attempt=attempt
@@ -153,12 +165,13 @@ class MlflowTrialCallback(Callback):
             "epochs_run": str(int(last.get("epoch", 0))),
             "attempts": str(int(last.get("attempt", 0)) + 1),
         }
+        if decision is not None:  # a paused trial stopped without resuming has no verdict of its own
+            tags["decision_reason"] = decision.reason
         if decision is not None and decision.verdict is not None:
             verdict = decision.verdict
             tags["verdict"] = verdict.status
             tags["verdict_reason"] = verdict.reason
             tags["verdict_evidence"] = json.dumps(dict(verdict.evidence), default=str)
-            tags["decision_reason"] = decision.reason
             if verdict.status in ("converged", "plateau_bad") and verdict.step is not None:
                 tags["convergence_epoch"] = str(verdict.step)
         if self.scheduler is not None and (problem := self.scheduler.problem(trial.trial_id)) is not None:
@@ -166,6 +179,10 @@ class MlflowTrialCallback(Callback):
         if self.scheduler is not None:
             lineage = self.scheduler.lineage(trial.trial_id)
             tags["lineage"] = json.dumps([asdict(r) for r in lineage], default=str)
+        if pauses := self._pause_tags(trial.trial_id):
+            policy = self.scheduler.policy
+            history = [asdict(r) for r in policy.pause_record(trial.trial_id)]
+            tags.update(pauses, pause_history=json.dumps(history, default=str))
         return tags
 
     def _final_metrics(self, trial: Any) -> dict[str, float] | None:

@@ -3,7 +3,8 @@ call the train function named in the trial's ``run`` settings, report through Ra
 
 The trial config holds the hyperparameters (searched and fixed) plus bookkeeping: ``attempt``,
 ``trial_index``, ``epochs`` (the budget of one attempt) and a ``run`` mapping the same for
-every trial (``fn``, ``model_fn``, ``checkpoint_every``, ``sweep_seed``, ``launch_dir``).
+every trial (``fn``, ``model_fn``, ``checkpoint_every``, ``checkpoint_at``, ``sweep_seed``,
+``launch_dir``).
 ``random``, numpy and torch are seeded with the attempt's seed before the function is called.
 """
 
@@ -68,6 +69,7 @@ def call_function(
         source=source,
         device=trial_device(),
         checkpoint_every=int(run["checkpoint_every"]),
+        checkpoint_at=run.get("checkpoint_at", ()),
         init_from=warm_source(config),
     )
     seed_everything(seed)

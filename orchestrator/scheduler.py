@@ -5,6 +5,8 @@ Each result goes to :class:`ConvergencePolicy`; its decision becomes a Ray actio
 - continue -> ``CONTINUE``;
 - stop (converged) -> ``STOP``, and Optuna is told COMPLETE with the trial's value;
 - prune -> ``STOP``, and Optuna is told PRUNED (FAIL for a non-finite loss);
+- pause (freeze-thaw) -> ``PAUSE`` when the result came with its checkpoint, else prune; which
+  paused trial resumes, and when one is stopped instead: :mod:`orchestrator.pausing`;
 - restart -> in place, the way Ray's PBT restarts trials: pause without a checkpoint, set the
   new config (``attempt`` + 1, the new ``seed``, remedy changes), forget the latest
   checkpoint so the trainable starts at epoch 1, return ``NOOP``. The paused trial is the
@@ -22,17 +24,21 @@ from typing import Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from analysis.convergence import Verdict
+from orchestrator import pausing
 from orchestrator.contract import contract_problem, hyperparameters, objectives_problem
 from orchestrator.policy import (
     CONTINUE,
     OPTIONAL_KEYS,
+    PAUSE,
     PRUNE,
     RESTART,
     STOP,
     AttemptRecord,
     ConvergencePolicy,
     Decision,
+    decision_data,
+    decision_from_data,
+    decision_outcome,
     rule_coverage,
 )
 
@@ -167,16 +173,23 @@ class ConvergenceScheduler(FIFOScheduler):
         if decision.action == CONTINUE:
             return TrialScheduler.CONTINUE
         value = _value(result, self._metric or "val_acc")
+        if decision.action == PAUSE and pausing.has_checkpoint(result):
+            logger.info("trial %s: paused at epoch %d (%s)", tid, epoch, decision.reason)
+            pausing.release_slot(tune_controller, tid)
+            return TrialScheduler.PAUSE
+        if decision.action == PAUSE:  # resuming would repeat epochs or start over: pruned, saying so
+            why = f"no checkpoint of epoch {epoch} to resume from"
+            decision = self.decisions[tid] = self.policy.refuse_pause(tid, decision, why)
         if decision.action == STOP:
             self.policy.complete(tid, value, "converged")
             told = [_value(result, k) for k in self.objectives] if self.objectives else value
-            self._tell_searcher(tune_controller, tid, "COMPLETE", told, _outcome(decision))
+            self._tell_searcher(tune_controller, tid, "COMPLETE", told, decision_outcome(decision))
             return TrialScheduler.STOP
         if decision.action == PRUNE:
             self.policy.complete(tid, value, "pruned")
             nonfinite = decision.verdict is not None and decision.verdict.kind == "nonfinite"
             state = "FAIL" if nonfinite else "PRUNED"
-            self._tell_searcher(tune_controller, tid, state, None, _outcome(decision))
+            self._tell_searcher(tune_controller, tid, state, None, decision_outcome(decision))
             return TrialScheduler.STOP
         if decision.action == RESTART:
             self._restart(tune_controller, trial, decision)
@@ -214,22 +227,35 @@ class ConvergenceScheduler(FIFOScheduler):
             self.policy.complete(trial.trial_id, None, "error")
 
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        if self.policy.is_paused(trial.trial_id):  # the sweep ends before it resumed
+            self._end_paused(tune_controller, trial.trial_id, "the sweep ended first")
         self.on_trial_error(tune_controller, trial)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
-        """Restarted (paused) trials first, so a restart does not wait behind new trials; each kind
-        in the order the trials were added. Only live trials are looked at (a 10,000-trial sweep
-        need not scan every finished trial on every call); a trial added before this scheduler
-        saw it (none known) falls back to the controller's order."""
-        live = list(tune_controller.get_live_trials())
-        for wanted in (Trial.PAUSED, Trial.PENDING):
-            found = [t for t in live if t.status == wanted]
-            if not found:
-                continue
-            if all(t.trial_id in self._order for t in found):
-                return min(found, key=lambda t: self._order[t.trial_id])
-            return next(t for t in tune_controller.get_trials() if t.status == wanted)
-        return None
+        """Restarted trials first (a restart does not wait behind new trials), then a paused trial
+        that would pass its rung now, then new trials, then, once the searcher has none left, the
+        most promising paused trial (:mod:`orchestrator.pausing`). Only live trials are looked at."""
+        live, frozen = list(tune_controller.get_live_trials()), self.policy.is_paused
+        if restarted := [t for t in live if t.status == Trial.PAUSED and not frozen(t.trial_id)]:
+            return self._earliest(tune_controller, restarted)
+        promoted = pausing.trial_to_resume(self.policy, tune_controller, live, promoted_only=True)
+        if promoted is not None:
+            return promoted
+        if pending := [t for t in live if t.status == Trial.PENDING]:
+            return self._earliest(tune_controller, pending)
+        if not pausing.search_finished(tune_controller):
+            return None
+        for trial in pausing.stale(self.policy, live):
+            self._end_paused(tune_controller, trial.trial_id, pausing.STALE)
+            tune_controller.stop_trial(trial)
+        return pausing.trial_to_resume(self.policy, tune_controller, live, promoted_only=False)
+
+    def _earliest(self, tune_controller: Any, found: list[Trial]) -> Trial:
+        """The trial of ``found`` added first (in the controller's order if this scheduler missed one)."""
+        if all(t.trial_id in self._order for t in found):
+            return min(found, key=lambda t: self._order[t.trial_id])
+        status = found[0].status
+        return next(t for t in tune_controller.get_trials() if t.status == status)
 
     def debug_string(self) -> str:
         return f"Using the convergence scheduler ({self.restarts} restarts)."
@@ -255,6 +281,12 @@ class ConvergenceScheduler(FIFOScheduler):
         if decision.changes and searcher is not None and hasattr(searcher, "supersede"):
             searcher.supersede(trial.trial_id, decision.changes, decision.reason)
 
+    def _end_paused(self, tune_controller: Any, trial_id: str, why: str) -> None:
+        """A paused trial ends without resuming: pruned, the reason saying where it paused and ``why``."""
+        pausing.hold_slot(tune_controller, trial_id)  # counted again, so its end reaches the searcher
+        decision = self.decisions[trial_id] = self.policy.stop_paused(trial_id, why)
+        self._tell_searcher(tune_controller, trial_id, "PRUNED", None, decision_outcome(decision))
+
     def _break(self, tune_controller: Any, trial_id: str, problem: str) -> str:
         """Stop a trial whose result broke the metric contract; Optuna is told FAIL."""
         if trial_id not in self.broken:
@@ -278,14 +310,14 @@ class ConvergenceScheduler(FIFOScheduler):
         """Plain data: the policy's state, each trial's latest decision and broken contracts."""
         return {
             "policy": self.policy.state_dict(),
-            "decisions": {tid: _decision_data(d) for tid, d in self.decisions.items()},
+            "decisions": {tid: decision_data(d) for tid, d in self.decisions.items()},
             "broken": dict(self.broken),
             "reported": sorted(self.reported),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
-        self.decisions = {tid: _decision(d) for tid, d in state.get("decisions", {}).items()}
+        self.decisions = {tid: decision_from_data(d) for tid, d in state.get("decisions", {}).items()}
         self.broken = dict(state.get("broken", {}))
         self.reported = set(state.get("reported", ()))
 
@@ -304,34 +336,6 @@ class ConvergenceScheduler(FIFOScheduler):
         self.save(tmp)
         os.replace(tmp, path)
         return path
-
-
-def _outcome(decision: Decision) -> dict[str, Any]:
-    """What the searcher keeps of the decision that ended a trial: verdict, reason, attempt."""
-    verdict = decision.verdict.status if decision.verdict else decision.action
-    return {"verdict": verdict, "reason": decision.reason, "attempt": decision.attempt}
-
-
-def _decision_data(d: Decision) -> dict[str, Any]:
-    v = d.verdict
-    verdict = (
-        None
-        if v is None
-        else {
-            "status": v.status,
-            "reason": v.reason,
-            "step": v.step,
-            "evidence": dict(v.evidence),
-            "kind": v.kind,
-        }
-    )
-    data = {"action": d.action, "reason": d.reason, "attempt": d.attempt, "seed": d.seed}
-    return {**data, "verdict": verdict, "changes": dict(d.changes)}
-
-
-def _decision(data: dict[str, Any]) -> Decision:
-    verdict = data.get("verdict")
-    return Decision(**{**data, "verdict": Verdict(**verdict) if verdict is not None else None})
 
 
 def _searcher(tune_controller: Any) -> Any:

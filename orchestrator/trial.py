@@ -5,7 +5,8 @@ A train function is ``fn(hp, trial)``. Before it is called, ``random``, numpy an
 seeded with ``trial.seed``; a restart calls it again, from scratch, with a new seed and the
 next ``trial.attempt``. :meth:`Trial.report` sends one epoch's metrics with what the framework
 fills in (``epoch``, ``attempt``, ``seed``, and from a watched model ``lr``, ``grad_norm``,
-``dead_frac``); its ``checkpoint`` is saved every ``checkpoint_every`` epochs and at the last.
+``dead_frac``); its ``checkpoint`` is saved every ``checkpoint_every`` epochs, at the epochs
+where the scheduler may pause the trial (``checkpoint_at``) and at the last.
 :meth:`Trial.restore` loads this attempt's checkpoint (``weights_only=True``) and returns its
 epoch; a checkpoint of an older attempt is refused (the trial starts over). A checkpoint may
 carry files of the user's framework next to ``checkpoint.pt`` (``report(files=...)``, e.g. a
@@ -25,7 +26,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager as ContextManager
 from typing import Any
 
@@ -88,11 +89,13 @@ class Trial:
         device: torch.device | str = "cpu",
         checkpoint_every: int = 1,
         init_from: Mapping[str, Any] | None = None,
+        checkpoint_at: Iterable[int] = (),
     ) -> None:
         self.seed, self.attempt, self.epochs = int(seed), int(attempt), int(epochs)
         self.device = torch.device(device)
         self.hp = dict(hp)
         self.checkpoint_every = max(1, int(checkpoint_every))
+        self.checkpoint_at = frozenset(int(e) for e in checkpoint_at)  # where the scheduler may pause
         self.reported = 0  # results sent (replays included)
         self.last: dict[str, Any] = {}
         self.restored: dict[str, Any] = {}  # the values :meth:`restore` loaded
@@ -160,8 +163,11 @@ class Trial:
 
     def checkpoint_due(self, epoch: int) -> bool:
         """Whether :meth:`report` saves a checkpoint at ``epoch``: every ``checkpoint_every``-th
-        epoch and the last of the budget."""
-        return isinstance(epoch, int) and (epoch % self.checkpoint_every == 0 or epoch >= self.epochs)
+        epoch, the epochs of ``checkpoint_at`` (where the scheduler may pause the trial) and the
+        last of the budget."""
+        if not isinstance(epoch, int):
+            return False
+        return epoch % self.checkpoint_every == 0 or epoch in self.checkpoint_at or epoch >= self.epochs
 
     def report(
         self,

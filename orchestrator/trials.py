@@ -9,6 +9,8 @@ from typing import Any
 
 from orchestrator.config import SweepConfig
 from orchestrator.init_source import init_spec
+from orchestrator.objectives import multi_objective_settings, several
+from orchestrator.policy import ConvergenceSettings
 
 #: The built-in trainables' train function, as a Hydra partial (``trainable.fn`` of a user).
 BUILTIN = {"_target_": "trainables.train.train", "_partial_": True, "_convert_": "all"}
@@ -35,10 +37,20 @@ def run_settings(cfg: SweepConfig, launch_dir: str) -> dict[str, Any]:
         "fn": train_function(t, launch_dir),
         "model_fn": t.model_fn,
         "checkpoint_every": t.checkpoint_every,
+        "checkpoint_at": checkpoint_at(cfg),
         "sweep_seed": cfg.seed,
         "launch_dir": launch_dir if cfg.cluster.mode == "local" else None,  # a cluster gets a copy
         "init_from": init_spec(cfg, launch_dir),  # the warm start's source, None without one
     }
+
+
+def checkpoint_at(cfg: SweepConfig) -> list[int]:
+    """Epochs where every trial checkpoints besides each ``checkpoint_every``-th: those where the
+    convergence scheduler may pause it (its rungs, ``scheduler.pause``), so it resumes there."""
+    s = cfg.scheduler
+    if not isinstance(s, ConvergenceSettings):
+        return []
+    return (multi_objective_settings(s) if several(cfg) else s).pause_epochs(cfg.trainable.epochs)
 
 
 def train_function(t: Any, launch_dir: str) -> Any:

@@ -134,7 +134,7 @@ def test_the_measured_scale_is_the_median_first_epoch_error_of_first_attempts():
         policy.observe(tid, 1, 1.0, value)
     assert policy.scale == 200.0  # median of |0|, |-300|, |200|; NaN is no opening value
     state = policy.state_dict()
-    assert state["version"] == STATE_VERSION == 6
+    assert state["version"] == STATE_VERSION == 7
     assert state["scale"]["openings"] == {"b": 0, "c": 300, "d": 200}
     copy = policy_from_settings({}, mode="min", chance=None, budget=30, total_epochs=None, scale=None)
     copy.load_state_dict(state)

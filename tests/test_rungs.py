@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from orchestrator.policy.rules import Reading
 from orchestrator.policy.rungs import AshaRungs, CostRungs
 
 
@@ -102,3 +103,20 @@ def test_compute_rungs_ignore_bad_durations_and_round_trip():
     assert copy.should_prune("z", 2.0, 0.1) == CostRungs.should_prune(rule, "z", 2.0, 0.1) is True
     with pytest.raises(ValueError, match="calibration"):
         CostRungs(1, 2, 8, calibration=0)
+
+
+def test_a_value_cut_early_would_pass_once_lower_values_reach_its_rung():
+    """Freeze-thaw's promotion: the cutoff a paused value faced moves as later values arrive."""
+    rungs = AshaRungs(1, 3, 27)
+    for tid, value in (("a", 0.9), ("b", 0.8)):
+        rungs.should_prune(tid, 1, value)
+    assert rungs.should_prune("c", 1, 0.7)  # below the top third of (0.8, 0.9)
+    assert rungs.last_cutoff == pytest.approx(0.8 + (0.9 - 0.8) * (2 / 3 * 1))
+    assert not rungs.would_pass(Reading("c", 1, 0.0, 0.7, 0.0))
+    for tid, value in (("d", 0.1), ("e", 0.2), ("f", 0.3), ("g", 0.4)):
+        rungs.should_prune(tid, 1, value)
+    # the others now: 0.1 .. 0.4, 0.8, 0.9: 0.7 is within their top third
+    assert rungs.would_pass(Reading("c", 1, 0.0, 0.7, 0.0))
+    assert not rungs.would_pass(Reading("c", 3, 0.0, 0.7, 0.0))  # never judged at epoch 3
+    assert not rungs.would_pass(Reading("d", 1, 0.0, 0.1, 0.0))
+    assert rungs.would_pass(Reading("d", 1, 0.0, 0.1, 0.0), slack=0.7)

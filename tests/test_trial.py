@@ -66,6 +66,20 @@ def test_checkpoints_follow_checkpoint_every_and_the_last_epoch(tmp_path):
     assert (state["epoch"], state["attempt"], state["seed"]) == (4, 0, 5)
 
 
+def test_a_trial_also_checkpoints_where_the_scheduler_may_pause_it(tmp_path):
+    """``checkpoint_at`` (the rungs, from ``scheduler.pause_epochs``): a trial paused there resumes
+    at the next epoch, not from an older checkpoint."""
+    from orchestrator.policy import ConvergenceSettings
+
+    rungs = ConvergenceSettings().pause_epochs(4)
+    assert rungs == [1, 3] and ConvergenceSettings(pause=False).pause_epochs(4) == []
+    sink = TrialSink(tmp_path)
+    trial = _trial(sink, checkpoint_every=5, checkpoint_at=rungs)
+    for epoch in range(1, 5):
+        trial.report(epoch, val_loss=1.0, checkpoint={"model": _net()})
+    assert sorted(sink.checkpoints) == [1, 3, 4]
+
+
 def test_restore_continues_this_attempt_and_refuses_an_older_one(tmp_path):
     sink = TrialSink(tmp_path)
     first = _trial(sink)

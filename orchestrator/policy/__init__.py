@@ -43,7 +43,10 @@ in units of the metric's scale, ``PolicyConfig.scale``: given, or measured by ``
    ranks near the top of the rung, as a metric that lags its loss often catches up). Cut by
    any rule, the trial is still spared by its curve: its optimistic end,
    :func:`analysis.convergence.optimistic_final`, could still beat the leader; else it is
-   **cut**.
+   **paused** when it learned (no initialisation failure, not at chance) and is within
+   ``pause_margin`` of the rung's cutoff (``pause``; freeze-thaw, :mod:`.pausing`: it resumes
+   where it stopped when it would pass its rung now, or when no new configuration is left),
+   else **cut**.
 10. Otherwise **continue**.
 
 To **cut** a trial is to prune it, unless its last epoch shows an initialisation failure
@@ -67,9 +70,9 @@ leader or a best final and counts as the worst value at a rung.
 Modules: ``decision`` (:class:`Decision`, the actions), ``config`` (:class:`PolicyConfig`,
 :class:`SettingError`), ``trial`` (what is kept per trial, :class:`AttemptRecord`), ``engine``
 (:class:`ConvergencePolicy`), ``rules`` (:class:`RankRule`, :class:`GuardedRule`), ``rungs``
-(:class:`AshaRungs`, :class:`CostRungs`), ``evidence`` (how far a rung's ranks held,
-:func:`~orchestrator.policy.evidence.rank_auc`), ``restarts`` (:class:`RestartRecord`), ``state``
-(save and restore as versioned data),
+(:class:`AshaRungs`, :class:`CostRungs`), ``pausing`` (freeze-thaw), ``evidence`` (how far a
+rung's ranks held, :func:`~orchestrator.policy.evidence.rank_auc`), ``restarts``
+(:class:`RestartRecord`), ``state`` (save and restore as versioned data),
 ``settings`` (:class:`ConvergenceSettings`, :func:`policy_from_settings`), ``scale`` (the
 metric's unit, :class:`MetricScale`), ``coverage`` (which rules were active, :func:`rule_coverage`).
 """
@@ -79,10 +82,14 @@ from orchestrator.policy.coverage import OPTIONAL_KEYS, RULE_NAMES, coverage_lin
 from orchestrator.policy.decision import (
     CONTINUE,
     DECISION_WIDTH,
+    PAUSE,
     PRUNE,
     RESTART,
     STOP,
     Decision,
+    decision_data,
+    decision_from_data,
+    decision_outcome,
     decision_text,
 )
 from orchestrator.policy.engine import INIT_KINDS, ConvergencePolicy
@@ -103,6 +110,7 @@ __all__ = [
     "INIT_KINDS",
     "INNER_RULES",
     "OPTIONAL_KEYS",
+    "PAUSE",
     "PRUNE",
     "RESTART",
     "RULE_NAMES",
@@ -123,6 +131,9 @@ __all__ = [
     "Reading",
     "SettingError",
     "coverage_line",
+    "decision_data",
+    "decision_from_data",
+    "decision_outcome",
     "decision_text",
     "DECISION_WIDTH",
     "policy_from_settings",

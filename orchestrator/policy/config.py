@@ -53,6 +53,11 @@ class PolicySettings:
         prune_predicted_worse: prune trials whose extrapolated optimistic end loses to the leader.
         remedy_lr_factor: when set, an oscillating trial restarts with lr times this factor.
         remedy_leaky_relu: when true, a trial stuck with dead ReLUs restarts with leaky_relu.
+        pause: a trial a rank rule cuts that learned and is within ``pause_margin`` of the
+            rung's cutoff is paused with its checkpoint, not pruned; it resumes when it would
+            pass its rung now, or when no new configuration is left (freeze-thaw:
+            :mod:`orchestrator.policy.pausing`).
+        pause_margin: ... how far below the cutoff (metric units) a paused trial may be.
     """
 
     max_restarts: int = 1
@@ -66,6 +71,8 @@ class PolicySettings:
     prune_predicted_worse: bool = True
     remedy_lr_factor: float | None = None
     remedy_leaky_relu: bool = False
+    pause: bool = True
+    pause_margin: float = 0.1
 
     def __post_init__(self) -> None:
         if self.max_restarts < 0:
@@ -79,6 +86,10 @@ class PolicySettings:
             raise SettingError("restart_trust", "must be >= 0", self.restart_trust)
         if not self.contender_margin >= 0.0:
             raise SettingError("contender_margin", "must be >= 0", self.contender_margin)
+        if not isinstance(self.pause, bool):
+            raise SettingError("pause", "must be true or false", self.pause)
+        if isinstance(self.pause_margin, bool) or not self.pause_margin >= 0.0:
+            raise SettingError("pause_margin", "must be >= 0", self.pause_margin)
         if self.remedy_lr_factor is not None and not 0.0 < self.remedy_lr_factor < 1.0:
             raise SettingError("remedy_lr_factor", "must be in (0, 1)", self.remedy_lr_factor)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from analysis.convergence import Verdict
 
-CONTINUE, STOP, PRUNE, RESTART = "continue", "stop", "prune", "restart"
+CONTINUE, STOP, PRUNE, RESTART, PAUSE = "continue", "stop", "prune", "restart", "pause"
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,9 @@ class Decision:
     """What to do with a trial after one epoch, and why.
 
     ``continue`` trains on, ``stop`` ends the trial with its value counting (it converged),
-    ``prune`` ends it as not worth its budget, ``restart`` trains it again from scratch. For
+    ``prune`` ends it as not worth its budget, ``pause`` sets it aside with its checkpoint (it may
+    resume later where it stopped: :mod:`orchestrator.policy.pausing`), ``restart`` trains it
+    again from scratch. For
     ``restart``: ``attempt`` and ``seed`` are those of the new attempt and ``changes`` holds
     the hyperparameters a remedy changed (empty when none).
     """
@@ -30,7 +32,7 @@ class Decision:
 
 
 #: What each action did to the trial, as the progress table says it.
-_DONE = {STOP: "stopped", PRUNE: "pruned", RESTART: "restarted"}
+_DONE = {STOP: "stopped", PRUNE: "pruned", RESTART: "restarted", PAUSE: "paused"}
 _RANK_CUT = "rank rule: below its rung at "
 
 
@@ -68,3 +70,25 @@ def decision_text(
     if len(cause) > room:
         cause = cause[: max(room - 3, 0)].rstrip() + "..."
     return f"{done}: {cause}" if cause else done
+
+
+def decision_data(d: Decision) -> dict[str, Any]:
+    """The decision as plain, JSON-serialisable data (:func:`decision_from_data` reads it back)."""
+    v = d.verdict
+    verdict = None if v is None else {
+        "status": v.status, "reason": v.reason, "step": v.step, "evidence": dict(v.evidence), "kind": v.kind
+    }  # fmt: skip
+    data = {"action": d.action, "reason": d.reason, "attempt": d.attempt, "seed": d.seed}
+    return {**data, "verdict": verdict, "changes": dict(d.changes)}
+
+
+def decision_from_data(data: dict[str, Any]) -> Decision:
+    """The decision :func:`decision_data` wrote."""
+    verdict = data.get("verdict")
+    return Decision(**{**data, "verdict": Verdict(**verdict) if verdict is not None else None})
+
+
+def decision_outcome(decision: Decision) -> dict[str, Any]:
+    """What a searcher keeps of the decision that ended a trial: verdict, reason, attempt."""
+    verdict = decision.verdict.status if decision.verdict else decision.action
+    return {"verdict": verdict, "reason": decision.reason, "attempt": decision.attempt}

@@ -26,6 +26,7 @@ from analysis.convergence import (
 )
 from orchestrator.policy.config import PolicyConfig
 from orchestrator.policy.decision import CONTINUE, PRUNE, STOP, Decision
+from orchestrator.policy.pausing import Cut, PauseRecord, Pausing
 from orchestrator.policy.prior_guard import PriorGuard
 from orchestrator.policy.restarting import FINISHED, Restarting
 from orchestrator.policy.restarts import (
@@ -45,8 +46,8 @@ from orchestrator.policy.trial import AttemptRecord, _Trial
 INIT_KINDS = ("dead_relu", "vanishing_grad")
 
 
-class ConvergencePolicy(Restarting):
-    """Decides continue / stop / prune / restart for each trial from its curves.
+class ConvergencePolicy(Restarting, Pausing):
+    """Decides continue / stop / prune / pause / restart for each trial from its curves.
 
     Args:
         config: the settings.
@@ -86,6 +87,7 @@ class ConvergencePolicy(Restarting):
         self.epochs = 0
         self.restarts = RestartRecord()  # per kind of failure: started, finished, paid
         self.metric_scale = MetricScale(config.scale)
+        self.pauses: dict[str, list[PauseRecord]] = {}  # trial id -> its pauses (freeze-thaw)
 
     @property
     def scale(self) -> float:
@@ -244,21 +246,23 @@ class ConvergencePolicy(Restarting):
                 return Decision(STOP, verdict.reason, verdict, attempt)
             why = "a contender" if contender else "close to its budget"
             return Decision(CONTINUE, f"{verdict.reason}; {why}: runs to the budget", verdict, attempt)
-        where = self._rank_cut(trial_id, trial, leader)
-        prior = self.prior and self.prior.judge(self.rules, trial, self.sign, where is not None)
-        if where is not None and prior:
-            return Decision(CONTINUE, f"rank rule: below its rung at {where}; {prior}", verdict, attempt)
-        if where is not None or prior:
+        cut = self._rank_cut(trial_id, trial, leader)
+        prior = self.prior and self.prior.judge(self.rules, trial, self.sign, cut is not None)
+        if cut is not None and prior:  # the prior spares it
+            return Decision(CONTINUE, f"rank rule: below its rung at {cut.where}; {prior}", verdict, attempt)
+        if cut is not None and (pause := self._pause(trial_id, trial, verdict, cut)) is not None:
+            return pause
+        if cut is not None or prior:
             # ranked low early says nothing of a local minimum: only an initialisation failure
-            why = f"rank rule: below its rung at {where}" if where is not None else str(prior)
+            why = f"rank rule: below its rung at {cut.where}" if cut is not None else str(prior)
             return self._cut(trial_id, trial, verdict, why, (DEAD, STUCK_KIND))
         return Decision(CONTINUE, verdict.reason, verdict, attempt)
 
-    def _rank_cut(self, trial_id: str, trial: _Trial, leader: float | None) -> str | None:
-        """Where the first rank rule that cuts the trial cut it ("epoch 3", "12.5 s of training
-        (epoch 2)", then "; " and the rule's evidence when it gives one), or None: no rule cut
-        it (every rule judges and records it), or its curve spares it (its optimistic end could
-        still beat the leader)."""
+    def _rank_cut(self, trial_id: str, trial: _Trial, leader: float | None) -> Cut | None:
+        """The first rank rule's cut of the trial: where it cut it ("epoch 3", "12.5 s of training
+        (epoch 2)", then "; " and the rule's evidence when it gives one), the rule, the reading
+        and its cutoff; or None: no rule cut it (every rule judges and records it), or its curve
+        spares it (its optimistic end could still beat the leader)."""
         if not trial.metric or (trial.attempt > 0 and trial.epoch < trial.lineage[-2].epochs):
             return None  # a restart is judged where the attempt it replaced ended (unpaid_restart)
         reading = Reading(
@@ -268,7 +272,11 @@ class ConvergencePolicy(Restarting):
             value=self.sign * trial.metric[-1],
             neg_loss=-(trial.loss[-1] if math.isfinite(trial.loss[-1]) else math.inf),
         )
-        cuts = [_where(rule, reading) for rule in self.rules if rule.prune(reading)]
+        cuts = [
+            Cut(_where(rule, reading), i, reading, rule.last_cutoff)
+            for i, rule in enumerate(self.rules)
+            if rule.prune(reading)
+        ]
         if not cuts or leader is None:
             return cuts[0] if cuts else None
         optimistic = optimistic_final(

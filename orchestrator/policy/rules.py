@@ -51,12 +51,21 @@ class RankRule(Protocol):
     (once per trial and point) and says whether the trial is cut; :meth:`calibrate` takes the
     duration of a trial's second epoch (rules on seconds fix their unit from it; rules on
     epochs ignore it); :meth:`explain` says what the last judgement rested on, for a cut's
-    reason ("" when nothing to add). The state is plain, JSON-serialisable data.
+    reason ("" when nothing to add). :attr:`last_cutoff` is the value the last judged reading had
+    to reach (None: the rung was empty), :meth:`would_pass` whether a reading judged earlier
+    (its value plus a slack) would pass its rung now that later values arrived (a paused
+    trial's promotion). The state
+    is plain, JSON-serialisable data.
     """
 
     clock: str
 
+    @property
+    def last_cutoff(self) -> float | None: ...
+
     def prune(self, reading: Reading) -> bool: ...
+
+    def would_pass(self, reading: Reading, slack: float = 0.0) -> bool: ...
 
     def calibrate(self, epoch_seconds: float | None) -> None: ...
 
@@ -92,6 +101,16 @@ class GuardedRule:
         """Cut when the rule cuts the metric and the guard would cut the loss too."""
         cut = self.rule.prune(reading)
         return self.guard.prune(reading.of_loss()) and cut
+
+    @property
+    def last_cutoff(self) -> float | None:
+        """The rule's last cutoff (the guard only spares)."""
+        return self.rule.last_cutoff
+
+    def would_pass(self, reading: Reading, slack: float = 0.0) -> bool:
+        """The rule would pass the reading (its value plus ``slack``) now, or the guard would
+        spare its loss now."""
+        return self.rule.would_pass(reading, slack) or self.guard.would_pass(reading.of_loss())
 
     def calibrate(self, epoch_seconds: float | None) -> None:
         """Calibrate both the rule and the guard."""

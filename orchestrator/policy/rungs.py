@@ -77,9 +77,17 @@ class AshaRungs:
         self.seen: set[tuple[str, int]] = set()
         self.values: dict[int, dict[str, float]] = {r: {} for r in self.rungs}  # per trial key
         self.last: RungEvidence | None = None  # what the last judgement rested on
+        self.last_cutoff: float | None = None  # the cutoff of the last judgement
+        self._keeps: dict[int, RungEvidence] = {}  # rung -> its keep share until a value is recorded
 
     def rung_keep(self, rung: int) -> RungEvidence:
-        """The keep share of ``rung`` now and its evidence (``keep`` unless ``adaptive``)."""
+        """The keep share of ``rung`` now and its evidence (``keep`` unless ``adaptive``); kept
+        until the next value is recorded (a paused trial's promotion asks often)."""
+        if rung not in self._keeps:
+            self._keeps[rung] = self._rung_keep(rung)
+        return self._keeps[rung]
+
+    def _rung_keep(self, rung: int) -> RungEvidence:
         later = self.rungs.index(rung) + 1
         if not self.adaptive or later == len(self.rungs):
             return RungEvidence(rung, None, 0, None, self.keep)
@@ -101,12 +109,26 @@ class AshaRungs:
         if not values:
             return None
         self.last = self.rung_keep(epoch)
-        position = (1.0 - self.last.keep) * (len(values) - 1)
-        low = int(position)
-        lo, hi = values[low], values[min(low + 1, len(values) - 1)]
-        if lo == hi or lo == -math.inf:  # the limit of the interpolation; no inf - inf
-            return lo
-        return lo + (position - low) * (hi - lo)
+        return _quantile(values, 1.0 - self.last.keep)
+
+    def would_pass(self, reading: Reading, slack: float = 0.0) -> bool:
+        """Whether the reading's value plus ``slack``, judged at its epoch's rung, clears that
+        rung's cutoff now (the values recorded there, its own left out once); False where it was
+        not judged."""
+        return self.passes_now(reading.key, reading.epoch, reading.value + slack)
+
+    def passes_now(self, trial_id: str, rung: int, value: float) -> bool:
+        """``value`` of ``trial_id`` against the cutoff of ``rung`` now, its own recorded value left out."""
+        if rung not in self.recorded or (trial_id, rung) not in self.seen:
+            return False
+        value = value if math.isfinite(value) else -math.inf
+        others = list(self.recorded[rung])
+        own = self.values[rung].get(trial_id, value)
+        if own in others:
+            others.remove(own)
+        if not others:
+            return True
+        return value >= _quantile(others, 1.0 - self.rung_keep(rung).keep)
 
     def prune(self, reading: Reading) -> bool:
         """Judge the reading's value at its epoch (see :meth:`should_prune`)."""
@@ -125,9 +147,10 @@ class AshaRungs:
         """Compare ``value`` with the cutoff of ``rung``, then record it there for ``trial_id``."""
         self.seen.add((trial_id, rung))
         value = value if math.isfinite(value) else -math.inf
-        cutoff = self.cutoff(rung)
+        cutoff = self.last_cutoff = self.cutoff(rung)
         bisect.insort(self.recorded[rung], value)
         self.values[rung][trial_id] = value
+        self._keeps.clear()
         return cutoff is not None and value < cutoff
 
     def state_dict(self) -> dict[str, Any]:
@@ -138,6 +161,7 @@ class AshaRungs:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._keeps.clear()
         self.recorded = {int(r): list(v) for r, v in state["recorded"].items()}
         self.seen = {(str(t), int(e)) for t, e in state["seen"]}
         self.values = {int(r): {str(k): float(x) for k, x in v.items()} for r, v in state["values"].items()}
@@ -208,6 +232,19 @@ class CostRungs:
         """The evidence the last judgement's keep share rested on (see :meth:`AshaRungs.explain`)."""
         return self._epochs.explain()
 
+    @property
+    def last_cutoff(self) -> float | None:
+        """The cutoff of the last judgement."""
+        return self._epochs.last_cutoff
+
+    def would_pass(self, reading: Reading, slack: float = 0.0) -> bool:
+        """Whether the reading (plus ``slack``), judged at the highest rung its training time
+        crossed, clears it now."""
+        if self.unit is None or not math.isfinite(reading.seconds):
+            return False
+        crossed = [r for r in self._epochs.rungs if reading.seconds >= r * self.unit]
+        return bool(crossed) and self._epochs.passes_now(reading.key, crossed[-1], reading.value + slack)
+
     def state_dict(self) -> dict[str, Any]:
         return {"rungs": self._epochs.state_dict(), "durations": list(self.durations), "unit": self.unit}
 
@@ -215,3 +252,13 @@ class CostRungs:
         self._epochs.load_state_dict(state["rungs"])
         self.durations = [float(v) for v in state["durations"]]
         self.unit = None if state["unit"] is None else float(state["unit"])
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted ``values`` by linear interpolation (no ``inf - inf``)."""
+    position = q * (len(values) - 1)
+    low = int(position)
+    lo, hi = values[low], values[min(low + 1, len(values) - 1)]
+    if lo == hi or lo == -math.inf:  # the limit of the interpolation; no inf - inf
+        return lo
+    return lo + (position - low) * (hi - lo)

@@ -122,6 +122,14 @@ class ConvergenceSettings(PolicySettings):
         th = thresholds_from(self.thresholds)
         return PolicyConfig(mode=mode, chance=chance, scale=scale, thresholds=th, **chosen)
 
+    def pause_epochs(self, budget: int) -> list[int]:
+        """The epochs where a trial may be paused (the epoch rungs below ``budget`` when ``pause``
+        and ``inner`` are on; none otherwise): a trial checkpoints there, so it resumes where it paused."""
+        if not self.pause or self.inner is None:
+            return []
+        grace = min(self.grace_period, budget)
+        return AshaRungs(grace, float(self.reduction_factor), budget).rungs
+
     def rank_rules(self, *, budget: int, total_epochs: int | None) -> list[RankRule]:
         """The rank rules these settings place for a sweep of ``total_epochs`` (None: unbounded).
 

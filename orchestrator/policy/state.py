@@ -1,5 +1,7 @@
 """The policy's state as plain, versioned data: JSON-serialisable, never pickled objects.
 
+Version 7 keeps each trial's pauses (``pauses``: :class:`orchestrator.policy.pausing.PauseRecord`
+s by trial id, freeze-thaw); version 6 is read with none (no trial was paused).
 Version 6 keeps, in each :class:`orchestrator.policy.rungs.AshaRungs` state, every trial's value
 per rung by trial key (``values``: the evidence of adaptive rungs); version 5 is read with none
 (the rungs' evidence starts again; their cutoffs keep every value recorded).
@@ -22,13 +24,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.policy.pausing import PauseRecord
 from orchestrator.policy.restarts import RestartRecord
 from orchestrator.policy.trial import AttemptRecord, _Trial
 
 if TYPE_CHECKING:
     from orchestrator.policy.engine import ConvergencePolicy
 
-STATE_VERSION = 6
+STATE_VERSION = 7
 _SERIES = ("loss", "metric", "grad", "dead")
 #: Version 2's slots of the rank rules: (rule, its loss guard), in the order of the rules.
 _V2_SLOTS = (("inner", "loss_inner"), ("cost_inner", "cost_loss_inner"))
@@ -46,6 +49,7 @@ def policy_state(policy: ConvergencePolicy) -> dict[str, Any]:
         "trials": {tid: _trial_state(t) for tid, t in policy.trials.items()},
         "rules": [rule.state_dict() for rule in policy.rules],
         "scale": policy.metric_scale.state_dict(),
+        "pauses": {tid: [asdict(r) for r in records] for tid, records in policy.pauses.items()},
     }
 
 
@@ -63,7 +67,9 @@ def load_policy_state(policy: ConvergencePolicy, state: dict[str, Any]) -> None:
     if state.get("version") == 4:
         state = {**state, "version": 5, "restarts": RestartRecord().state_dict()}
     if state.get("version") == 5:
-        state = {**state, "version": STATE_VERSION, "rules": [_rung_values(r) for r in state["rules"]]}
+        state = {**state, "version": 6, "rules": [_rung_values(r) for r in state["rules"]]}
+    if state.get("version") == 6:
+        state = {**state, "version": STATE_VERSION, "pauses": {}}
     if state.get("version") != STATE_VERSION:
         raise ValueError(f"policy state version {state.get('version')!r} is not {STATE_VERSION}")
     if len(state["rules"]) != len(policy.rules):
@@ -79,6 +85,8 @@ def load_policy_state(policy: ConvergencePolicy, state: dict[str, Any]) -> None:
     for rule, rule_state in zip(policy.rules, state["rules"], strict=True):
         rule.load_state_dict(rule_state)
     policy.metric_scale.load_state_dict(state["scale"])
+    policy.pauses = {tid: [PauseRecord(**r) for r in records] for tid, records in state["pauses"].items()}
+    policy._promotable = (-1, [])
 
 
 def upgrade_v2(state: dict[str, Any]) -> dict[str, Any]:
