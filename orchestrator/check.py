@@ -71,7 +71,7 @@ def check(cfg: SweepConfig, launch_dir: str) -> int:
         policy = build_policy(cfg, cfg.num_samples)
         reported = {k for r in results for k in OPTIONAL_KEYS if isinstance(r.get(k), (int, float))}
         reported.add("time_this_iter_s")  # Ray measures it in a sweep
-        active_rules, off = rule_coverage(policy.config, policy.rules, reported)
+        active_rules, off = rule_coverage(policy.config, policy.rules, reported, policy.prior is not None)
         off = {name: why_off(cfg).get(name, why) for name, why in off.items()}
         print(f"rules: {', '.join(active_rules)}")
         if off:

@@ -35,7 +35,7 @@ MULTI_SCHEDULERS = ("convergence", "fifo")
 #: Why the convergence policy's one-objective pruning rules are off with several objectives.
 WHY_OFF = "off with several objectives: it ranks on one (Optuna cannot prune them either, #3450)"
 #: The policy rules :data:`WHY_OFF` explains (as :func:`orchestrator.policy.rule_coverage` names them).
-RULES_OFF = ("predicted_worse", "rank")
+RULES_OFF = ("predicted_worse", "rank", "pause", "prior")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -122,7 +122,9 @@ class ConvergenceScheduler(FIFOScheduler):
         """The policy's rules that were active, and each other rule with why it was off
         (:func:`orchestrator.policy.rule_coverage`, from the optional keys trials reported; a rule
         the sweep turned off (``why_off``) with the sweep's reason)."""
-        active, off = rule_coverage(self.policy.config, self.policy.rules, self.reported)
+        active, off = rule_coverage(
+            self.policy.config, self.policy.rules, self.reported, self.policy.prior is not None
+        )
         return active, {name: self.why_off.get(name, why) for name, why in off.items()}
 
     def all_broken(self) -> bool:

@@ -77,8 +77,10 @@ def test_debug_sweep_records_every_trial_under_the_parent_run(tmp_path, monkeypa
         assert child.data.tags["final_status"] in ("COMPLETED", "STOPPED_EARLY")
         history = client.get_metric_history(child.info.run_id, "val_acc")
         assert [m.step for m in history] == list(range(1, epochs + 1))
-        for key in ("train_loss", "val_loss", "grad_norm", "dead_frac", "lr", "seed", "attempt"):
+        for key in ("train_loss", "val_loss", "grad_norm", "dead_frac", "lr"):
             assert len(client.get_metric_history(child.info.run_id, key)) == epochs, key
+        for key in ("seed", "attempt", "params"):  # an attempt's constants: at its first epoch
+            assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [1], key
         assert "lr" in child.data.params and "run" not in child.data.params
     best = client.get_run(summary.best_run_id)
     assert best.data.tags["mlflow.parentRunId"] == summary.parent_run_id

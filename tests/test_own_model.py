@@ -155,7 +155,11 @@ def test_a_missing_objective_is_one_line_naming_what_was_reported(tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: val_rmse: the trial did not report it (reported: "), last
-    assert "val_mae" in last and "val_r2" in last and "Traceback" not in proc.stderr
+    assert "val_mae" in last and "val_r2" in last
+    # the driver prints no traceback (a stopped trial's worker, "(train pid=N)", may print its
+    # interpreter's shutdown noise under load)
+    driver = [line for line in proc.stderr.splitlines() if "pid=" not in line]
+    assert not any("Traceback" in line for line in driver), proc.stderr[-3000:]
 
 
 def test_check_runs_one_trial_here_and_prints_its_keys(tmp_path):

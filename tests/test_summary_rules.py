@@ -20,11 +20,16 @@ def test_rules_without_their_inputs_are_off_with_the_reason():
         "dead_relu": "no dead_frac reported",
         "chance": "no chance level",
         "cost_rank": "cost_rungs is off",
+        "prior": "scheduler.prior is not set",
     }
     assert active == [
         "divergence", "vanishing_grad", "no_progress", "predicted_worse", "plateau_bad",
-        "oscillation", "converged", "rank", "restart",
+        "oscillation", "converged", "rank", "pause", "restart",
     ]  # fmt: skip
+    _, off = rule_coverage(PolicyConfig(mode="min", chance=None, pause=False), [], set(), prior=True)
+    assert off["pause"] == "pause is off" and off["prior"].startswith("no rank rule")
+    active, _ = rule_coverage(PolicyConfig(mode="min", chance=None), [AshaRungs(1, 3, 30)], set(), prior=True)
+    assert "prior" in active
 
 
 def test_settings_and_missing_seconds_turn_rules_off():
@@ -36,6 +41,7 @@ def test_settings_and_missing_seconds_turn_rules_off():
         "predicted_worse": "prune_predicted_worse is off",
         "converged": "stop_converged is off",
         "cost_rank": "no time_this_iter_s reported",
+        "prior": "scheduler.prior is not set",
         "restart": "max_restarts is 0",
     }
     assert "chance" in active and "dead_relu" in active and "rank" in active
@@ -67,9 +73,9 @@ def test_the_summary_states_the_active_rules_and_the_off_ones_with_reasons(tmp_p
     summary = summarize(cfg, Grid(results), str(tmp_path), 0.0, None, scheduler, outcomes)
     line = (
         "rules: divergence, no_progress, predicted_worse, plateau_bad, oscillation, converged, rank, "
-        "restart; off: collapse (no chance level), dead_relu (no dead_frac reported), "
+        "pause, restart; off: collapse (no chance level), dead_relu (no dead_frac reported), "
         "vanishing_grad (no grad_norm reported), chance (no chance level), "
-        "cost_rank (cost_rungs is off)"
+        "cost_rank (cost_rungs is off), prior (scheduler.prior is not set)"
     )
     assert summary.rules_line == line
     assert f"  {line}" in summary.render().splitlines()

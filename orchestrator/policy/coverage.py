@@ -31,28 +31,34 @@ RULE_NAMES: tuple[str, ...] = (
     "converged",
     "rank",
     "cost_rank",
+    "pause",
+    "prior",
     "restart",
 )
 
 
 def rule_coverage(
-    config: PolicyConfig, rules: Sequence[RankRule], reported: Collection[str]
+    config: PolicyConfig, rules: Sequence[RankRule], reported: Collection[str], prior: bool = False
 ) -> tuple[list[str], dict[str, str]]:
     """The rules that were active (in :data:`RULE_NAMES` order) and each other rule's reason.
 
     ``reported`` holds the optional keys (:data:`OPTIONAL_KEYS`) that at least one trial reported
-    as a finite number. A rule is off for the first missing input: no chance level, a key
-    never reported, a setting that turns it off, or no rank rule placed on its clock.
+    as a finite number; ``prior``: the policy has a prior from earlier sweeps. A rule is off for
+    the first missing input: no chance level, a key never reported, a setting that turns it
+    off, or no rank rule placed on its clock (pausing and the prior act on the epoch rungs).
     """
-    off = {name: why for name, why in _reasons(config, rules, reported).items() if why is not None}
+    off = {name: why for name, why in _reasons(config, rules, reported, prior).items() if why is not None}
     return [name for name in RULE_NAMES if name not in off], off
 
 
 def _reasons(
-    config: PolicyConfig, rules: Sequence[RankRule], reported: Collection[str]
+    config: PolicyConfig, rules: Sequence[RankRule], reported: Collection[str], prior: bool
 ) -> dict[str, str | None]:
     """Each rule's reason to be off, None when it is on."""
     no_restart = _no_restart(config)
+    no_rank = (
+        None if EPOCHS in {rule.clock for rule in rules} else "no rank rule: inner is null, or too few trials"
+    )
     no_chance = "no chance level" if config.chance is None else None
     clocks = {rule.clock for rule in rules}
     cost = "cost_rungs is off" if SECONDS not in clocks else None
@@ -65,8 +71,10 @@ def _reasons(
         "chance": no_chance,
         "predicted_worse": None if config.prune_predicted_worse else "prune_predicted_worse is off",
         "converged": None if config.stop_converged else "stop_converged is off",
-        "rank": None if EPOCHS in clocks else "no rank rule: inner is null, or too few trials",
+        "rank": no_rank,
         "cost_rank": cost,
+        "pause": ("pause is off" if not config.pause else None) or no_rank,
+        "prior": ("scheduler.prior is not set" if not prior else None) or no_rank,
         "restart": no_restart,
     }
 
