@@ -48,6 +48,8 @@ class SweepSummary:
     rules: list[str] = field(default_factory=list)
     rules_off: dict[str, str] = field(default_factory=dict)
     restarts_better: int = 0  # restarted attempts that ended better than the attempt they replaced
+    paused: int = 0  # trials paused at a rung at least once (freeze-thaw)
+    resumed: int = 0  # of those, trials that resumed from their checkpoint
     study: str | None = None  # the Optuna study: ``<name> in <store URL>``
     dashboard: str | None = None  # the optuna-dashboard command that shows it
     objectives: list[tuple[str, str]] = field(default_factory=list)  # several: (metric, mode) each
@@ -72,6 +74,11 @@ class SweepSummary:
         """``restarts: 3, 2 ended better than the attempt they replaced``."""
         better = f"{self.restarts_better} ended better than the attempt they replaced"
         return f"restarts: {self.restarts}, {better}"
+
+    @property
+    def pauses_line(self) -> str:
+        """``paused: 6 trials, 4 resumed from their checkpoint``."""
+        return f"paused: {self.paused} trials, {self.resumed} resumed from their checkpoint"
 
     @property
     def rules_line(self) -> str | None:
@@ -100,6 +107,8 @@ class SweepSummary:
         lines += [f"  {line}" for line in self.front_lines()]
         if self.restarts:
             lines.append(f"  {self.restarts_line}")
+        if self.paused:
+            lines.append(f"  {self.pauses_line}")
         if self.rules_line:
             lines.append(f"  {self.rules_line}")
         lines.append(f"  Ray results: {self.results_dir}")
@@ -145,6 +154,8 @@ class SweepSummary:
         ]
         if self.restarts:
             lines.append(f"- {self.restarts_line}")
+        if self.paused:
+            lines.append(f"- {self.pauses_line}")
         if self.rules_line:
             lines.append(f"- {self.rules_line}")
         if self.model_uri:
@@ -164,6 +175,8 @@ class SweepSummary:
             "epochs_saved": float(self.epochs_budget - self.epochs_run),
             "restarts": float(self.restarts),
             "restarts_better": float(self.restarts_better),
+            "paused_trials": float(self.paused),
+            "resumed_trials": float(self.resumed),
             "wall_s": self.wall_s,
         }
         if self.best_value is not None:
@@ -206,7 +219,7 @@ def summarize(
     makes the sweep interrupted.
     """
     statuses: dict[str, int] = {}
-    rows, epochs_run, restarts, better = [], 0, 0, 0
+    rows, epochs_run, restarts, better, paused, resumed = [], 0, 0, 0, 0, 0
     for result in grid:
         last = result.metrics or {}
         if result.config is None:  # never started (the sweep was interrupted)
@@ -219,6 +232,8 @@ def summarize(
             epochs_run += sum(r.epochs for r in lineage)
             restarts += len(lineage) - 1
             better += _better_attempts(lineage, 1.0 if cfg.mode == "max" else -1.0)
+            pauses = scheduler.policy.pause_record(tid)
+            paused, resumed = paused + bool(pauses), resumed + any(p.resumed for p in pauses)
         else:
             epochs_run += int(last.get("epoch", 0))
         decision = scheduler.decision(tid) if scheduler is not None and tid else None
@@ -236,6 +251,8 @@ def summarize(
         epochs_budget=len(rows) * cfg.trainable.epochs,
         restarts=restarts,
         restarts_better=better,
+        paused=paused,
+        resumed=resumed,
         wall_s=time.time() - started,
         results_dir=results_dir,
         trials=rows,

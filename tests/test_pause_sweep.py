@@ -72,6 +72,8 @@ def test_a_paused_trial_resumes_from_its_checkpoint_and_mlflow_shows_it(tmp_path
             at = epochs.index((pause["epoch"], False))
             assert epochs[at + 1 : at + 3] == [(pause["epoch"], True), (pause["epoch"] + 1, False)]
         assert [e for e, replayed in epochs if not replayed] == [1, 2, 3, 4]
+    assert (summary.paused, summary.resumed) == (len(runs), len(resumed))
+    assert summary.pauses_line in summary.render()
     never = [r for r in runs if "resume_reason" not in r.data.tags]
     for run_ in never:  # paused and never resumed: pruned, saying where it paused
         assert run_.data.tags["final_status"] == "PRUNED"
