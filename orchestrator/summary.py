@@ -219,7 +219,8 @@ def summarize(
     makes the sweep interrupted.
     """
     statuses: dict[str, int] = {}
-    rows, epochs_run, restarts, better, paused, resumed = [], 0, 0, 0, 0, 0
+    rows: list[dict[str, Any]] = []
+    totals = [0, 0, 0, 0, 0]  # epochs run, restarts, restarts better, trials paused, trials resumed
     for result in grid:
         last = result.metrics or {}
         if result.config is None:  # never started (the sweep was interrupted)
@@ -227,18 +228,12 @@ def summarize(
         tid = last.get("trial_id") or _trial_id(result)
         status = outcomes.of(tid) if tid else INTERRUPTED
         statuses[status] = statuses.get(status, 0) + 1
-        if scheduler is not None and tid:
-            lineage = scheduler.lineage(tid)
-            epochs_run += sum(r.epochs for r in lineage)
-            restarts += len(lineage) - 1
-            better += _better_attempts(lineage, 1.0 if cfg.mode == "max" else -1.0)
-            pauses = scheduler.policy.pause_record(tid)
-            paused, resumed = paused + bool(pauses), resumed + any(p.resumed for p in pauses)
-        else:
-            epochs_run += int(last.get("epoch", 0))
+        counts = _counts(scheduler, tid, last, 1.0 if cfg.mode == "max" else -1.0)
+        totals = [a + b for a, b in zip(totals, counts, strict=True)]
         decision = scheduler.decision(tid) if scheduler is not None and tid else None
         rows.append(_row(cfg, result.config, last, tid, status, decision))
         rows[-1]["name"] = name_of(tid, result.config) if tid else None
+    epochs_run, restarts, better, paused, resumed = totals
     summary = SweepSummary(
         name=cfg.name,
         metric=cfg.metric,
@@ -265,6 +260,21 @@ def summarize(
         tag_front(summary, tracker)
     _best(summary, grid, tracker)
     return summary
+
+
+def _counts(scheduler: Any, tid: str | None, last: dict, sign: float) -> list[int]:
+    """A trial's epochs run, restarts, restarts that ended better, whether it was paused and
+    whether it resumed: from the convergence scheduler's lineage and pauses, else its last epoch."""
+    if scheduler is None or not tid:
+        return [int(last.get("epoch", 0)), 0, 0, 0, 0]
+    lineage, pauses = scheduler.lineage(tid), scheduler.policy.pause_record(tid)
+    return [
+        sum(r.epochs for r in lineage),
+        len(lineage) - 1,
+        _better_attempts(lineage, sign),
+        int(bool(pauses)),
+        int(any(p.resumed for p in pauses)),
+    ]
 
 
 def _row(cfg: Any, config: dict, last: dict, tid: str | None, status: str, decision: Any) -> dict[str, Any]:
