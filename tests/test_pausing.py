@@ -7,6 +7,7 @@ import json
 import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
+from test_scheduler import Controller as TuneController
 
 from orchestrator.policy import PAUSE, PRUNE, SettingError, decision_text, policy_from_settings
 from orchestrator.scheduler import ConvergenceScheduler
@@ -86,35 +87,34 @@ def test_pauses_are_saved_with_the_state_and_a_version_6_state_reads_with_none()
 # -- the Ray adapter ---------------------------------------------------------------------
 
 
-class Controller:
-    """What Tune's controller offers a scheduler, with a searcher that may have finished."""
+class Controller(TuneController):
+    """The stand-in controller of test_scheduler, with this test's scheduler and a searcher that may
+    have finished; stopping a waiting trial removes it from the scheduler, as Tune does."""
 
     def __init__(self):
-        self.trials, self.finished = [], False
+        super().__init__(searcher=None)
+        self.finished = False
         self.search_alg = type("SearchGenerator", (), {"is_finished": lambda _: self.finished})()
-
-    def get_trials(self):
-        return self.trials
-
-    def get_live_trials(self):
-        return [t for t in self.trials if t.status not in (Trial.TERMINATED, Trial.ERROR)]
-
-    def pause_trial(self, trial, should_checkpoint=True):
-        trial.set_status(Trial.PAUSED)
+        self.scheduler = ConvergenceScheduler(policy(), metric="val_acc", mode="max")
 
     def stop_trial(self, trial):
         if trial.status in (Trial.PENDING, Trial.PAUSED):
-            scheduler.on_trial_remove(self, trial)
-        trial.set_status(Trial.TERMINATED)
+            self.scheduler.on_trial_remove(self, trial)
+        super().stop_trial(trial)
 
 
-scheduler: ConvergenceScheduler
+def with_two_leaders():
+    """A controller whose scheduler has seen epoch 1 of two trials at 0.8 and 0.9."""
+    c = Controller()
+    for tid, acc in (("a", 0.8), ("b", 0.9)):
+        epoch(c, tid, 1, acc)
+    return c
 
 
 def add(controller, trial_id, status=Trial.PENDING):
     trial = Trial("train", config={"epochs": 30, "attempt": 0}, trial_id=trial_id, stub=True)
     controller.trials.append(trial)
-    scheduler.on_trial_add(controller, trial)
+    controller.scheduler.on_trial_add(controller, trial)
     trial.set_status(status)
     return trial
 
@@ -124,7 +124,9 @@ def epoch(controller, trial_id, n, acc, *, checkpoint=True):
     trial = next((t for t in controller.trials if t.trial_id == trial_id), None) or add(controller, trial_id)
     trial.set_status(Trial.RUNNING)
     result = {"epoch": n, "training_iteration": n, "val_loss": 2.0 - acc, "val_acc": acc, "attempt": 0}
-    action = scheduler.on_trial_result(controller, trial, {**result, "should_checkpoint": checkpoint})
+    action = controller.scheduler.on_trial_result(
+        controller, trial, {**result, "should_checkpoint": checkpoint}
+    )
     if action == TrialScheduler.PAUSE:
         trial.set_status(Trial.PAUSED)
     elif action == TrialScheduler.STOP:
@@ -133,11 +135,8 @@ def epoch(controller, trial_id, n, acc, *, checkpoint=True):
 
 
 def test_the_adapter_pauses_with_a_checkpoint_promotes_before_new_trials_and_resumes_at_the_end():
-    global scheduler
-    scheduler = ConvergenceScheduler(policy(), metric="val_acc", mode="max")
-    c = Controller()
-    for tid, acc in (("a", 0.8), ("b", 0.9)):
-        epoch(c, tid, 1, acc)
+    c = with_two_leaders()
+    scheduler = c.scheduler
     assert epoch(c, "p", 1, 0.8) == TrialScheduler.PAUSE
     assert epoch(c, "q", 1, 0.8, checkpoint=False) == TrialScheduler.STOP  # would resume elsewhere
     assert scheduler.decision("q").reason.endswith("not paused: no checkpoint of epoch 1 to resume from")
@@ -159,11 +158,8 @@ def test_the_adapter_pauses_with_a_checkpoint_promotes_before_new_trials_and_res
 
 
 def test_the_adapter_stops_a_paused_trial_that_can_no_longer_matter_and_one_left_when_the_sweep_ends():
-    global scheduler
-    scheduler = ConvergenceScheduler(policy(), metric="val_acc", mode="max")
-    c = Controller()
-    for tid, acc in (("a", 0.8), ("b", 0.9)):
-        epoch(c, tid, 1, acc)
+    c = with_two_leaders()
+    scheduler = c.scheduler
     assert epoch(c, "r", 1, 0.86) == TrialScheduler.PAUSE
     assert epoch(c, "p", 1, 0.8) == TrialScheduler.PAUSE
     for i in range(6):
