@@ -26,14 +26,16 @@ import numpy as np
 
 from benchmarks.bank import Bank, default_bank_paths, load_bank
 from orchestrator.policy.prior import PRIOR_EPOCHS, Curve, PriorModel, examples, train_prior
+from orchestrator.priors import SHIPPED
 
-SHIPPED = Path(__file__).resolve().parents[1] / "orchestrator" / "policy" / "shipped_prior.json"
+EPOCHS = max(PRIOR_EPOCHS)  # the first epochs of a curve the prior reads
+
 
 
 def bank_curves(bank: Bank) -> list[Curve]:
     """Every run of ``bank`` as a curve the prior learns from (``val_acc``, higher is better)."""
     return [
-        Curve(c.config, run.val_acc[:3], [-v for v in run.val_loss[:3]], run.final_acc)
+        Curve(c.config, run.val_acc[:EPOCHS], [-v for v in run.val_loss[:EPOCHS]], run.final_acc)
         for c in bank.configs
         for run in c.runs
     ]

@@ -77,7 +77,8 @@ def _bank_curve(record: Mapping[str, Any]) -> Curve:
     losses = [_number(v) for v in record.get("val_loss") or [math.nan] * len(values)]
     finite = [v for v in values if math.isfinite(v)]
     final = values[-1] if values and math.isfinite(values[-1]) else (finite[-1] if finite else math.nan)
-    return Curve(dict(record.get("config") or {}), values[:3], [-v for v in losses[:3]], final)
+    first = max(PRIOR_EPOCHS)
+    return Curve(dict(record.get("config") or {}), values[:first], [-v for v in losses[:first]], final)
 
 
 def _number(value: Any) -> float:
