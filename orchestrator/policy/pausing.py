@@ -124,17 +124,19 @@ class Pausing:
 
     def promoted(self, trial_id: str) -> bool:
         """Whether the paused ``trial_id`` would now pass the rung it was cut at."""
-        if not self.is_paused(trial_id):
-            return False
-        record = self.pauses[trial_id][-1]
-        return self.rules[record.rule].would_pass(Reading(**record.reading))
+        return self._passes(trial_id, 0.0)
 
     def still_near(self, trial_id: str) -> bool:
         """Whether the paused ``trial_id`` is still within ``pause_margin`` of its rung's cutoff
         now (values that reached the rung since moved it): else it can no longer matter."""
+        return self._passes(trial_id, self.config.pause_margin * self.scale)
+
+    def _passes(self, trial_id: str, slack: float) -> bool:
+        """Whether the paused ``trial_id``'s reading would pass its rung now, ``slack`` below the
+        cutoff allowed (False when it is not paused)."""
         if not self.is_paused(trial_id):
             return False
-        record, slack = self.pauses[trial_id][-1], self.config.pause_margin * self.scale
+        record = self.pauses[trial_id][-1]
         return self.rules[record.rule].would_pass(Reading(**record.reading), slack)
 
     def resume(self, trial_id: str, why: str) -> None:
