@@ -46,9 +46,25 @@ def test_pause_off_or_a_trial_at_chance_is_never_paused():
         policy(pause="yes")
 
 
+#: Nine values at epoch 1 (the rung's ``settled`` count): cutoff 0.847, each 0.5 pruned far below it.
+SETTLED = {"a": 0.9, "b": 0.9, "d": 0.9, "e": 0.82} | {f"low{i}": 0.5 for i in range(5)}
+
+
+def test_a_trial_cut_among_the_first_values_at_its_rung_resumes_only_at_the_end():
+    p = policy()
+    first_epochs(p, {"a": 0.8, "b": 0.9, "c": 0.8})  # cut among 2 values: the order of arrival
+    assert p.is_paused("c") and p.pause_record("c")[0].reason.endswith(
+        "within 0.1 of the cutoff (cut among 2 values, < 9: resumes at the end)"
+    )
+    first_epochs(p, {"f": 0.3, "g": 0.35, "h": 0.4})  # c would pass its rung now...
+    assert p.promotable() == [] and p.paused() == ["c"]  # ...but is not promoted ahead of new ones
+
+
 def test_a_paused_trial_is_promoted_when_later_values_lower_its_cutoff_and_continues_its_curve():
     p = policy()
-    first_epochs(p, {"a": 0.8, "b": 0.9, "c": 0.8})
+    first_epochs(p, SETTLED)
+    assert first_epochs(p, {"c": 0.8})["c"].action == PAUSE  # 0.047 below the cutoff of 9 values
+    assert "resumes at the end" not in p.pause_record("c")[0].reason
     assert p.promotable() == []
     first_epochs(p, {"f": 0.3, "g": 0.35, "h": 0.4})  # pruned: far below
     assert p.promotable() == ["c"]
@@ -111,6 +127,15 @@ def with_two_leaders():
     return c
 
 
+def with_a_settled_rung():
+    """:func:`with_two_leaders` and seven more trials at epoch 1 (0.9, 0.9, five at 0.5): nine
+    values, the rung's ``settled`` count; its cutoff is 0.833."""
+    c = with_two_leaders()
+    for tid, acc in ({"d": 0.9, "e": 0.9} | {f"low{i}": 0.5 for i in range(5)}).items():
+        epoch(c, tid, 1, acc)
+    return c
+
+
 def add(controller, trial_id, status=Trial.PENDING):
     trial = Trial("train", config={"epochs": 30, "attempt": 0}, trial_id=trial_id, stub=True)
     controller.trials.append(trial)
@@ -135,7 +160,7 @@ def epoch(controller, trial_id, n, acc, *, checkpoint=True):
 
 
 def test_the_adapter_pauses_with_a_checkpoint_promotes_before_new_trials_and_resumes_at_the_end():
-    c = with_two_leaders()
+    c = with_a_settled_rung()
     scheduler = c.scheduler
     assert epoch(c, "p", 1, 0.8) == TrialScheduler.PAUSE
     assert epoch(c, "q", 1, 0.8, checkpoint=False) == TrialScheduler.STOP  # would resume elsewhere

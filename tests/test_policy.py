@@ -548,10 +548,15 @@ def test_a_state_is_refused_by_a_policy_with_other_rules():
 
 def test_a_guarded_rule_records_both_values_and_cuts_only_when_both_would():
     rule = GuardedRule(AshaRungs(1, 3, 30), guard=AshaRungs(1, 3, 30, keep=1 / 9))
+    assert rule.settled == 9  # reduction_factor**2 values settle a rung
     for key, value, neg_loss in (("a", 0.7, -0.7), ("b", 0.8, -0.6), ("c", 0.9, -0.5)):  # each the best
         assert not rule.prune(Reading(key, 1, 0.0, value, neg_loss))
     assert rule.rule.recorded[1] == [0.7, 0.8, 0.9] and rule.guard.recorded[1] == [-0.7, -0.6, -0.5]
-    assert not rule.prune(Reading("spared", 1, 0.0, 0.1, -0.1))  # lowest metric, best loss
+    assert rule.prune(Reading("early", 1, 0.0, 0.1, -0.1))  # best loss among 3: the guard does not speak
+    assert rule.last_peers == 3
+    for i in range(5):
+        rule.prune(Reading(f"x{i}", 1, 0.0, 0.5, -0.8))
+    assert not rule.prune(Reading("spared", 1, 0.0, 0.1, -0.1))  # lowest metric, best loss of 9
     assert rule.prune(Reading("cut", 1, 0.0, 0.1, -0.9))
     assert rule.guard.recorded[1][0] == -0.9 and ("cut", 1) in rule.guard.seen
     with pytest.raises(ValueError, match="clock"):
@@ -604,8 +609,8 @@ def test_the_loss_rule_spares_a_trial_whose_loss_leads():
 
     spared, cut = policy(), policy()
     for p in (spared, cut):
-        for tid, loss, acc in (("a", 0.9, 0.6), ("b", 1.0, 0.55), ("c", 1.1, 0.5)):
-            p.observe(tid, 1, loss, acc)
+        for i in range(9):  # the rung's settled count: the loss guard speaks from here on
+            p.observe(f"t{i}", 1, 0.9 + 0.05 * i, 0.6 - 0.01 * i)
     assert spared.observe("late", 1, 0.4, 0.3).action == CONTINUE  # lowest loss of the rung
     assert cut.observe("late", 1, 1.5, 0.3).action == PRUNE
 

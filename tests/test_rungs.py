@@ -120,3 +120,15 @@ def test_a_value_cut_early_would_pass_once_lower_values_reach_its_rung():
     assert not rungs.would_pass(Reading("c", 3, 0.0, 0.7, 0.0))  # never judged at epoch 3
     assert not rungs.would_pass(Reading("d", 1, 0.0, 0.1, 0.0))
     assert rungs.would_pass(Reading("d", 1, 0.0, 0.1, 0.0), slack=0.7)
+
+
+def test_a_rung_says_how_many_values_a_judgement_compared_with_and_when_that_is_settled():
+    rungs = AshaRungs(1, 3, 30)
+    assert rungs.settled == 9 and AshaRungs(1, 2, 30).settled == 4 and AshaRungs(1, 3, 30, settled=5).settled == 5
+    for i, value in enumerate((0.5, 0.6, 0.7)):
+        rungs.should_prune(f"t{i}", 1, value)
+        assert rungs.last_peers == i  # the values recorded there before it
+    rungs.should_prune("t0", 1, 0.9)  # judged once per trial and rung: nothing changes
+    assert rungs.last_peers == 2
+    with pytest.raises(ValueError, match="settled"):
+        AshaRungs(1, 3, 30, settled=0)

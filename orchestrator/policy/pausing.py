@@ -10,7 +10,9 @@ rank rule's cut into a pause and keeps the paused trials. The rules, pure (stdli
   meets its next rungs as any trial: it may be paused there again.
 - **Promote**: a paused trial whose value would now pass the rung it was cut at (the values
   that reached the rung since lowered its cutoff: :meth:`RankRule.would_pass`) resumes before
-  any new configuration starts.
+  any new configuration starts, if its cut was settled (:func:`~orchestrator.policy.rules.settled`:
+  the rung held enough values); a trial cut among the first values at a rung, where the order
+  of arrival decides, resumes only at the end.
 - **Resume at the end**: when no new configuration is left and a slot is free, the most
   promising paused trial resumes (the smallest shortfall to its cutoff first).
 - **Stop**: a paused trial that never resumes (the sweep ends first) is stopped as pruned with
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.policy.config import PolicyConfig
 from orchestrator.policy.decision import PAUSE, PRUNE, Decision
 from orchestrator.policy.restarts import LOW, failure_kind
-from orchestrator.policy.rules import RankRule, Reading
+from orchestrator.policy.rules import RankRule, Reading, settled
 from orchestrator.policy.trial import _Trial
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ class PauseRecord:
     shortfall: float  # the cutoff minus the value, in metric units (>= 0)
     rule: int
     reading: dict[str, Any] = field(default_factory=dict)
+    settled: bool = True  # cut among enough values to be promoted ahead of new configurations
     resumed: str | None = None  # why it resumed
     stopped: str | None = None  # why it was stopped while paused
 
@@ -93,11 +96,15 @@ class Pausing:
         below = "<" if self.sign > 0 else ">"
         place, _, note = cut.where.partition("; ")
         evidence = f"; {note}" if note else ""
+        rule = self.rules[cut.rule]
+        firm = settled(rule)
+        wait = "" if firm else f" (cut among {rule.last_peers} values, < {rule.settled}: resumes at the end)"
         reason = (
             f"rank rule: below its rung at {place}; {value:.4g} {below} cutoff {cutoff:.4g}{evidence}; "
-            f"paused, not pruned: within {c.pause_margin * self.scale:.3g} of the cutoff"
+            f"paused, not pruned: within {c.pause_margin * self.scale:.3g} of the cutoff{wait}"
         )
-        record = PauseRecord(trial.epoch, trial.attempt, reason, shortfall, cut.rule, asdict(cut.reading))
+        reading = asdict(cut.reading)
+        record = PauseRecord(trial.epoch, trial.attempt, reason, shortfall, cut.rule, reading, firm)
         self.pauses.setdefault(trial_id, []).append(record)
         return Decision(PAUSE, reason, verdict, trial.attempt)
 
@@ -123,8 +130,8 @@ class Pausing:
         return [tid for tid in self._promotable[1] if self.is_paused(tid)]
 
     def promoted(self, trial_id: str) -> bool:
-        """Whether the paused ``trial_id`` would now pass the rung it was cut at."""
-        return self._passes(trial_id, 0.0)
+        """Whether the paused ``trial_id`` was cut on a settled rung and would now pass it."""
+        return self.is_paused(trial_id) and self.pauses[trial_id][-1].settled and self._passes(trial_id, 0.0)
 
     def still_near(self, trial_id: str) -> bool:
         """Whether the paused ``trial_id`` is still within ``pause_margin`` of its rung's cutoff

@@ -4,7 +4,8 @@ The policy consults its rank rules, in order, on every epoch that the curve's di
 undecided (``orchestrator.policy.engine``). A rule sees a :class:`Reading` of the trial, judges
 it on its own clock (epochs, or seconds of training), and records the value it judged, so
 every rule of the list is always consulted. A rule with a guard is :class:`GuardedRule`: the
-guard, judging the trial's loss at the same point, spares a trial it would keep. Pure (stdlib).
+guard, judging the trial's loss at the same point, spares a trial it would keep once its
+judgement is settled. Pure (stdlib).
 """
 
 from __future__ import annotations
@@ -52,16 +53,21 @@ class RankRule(Protocol):
     duration of a trial's second epoch (rules on seconds fix their unit from it; rules on
     epochs ignore it); :meth:`explain` says what the last judgement rested on, for a cut's
     reason ("" when nothing to add). :attr:`last_cutoff` is the value the last judged reading had
-    to reach (None: the rung was empty), :meth:`would_pass` whether a reading judged earlier
+    to reach (None: the rung was empty), :attr:`last_peers` how many values it was compared with
+(a judgement is *settled* from :attr:`settled` values on: :func:`settled`), :meth:`would_pass` whether a reading judged earlier
     (its value plus a slack) would pass its rung now that later values arrived (a paused
     trial's promotion). The state
     is plain, JSON-serialisable data.
     """
 
     clock: str
+    settled: int
 
     @property
     def last_cutoff(self) -> float | None: ...
+
+    @property
+    def last_peers(self) -> int: ...
 
     def prune(self, reading: Reading) -> bool: ...
 
@@ -76,14 +82,20 @@ class RankRule(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+def settled(rule: RankRule) -> bool:
+    """Whether ``rule``'s last judgement compared with enough values to count as evidence."""
+    return rule.last_peers >= rule.settled
+
+
 @dataclass
 class GuardedRule:
     """``rule`` cuts a trial unless ``guard``, judging the trial's loss, keeps it; both record.
 
     Both always see the reading, so the guard records the loss at every point the rule judges,
     as the rule records the metric. A metric that lags its loss often catches up: a trial whose
-    loss ranks near the top (the guard's ``keep`` share) is spared. The guard judges on the
-    rule's clock.
+    loss ranks near the top (the guard's ``keep`` share) is spared, once the guard's rung holds
+    its ``settled`` values (before that, its top share is whichever losses came first). The guard
+    judges on the rule's clock.
     """
 
     rule: RankRule
@@ -98,14 +110,26 @@ class GuardedRule:
         return self.rule.clock
 
     def prune(self, reading: Reading) -> bool:
-        """Cut when the rule cuts the metric and the guard would cut the loss too."""
+        """Cut when the rule cuts the metric and the guard would cut the loss too or its
+        judgement is not settled."""
         cut = self.rule.prune(reading)
-        return self.guard.prune(reading.of_loss()) and cut
+        spared = not self.guard.prune(reading.of_loss())
+        return cut and not (spared and settled(self.guard))
 
     @property
     def last_cutoff(self) -> float | None:
         """The rule's last cutoff (the guard only spares)."""
         return self.rule.last_cutoff
+
+    @property
+    def last_peers(self) -> int:
+        """The values the rule's last judgement compared with."""
+        return self.rule.last_peers
+
+    @property
+    def settled(self) -> int:
+        """The values the rule's rungs hold before a judgement there counts."""
+        return self.rule.settled
 
     def would_pass(self, reading: Reading, slack: float = 0.0) -> bool:
         """The rule would pass the reading (its value plus ``slack``) now, or the guard would

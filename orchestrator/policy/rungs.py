@@ -26,6 +26,13 @@ class AshaRungs:
     interpolation) of the earlier ones. ``keep`` defaults to ``1 / reduction_factor``. NaN
     counts as the worst value.
 
+    ``settled`` (default ``reduction_factor**2``, 9): the values a rung must hold before a
+    judgement there counts as evidence. The first values at a rung are whichever trials came
+    first, and a top share of few values is hardly a trial (the loss guard's ``1/9`` of fewer
+    than 9 is none): :attr:`last_peers` says how many values the last judgement compared with,
+    and the policy lets an unsettled judgement neither spare (the loss guard) nor promote a
+    paused trial ahead of new configurations.
+
     ``adaptive``: how hard a rung cuts follows how well its ranks held on this sweep's trials.
     Each trial's value is kept per rung (by trial key); once ``evidence`` trials reached both a
     rung and the next one, the rung keeps between ``strict`` (default ``keep /
@@ -51,6 +58,7 @@ class AshaRungs:
         evidence: int = 12,
         strict: float | None = None,
         unit: str = "epoch",
+        settled: int | None = None,
     ) -> None:
         if evidence < 2:
             raise ValueError(f"evidence must be >= 2 trials, got {evidence=}")
@@ -68,6 +76,9 @@ class AshaRungs:
             raise ValueError(f"strict must be in (0, keep], got {strict=}")
         self.strict = self.keep / math.sqrt(reduction_factor) if strict is None else strict
         self.adaptive, self.evidence, self.unit = adaptive, evidence, unit
+        self.settled = math.ceil(reduction_factor**2) if settled is None else settled
+        if self.settled < 1:
+            raise ValueError(f"settled must be >= 1 value, got {settled=}")
         self.rungs: list[int] = []
         level = float(grace_period)
         while level < max_t:
@@ -78,6 +89,7 @@ class AshaRungs:
         self.values: dict[int, dict[str, float]] = {r: {} for r in self.rungs}  # per trial key
         self.last: RungEvidence | None = None  # what the last judgement rested on
         self.last_cutoff: float | None = None  # the cutoff of the last judgement
+        self.last_peers = 0  # the values the last judgement compared with
         self._keeps: dict[int, RungEvidence] = {}  # rung -> its keep share until a value is recorded
 
     def rung_keep(self, rung: int) -> RungEvidence:
@@ -148,6 +160,7 @@ class AshaRungs:
         self.seen.add((trial_id, rung))
         value = value if math.isfinite(value) else -math.inf
         cutoff = self.last_cutoff = self.cutoff(rung)
+        self.last_peers = len(self.recorded[rung])
         bisect.insort(self.recorded[rung], value)
         self.values[rung][trial_id] = value
         self._keeps.clear()
@@ -236,6 +249,16 @@ class CostRungs:
     def last_cutoff(self) -> float | None:
         """The cutoff of the last judgement."""
         return self._epochs.last_cutoff
+
+    @property
+    def last_peers(self) -> int:
+        """The values the last judgement compared with."""
+        return self._epochs.last_peers
+
+    @property
+    def settled(self) -> int:
+        """The values a rung holds before a judgement there counts (see :class:`AshaRungs`)."""
+        return self._epochs.settled
 
     def would_pass(self, reading: Reading, slack: float = 0.0) -> bool:
         """Whether the reading (plus ``slack``), judged at the highest rung its training time
