@@ -246,3 +246,23 @@ def test_the_convergence_scheduler_pauses_and_resumes_so_the_spirals_best_is_rar
     for tid in resumed:
         assert seen[tid] == list(range(1, len(seen[tid]) + 1))  # no epoch replayed or skipped
         assert len(seen[tid]) > scheduler.policy.pause_record(tid)[0].epoch
+
+
+def test_head_start_splits_the_time_to_target_at_the_first_hitters_start(tmp_path: Path) -> None:
+    from benchmarks.head_start import HeadStart, head_start, main
+
+    records = [
+        record("late", [0.1, 0.2, 0.5, 0.9], epoch_time=[1.0] * 4),  # the only hitter, at its epoch 4
+        record("flat", [0.5, 0.6, 0.7, 0.8], epoch_time=[2.0] * 4),
+        record("low", [0.1, 0.1, 0.1, 0.1], epoch_time=[3.0] * 4),
+    ]
+    path = write_bank(tmp_path / "hand.jsonl.gz", records)
+    bank = load_bank(path)
+    # one worker, order flat, low, late: the oracle gives flat and low one epoch each (2 s + 3 s)
+    assert head_start("oracle", bank, [1, 2, 0], workers=1) == HeadStart(9.0, 5.0, 5.0, 5.0, 0.0)
+    fifo = head_start("fifo", bank, [1, 2, 0], workers=1)  # every epoch of flat and low first
+    assert fifo == HeadStart(20.0 + 4.0, 20.0, 20.0, 20.0, 0.0)
+    assert head_start("fifo", bank, [1, 2], workers=1) is None  # no hitter proposed: never reached
+    assert main(["--bank", str(path), "--schedulers", "oracle", "--repeats", "2"]) == 0
+    with pytest.raises(SystemExit):
+        main(["--bank", str(path), "--schedulers", "nope"])
