@@ -16,11 +16,10 @@ from typing import Any
 
 import ray
 from ray import tune
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from orchestrator import preemption
 from orchestrator import tuner as tuning
-from orchestrator.callbacks import MlflowTrialCallback, VerdictCallback
+from orchestrator.callbacks import CsvLogger, JsonLogger, MlflowTrialCallback, VerdictCallback
 from orchestrator.claim import claim_results_dir, results_name, storage_problem
 from orchestrator.cluster import alive_nodes, check_resources, start_ray
 from orchestrator.config import SweepConfig
@@ -230,7 +229,7 @@ def _callbacks(s: _Sweep, space: dict[str, Any], extra: Sequence[tune.Callback])
     verdicts into results, outcomes, Ray's logs, the MLflow record, the model export's warm-up."""
     callbacks: list[tune.Callback] = [SweepState(s.convergence, s.outcomes)]
     callbacks += [VerdictCallback(s.convergence)] if s.convergence is not None else []
-    callbacks += [s.outcomes, JsonLoggerCallback(), CSVLoggerCallback()]
+    callbacks += [s.outcomes, JsonLogger(), CsvLogger()]
     callbacks += [s.recorder] if s.recorder is not None else []
     if s.tracker is not None and s.cfg.tracking.log_model:
         s.exporter = ModelExporter({"run": space["run"], "tracking_uri": s.tracker.uri})
