@@ -1,0 +1,146 @@
+"""Resuming a sweep killed while some trials were PAUSED (freeze-thaw): real Ray, MLflow, torch.
+
+The sweep of tests/test_pause_sweep.py (``pause_margin=1``: every trial a rung cuts that learned
+is paused) is killed with SIGKILL once Ray's snapshot holds a PAUSED trial, then finished with
+``resume=<sweep dir>``: every trial is accounted for once; a trial paused at the kill either
+resumes from its checkpoint (its epochs go on after the paused one, each logged once) or ends
+pruned saying where it paused; nothing is left RUNNING in MLflow or Optuna.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import cli_env, run_cli
+from mlflow.tracking import MlflowClient
+from test_resume import _kill_group, check_mlflow_record, check_study
+
+pytestmark = pytest.mark.slow
+TRIALS, EPOCHS = 9, 4  # rungs (at epochs 1 and 3) need reduction_factor**2 = 9 trials
+
+
+def _args(results) -> list[str]:
+    return [
+        "debug=default",
+        "name=pausekill",
+        "scheduler.pause_margin=1.0",
+        "search=random",
+        f"num_samples={TRIALS}",
+        f"trainable.epochs={EPOCHS}",
+        "report=false",
+        "tracking.log_model=false",
+        "verbose=0",
+        "max_concurrent_trials=1",
+        f"storage.path={results}",
+    ]
+
+
+def _newest(sweep_dir: str, pattern: str) -> str | None:
+    found = sorted(glob.glob(os.path.join(sweep_dir, pattern)))
+    return found[-1] if found else None
+
+
+def _paused_in_snapshot(sweep_dir: str) -> set[str]:
+    """The trials Ray's newest snapshot holds as PAUSED and the scheduler's state there as paused
+    (their pause open); none while the snapshot is incomplete or being written."""
+    state = _newest(sweep_dir, "experiment_state-*.json")
+    callbacks = _newest(sweep_dir, "callback-states-*.pkl")
+    try:
+        with open(state) as f:
+            trials = [json.loads(trial) for trial, _ in json.load(f)["trial_data"]]
+        with open(callbacks, "rb") as f:
+            pauses = pickle.load(f)[0]["scheduler"]["policy"]["pauses"]
+    except (TypeError, OSError, ValueError, EOFError, pickle.UnpicklingError, KeyError):
+        return set()
+    ray_paused = {t["trial_id"] for t in trials if t.get("status") == "PAUSED"}
+    open_ = {tid for tid, records in pauses.items() if not (records[-1]["resumed"] or records[-1]["stopped"])}
+    return ray_paused & open_
+
+
+def _preempt_while_paused(tmp_path, results) -> tuple[str, set[str]]:
+    """Start the sweep, SIGTERM its driver (a preemption: it saves the sweep and exits 75) once it
+    paused a trial; return the sweep directory and the trials its last snapshot holds paused."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *_args(results)],
+        cwd=tmp_path,
+        env=cli_env(),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        seen, pausing = [], set()
+        for line in proc.stdout:  # one trial at a time: a second trial paused, the first one is PAUSED
+            seen.append(line)
+            if ": paused at epoch " in line:  # (the second one's pause is decided, not yet done)
+                pausing.add(line.split(":")[0])
+            if len(pausing) == 2:
+                os.kill(proc.pid, signal.SIGTERM)
+                break
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        _kill_group(proc)
+    output = "".join(seen) + (rest or "")
+    assert proc.returncode == 75, output[-3000:]
+    (sweep_dir,) = glob.glob(str(results / "*"))
+    paused = _paused_in_snapshot(sweep_dir)
+    assert paused, output[-3000:]
+    return sweep_dir, paused
+
+
+def test_a_sweep_killed_with_paused_trials_is_finished_by_resume(tmp_path):
+    results = tmp_path / "results"
+    sweep_dir, paused = _preempt_while_paused(tmp_path, results)
+
+    out = run_cli(tmp_path, f"resume={sweep_dir}")
+    assert f"Ray results: {sweep_dir}" in out and "trials by final status:" in out, out
+    by_trial = check_mlflow_record(tmp_path / "mlflow.db", sweep_dir, TRIALS)
+    check_study(tmp_path / "optuna.db", sweep_dir, by_trial)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (parent,) = [r for r in client.search_runs(["1"]) if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.metrics["trials"] == TRIALS
+    assert parent.data.metrics["trials_interrupted"] == 0  # the preempted driver logged 1
+    runs = [r for r in client.search_runs(["1"]) if "trial_id" in r.data.tags]
+    runs = [r for r in runs if "attempt" not in r.data.tags]  # the trials' own runs, not restarts'
+    with_pauses = {r.data.tags["trial_id"]: r for r in runs if "pause_history" in r.data.tags}
+    assert paused <= set(with_pauses), (paused, sorted(with_pauses))
+    for tid, run_ in with_pauses.items():
+        _check_pauses(client, run_, by_trial[tid])
+    resumed = sum("resume_reason" in r.data.tags for r in with_pauses.values())
+    assert parent.data.metrics["paused_trials"] == len(with_pauses)
+    assert parent.data.metrics["resumed_trials"] == resumed
+    assert f"paused: {len(with_pauses)} trials, {resumed} resumed from their checkpoint" in out, out
+
+
+def _check_pauses(client: MlflowClient, run_, rows: list[dict]) -> None:
+    """A paused trial's record: trained each epoch once, never from scratch again; every pause
+    resumed or ended; if it ended while paused, pruned saying where it paused."""
+    tags = run_.data.tags
+    at = int(tags["paused_at_epoch"])
+    history = json.loads(tags["pause_history"])
+    assert tags["pause_reason"].startswith(f"rank rule: below its rung at epoch {at}; "), tags
+    assert history[-1]["epoch"] == at and tags["pauses"] == str(len(history)), tags
+    assert all(h["resumed"] or h["stopped"] for h in history), history  # none left open
+    assert all(h["resumed"] for h in history[:-1]), history  # paused again: it had resumed
+    trained = [int(r["epoch"]) for r in rows if not r.get("replayed")]
+    assert trained == list(range(1, trained[-1] + 1)), (tags["trial_id"], trained)  # never started over
+    steps = [m.step for m in client.get_metric_history(run_.info.run_id, "val_acc")]
+    assert steps == trained, (tags["trial_id"], steps)
+    for pause in history:  # resumed: the checkpoint of the paused epoch replayed, then the next epoch
+        if pause["resumed"]:
+            epochs = [(int(r["epoch"]), bool(r.get("replayed"))) for r in rows]
+            after = epochs[epochs.index((pause["epoch"], False)) + 1 :]
+            assert after[:2] == [(pause["epoch"], True), (pause["epoch"] + 1, False)], epochs
+    if "resume_reason" in tags:
+        assert tags["resumed_at_epoch"] == str(at + 1), tags
+    else:  # ended while paused: pruned, saying where it paused
+        assert tags["final_status"] == "PRUNED" and trained[-1] == at, tags
+        assert tags["decision_reason"].startswith(f"paused at epoch {at}"), tags
