@@ -33,7 +33,7 @@ from orchestrator.provenance import sweep_params, sweep_tags
 from orchestrator.reporting import finish_report, report_location, start_report
 from orchestrator.resume import SweepRecord, SweepState, backfill, config_data, read_record, write_record
 from orchestrator.scheduler import ConvergenceScheduler
-from orchestrator.scheduling import build_scheduler
+from orchestrator.scheduling import build_scheduler, keep_prior
 from orchestrator.search import build_searcher, num_trials
 from orchestrator.study import resolve_url, study_line
 from orchestrator.summary import SweepSummary, summarize
@@ -166,7 +166,7 @@ def _prepare(
         if not lock.acquire() and "://" not in record.directory:
             raise ConfigError(f"resume: another driver is running the sweep in {record.directory}")
     trials = num_trials(cfg)
-    scheduler = build_scheduler(cfg, trials)
+    scheduler = build_scheduler(cfg, trials, record.directory if record is not None else None)
     convergence = scheduler if isinstance(scheduler, ConvergenceScheduler) else None
     s = _Sweep(
         cfg=cfg,
@@ -253,6 +253,7 @@ def _fit(
         )
         s.record.study_storage = s.study.url
         write_record(s.record)
+        keep_prior(s.scheduler, s.record.directory)
         s.lock = preemption.DriverLock(s.record.directory)
         s.lock.acquire()
     tconf = tuning.tune_config(cfg, s.searcher, s.scheduler, s.trials, concurrent)
