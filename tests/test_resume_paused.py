@@ -1,10 +1,13 @@
-"""Resuming a sweep killed while some trials were PAUSED (freeze-thaw): real Ray, MLflow, torch.
+"""Resuming a sweep stopped while some trials were PAUSED (freeze-thaw): real Ray, MLflow, torch.
 
 The sweep of tests/test_pause_sweep.py (``pause_margin=1``: every trial a rung cuts that learned
-is paused) is killed with SIGKILL once Ray's snapshot holds a PAUSED trial, then finished with
-``resume=<sweep dir>``: every trial is accounted for once; a trial paused at the kill either
-resumes from its checkpoint (its epochs go on after the paused one, each logged once) or ends
-pruned saying where it paused; nothing is left RUNNING in MLflow or Optuna.
+is paused), one trial at a time, is stopped the two ways of tests/test_resume.py: preempted
+(SIGTERM: the driver saves the sweep and exits 75) once a second trial paused, so the first is
+PAUSED and the second's pause is under way; or SIGKILLed as soon as Ray's snapshot holds a
+PAUSED trial. ``resume=<sweep dir>`` then finishes it: every trial is accounted for once in the
+summary, MLflow and Optuna, none left RUNNING; a paused trial resumes from the checkpoint of the
+epoch it paused at (each epoch trained and logged once, never from epoch 1 again) or ends pruned
+saying where it paused; its pause tags agree with its pause history.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import cli_env, run_cli
@@ -38,6 +42,7 @@ def _args(results) -> list[str]:
         "tracking.log_model=false",
         "verbose=0",
         "max_concurrent_trials=1",
+        "trainable.checkpoint_every=1",  # Ray snapshots the sweep after a trial's 4th checkpoint
         f"storage.path={results}",
     ]
 
@@ -96,9 +101,37 @@ def _preempt_while_paused(tmp_path, results) -> tuple[str, set[str]]:
     return sweep_dir, paused
 
 
-def test_a_sweep_killed_with_paused_trials_is_finished_by_resume(tmp_path):
+def _kill_while_paused(tmp_path, results) -> tuple[str, set[str]]:
+    """Start the sweep, SIGKILL its driver as soon as Ray's snapshot holds a trial PAUSED (the
+    driver dies as it is: what it did after that snapshot is lost); return the sweep directory
+    and the trials that snapshot holds paused."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *_args(results)],
+        cwd=tmp_path,
+        env=cli_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            for sweep_dir in glob.glob(str(results / "*")):
+                if paused := _paused_in_snapshot(sweep_dir):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=30)
+                    return sweep_dir, paused
+            time.sleep(0.05)
+    finally:
+        _kill_group(proc)
+        proc.wait(timeout=30)
+    raise AssertionError("the sweep ended before Ray's snapshot held a paused trial")
+
+
+@pytest.mark.parametrize("stop", [_preempt_while_paused, _kill_while_paused], ids=["SIGTERM", "SIGKILL"])
+def test_a_sweep_killed_with_paused_trials_is_finished_by_resume(tmp_path, stop):
     results = tmp_path / "results"
-    sweep_dir, paused = _preempt_while_paused(tmp_path, results)
+    sweep_dir, paused = stop(tmp_path, results)
 
     out = run_cli(tmp_path, f"resume={sweep_dir}")
     assert f"Ray results: {sweep_dir}" in out and "trials by final status:" in out, out
