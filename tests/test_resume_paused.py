@@ -16,22 +16,31 @@ import glob
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import cli_env, run_cli
 from mlflow.tracking import MlflowClient
 from test_resume import _kill_group, check_mlflow_record, check_study
 
+from orchestrator.policy.prior import PriorModel
+from orchestrator.priors import SHIPPED
+from orchestrator.resume import PRIOR_FILE
+
 pytestmark = pytest.mark.slow
 TRIALS, EPOCHS = 9, 4  # rungs (at epochs 1 and 3) need reduction_factor**2 = 9 trials
 
 
 def _args(results) -> list[str]:
+    prior = results.parent / "earlier_prior.json"  # a stored prior; gone before the sweep resumes
     return [
+        f"scheduler.prior={prior}",
+        "scheduler.prior_cut=0",  # read and stored, never cutting: the pauses are the test's
         "debug=default",
         "name=pausekill",
         "scheduler.pause_margin=1.0",
@@ -130,11 +139,15 @@ def _kill_while_paused(tmp_path, results) -> tuple[str, set[str]]:
 
 @pytest.mark.parametrize("stop", [_preempt_while_paused, _kill_while_paused], ids=["SIGTERM", "SIGKILL"])
 def test_a_sweep_killed_with_paused_trials_is_finished_by_resume(tmp_path, stop):
-    results = tmp_path / "results"
+    results, prior = tmp_path / "results", tmp_path / "earlier_prior.json"
+    shutil.copy(SHIPPED, prior)
     sweep_dir, paused = stop(tmp_path, results)
+    prior.unlink()  # the resumed sweep uses the prior it stored when it started
 
     out = run_cli(tmp_path, f"resume={sweep_dir}")
     assert f"Ray results: {sweep_dir}" in out and "trials by final status:" in out, out
+    stored = json.loads((Path(sweep_dir) / PRIOR_FILE).read_text())
+    assert PriorModel.from_dict(stored) == PriorModel.from_dict(json.loads(SHIPPED.read_text()))
     by_trial = check_mlflow_record(tmp_path / "mlflow.db", sweep_dir, TRIALS)
     check_study(tmp_path / "optuna.db", sweep_dir, by_trial)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
