@@ -249,19 +249,48 @@ class SweepState(Callback):
         self.outcomes.status.update(state.get("outcomes", {}))
 
 
+#: ``final_status`` of a trial run that a resumed sweep does not include (:func:`mark_lost`).
+LOST = "LOST"
+
+
+def snapshot_trials(directory: str) -> set[str]:
+    """The trials of Ray's newest experiment snapshot in the (local) sweep ``directory``: the
+    trials a resumed sweep restores."""
+    states = sorted(glob.glob(os.path.join(directory, "experiment_state-*.json")))
+    with open(states[-1], encoding="utf-8") as f:
+        return {json.loads(trial)["trial_id"] for trial, _ in json.load(f)["trial_data"]}
+
+
+def mark_lost(directory: str, tracker: Any) -> set[str]:
+    """End, tagged ``final_status=LOST`` and ``lost`` (why), the MLflow runs of trials that Ray's
+    newest snapshot does not know: the killed driver started them after that snapshot, so the
+    resumed sweep does not include them (its searcher asks for another configuration instead;
+    Optuna keeps theirs as FAIL, ``lost``). Returns the trials the snapshot knows."""
+    known = snapshot_trials(directory)
+    why = "started after Ray's last snapshot before the driver died: not part of the resumed sweep"
+    for trial_id in [t for t in tracker.run_ids if t not in known]:
+        if trial_id in tracker.trials:  # reopened: it never ended
+            tracker.end_trial(trial_id, "KILLED", {"final_status": LOST, "lost": why})
+        else:
+            tracker.tag_trial_run(trial_id, {"final_status": LOST, "lost": why})
+    return known
+
+
 def backfill(directory: str, tracker: Any, recorder: Any) -> int:
     """Log to MLflow the results Ray recorded (each trial's ``result.json``) that a killed driver
     never delivered, creating a trial's run when even that was lost; return the steps logged.
 
     A result counts once per (attempt, epoch); what MLflow already has (``recorder``'s
-    last logged step per trial, from :meth:`SweepTracker.resume`) is skipped.
+    last logged step per trial, from :meth:`SweepTracker.resume`) is skipped, and so are the
+    trials the resumed sweep does not include (:func:`mark_lost`).
     """
     logged = 0
     if "://" in directory:
         return logged  # results on remote storage: replayed steps are still skipped, nothing backfilled
+    known = mark_lost(directory, tracker)
     for path in sorted(glob.glob(os.path.join(directory, "*", "result.json"))):
         rows = [r for r in read_results(path) if "trial_id" in r and "attempt" in r and "epoch" in r]
-        if not rows:
+        if not rows or rows[0]["trial_id"] not in known:
             continue
         tid, name = rows[0]["trial_id"], os.path.basename(os.path.dirname(path))
         if tid not in tracker.run_ids:
