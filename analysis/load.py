@@ -252,6 +252,8 @@ def load_mlflow(sweep: str, uri: str | None = None, *, metric: str | None = None
     trials = []
     for run in sorted(trial_runs.values(), key=lambda r: r.info.run_name or ""):
         tags = run.data.tags
+        if tags.get("final_status") == "LOST":  # not part of the sweep it was resumed as
+            continue
         attempts = [_history(client, run.info.run_id, keys)]
         attempts[0].seed = _seed(tags.get("lineage"), 0)
         reasons = []

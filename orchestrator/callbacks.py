@@ -4,17 +4,20 @@ Runs in the driver (over ``ray://``, in the task on the head that runs the Tuner
 workers never need access to the tracking store. Each trial gets a child run when it starts;
 each result is logged with ``step = epoch``; a result that repeats an epoch already logged for
 the same attempt (a trial resumed from an older checkpoint after a crash replays it) is not
-logged twice.
+logged twice. :class:`JsonLogger` and :class:`CsvLogger` are Ray's ``result.json`` and
+``progress.csv`` loggers that keep the driver's copy when a paused trial resumes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict
 from typing import Any
 
 from ray.tune import Callback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from orchestrator.contract import hyperparameters, logged_metrics, step_of, warm_source
 from orchestrator.outcomes import Outcomes
@@ -34,6 +37,26 @@ def name_of(trial_id: str, config: dict[str, Any]) -> str:
 def trial_name(trial: Any) -> str:
     """The name of a Ray trial (see :func:`name_of`); Ray's ``trial_name_creator``."""
     return name_of(trial.trial_id, trial.config)
+
+
+class _KeepLocalLog:
+    """Ray's logger callbacks copy a trial's file back from storage whenever the trial starts,
+    a paused one resuming included; storage gets the driver's copy only at experiment snapshots,
+    so that copy lost the rows reported since (a resumed trial's ``result.json`` then skips the
+    epochs before its pause). Here the driver's own copy, once written, is kept; a resumed
+    sweep (a new driver) still starts from the copy in storage."""
+
+    def _restore_from_remote(self, file_name: str, trial: Any) -> None:
+        if not os.path.exists(os.path.join(trial.local_path, file_name)):
+            super()._restore_from_remote(file_name, trial)  # type: ignore[misc]
+
+
+class JsonLogger(_KeepLocalLog, JsonLoggerCallback):
+    """Ray's ``result.json`` logger, keeping the driver's copy (:class:`_KeepLocalLog`)."""
+
+
+class CsvLogger(_KeepLocalLog, CSVLoggerCallback):
+    """Ray's ``progress.csv`` logger, keeping the driver's copy (:class:`_KeepLocalLog`)."""
 
 
 class VerdictCallback(Callback):

@@ -52,6 +52,15 @@ def hold_slot(tune_controller: Any, trial_id: str) -> None:
         limiter.num_unfinished_live_trials += 1
 
 
+def wait_again(policy: ConvergencePolicy, trial: Trial) -> None:
+    """A trial the policy holds paused that Ray added as PENDING is PAUSED again: Ray requeues a
+    restored sweep's PAUSED trials as PENDING, which would start them before new ones (and fill
+    Tune's pending slots, so no new trial would start); paused, it waits for its promotion or the
+    end as before, and resumes from the checkpoint of the epoch it paused at."""
+    if trial.status == Trial.PENDING and policy.is_paused(trial.trial_id):
+        trial.set_status(Trial.PAUSED)
+
+
 def search_finished(tune_controller: Any) -> bool:
     """Whether the searcher has no new configuration left (Tune's ``SearchGenerator.is_finished``);
     True when the controller has no search algorithm that says."""

@@ -6,7 +6,9 @@ file is a stored prior; a ``.jsonl``/``.jsonl.gz`` file is a curve bank (the for
 ``benchmarks/curves/README.md``; its ``val_acc`` and ``val_loss``), learned from when the sweep
 starts; ``mlflow:<experiment or sweep>`` learns from the finished sweeps of that MLflow experiment
 (or that parent run), each sweep a group: a trial's first attempt gives its first epochs, its
-last reported value its final (a trial cut early ends low, as it was judged).
+last reported value its final (a trial cut early ends low, as it was judged). A sweep reads its
+source once, when it starts; a resumed sweep uses the model it stored then
+(:func:`orchestrator.resume.read_prior`).
 """
 
 from __future__ import annotations

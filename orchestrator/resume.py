@@ -1,9 +1,12 @@
 """A sweep's own record in its Ray experiment directory, and the checks made before resuming it.
 
 At start the sweep writes ``<sweep dir>/orchestrator.json``: the resolved config, the
-overrides, where results and MLflow records go and the parent run's id. ``python -m
-orchestrator resume=<sweep dir>`` reads it back, so a resumed sweep runs with exactly the
-config it started with. Every problem with the directory is one ConfigError naming ``resume``.
+overrides, where results and MLflow records go and the parent run's id; with a prior
+(``scheduler.prior``), the model it read also goes to ``<sweep dir>/prior.json``. ``python -m
+orchestrator resume=<sweep dir>`` reads them back, so a resumed sweep runs with exactly the
+config and the prior it started with (the prior's source is not read again: an MLflow
+experiment may have gained runs since, the sweep's own among them, or a file may be gone).
+Every problem with the directory is one ConfigError naming ``resume``.
 
 :class:`SweepState` keeps the convergence scheduler's state and the set of finished trials in
 Ray's experiment snapshots (Ray saves the searcher's state there but not the scheduler's), so
@@ -26,8 +29,10 @@ from analysis.load import read_results
 from orchestrator.config import SweepConfig, load_config
 from orchestrator.contract import CHECKPOINT_FILE, hyperparameters, logged_metrics
 from orchestrator.errors import ConfigError
+from orchestrator.policy.prior import PriorModel
 
 RECORD_FILE = "orchestrator.json"
+PRIOR_FILE = "prior.json"  # the prior the sweep started with (scheduler.prior), used when it resumes
 RECORD_VERSION = 3  # 2: scheduler.* holds only the chosen scheduler's keys; 3: trials run train functions
 #: What changed in each earlier record version, so that such a sweep cannot be resumed here.
 _EARLIER = {
@@ -78,15 +83,43 @@ def config_data(cfg: SweepConfig) -> dict[str, Any]:
     return data
 
 
-def write_record(record: SweepRecord) -> str:
-    """Write ``orchestrator.json`` into the sweep directory (atomically); return its path."""
-    fs, directory = _fs(record.directory)
+def _write(where: str, name: str, data: dict[str, Any]) -> str:
+    """Write ``data`` as JSON to ``where/name`` (a directory or a URI), atomically; return its path."""
+    fs, directory = _fs(where)
     fs.create_dir(directory, recursive=True)
-    path, tmp = f"{directory}/{RECORD_FILE}", f"{directory}/.{RECORD_FILE}.tmp"
+    path, tmp = f"{directory}/{name}", f"{directory}/.{name}.tmp"
     with fs.open_output_stream(tmp) as out:
-        out.write(json.dumps(dataclasses.asdict(record), indent=1).encode("utf-8"))
+        out.write(json.dumps(data, indent=1).encode("utf-8"))
     fs.move(tmp, path)
     return path
+
+
+def write_record(record: SweepRecord) -> str:
+    """Write ``orchestrator.json`` into the sweep directory (atomically); return its path."""
+    return _write(record.directory, RECORD_FILE, dataclasses.asdict(record))
+
+
+def write_prior(directory: str, model: PriorModel) -> str:
+    """Store the prior a sweep starts with as ``<sweep dir>/prior.json`` (a stored prior, the
+    ``.json`` form ``scheduler.prior`` reads); return its path. A resumed sweep uses it
+    (:func:`read_prior`), so the prior stays the same for the life of the sweep."""
+    return _write(directory, PRIOR_FILE, model.to_dict())
+
+
+def read_prior(directory: str) -> PriorModel | None:
+    """The prior stored in the sweep directory by :func:`write_prior` (None: none stored: a
+    sweep without a prior, or one started before priors were stored); a corrupt one is a
+    ConfigError naming ``resume``."""
+    fs, path = _fs(join(directory, PRIOR_FILE))
+    try:
+        with fs.open_input_stream(path) as f:
+            raw = f.read()
+    except (OSError, FileNotFoundError):
+        return None
+    try:
+        return PriorModel.from_dict(json.loads(raw))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"resume: {path} is corrupt ({str(exc).splitlines()[0]})") from None
 
 
 def read_record(path: str) -> tuple[SweepRecord, SweepConfig]:
@@ -135,13 +168,27 @@ def read_record(path: str) -> tuple[SweepRecord, SweepConfig]:
         raise ConfigError(
             f"resume: {path}/{RECORD_FILE} belongs to sweep {record.experiment!r}, not to this directory"
         )
-    try:
-        cfg = load_config(record.config)
-    except ConfigError as exc:
-        raise ConfigError(f"resume: {path}/{RECORD_FILE} holds an invalid config ({exc})") from None
+    cfg = _config(record, path)
     record.storage = path.rsplit("/", 1)[0]  # the directory may have moved since
     _check_experiment_state(fs, directory, path)
     return record, cfg
+
+
+def _config(record: SweepRecord, path: str) -> SweepConfig:
+    """The record's config, validated; the prior's source is not checked again when the sweep
+    stored its prior (:func:`write_prior`): the resumed sweep uses that, and the source may be gone."""
+    data = record.config
+    scheduler = data.get("scheduler") if isinstance(data, dict) else None
+    source = scheduler.get("prior") if isinstance(scheduler, dict) else None
+    if source is not None and read_prior(path) is not None:
+        data = {**data, "scheduler": {**scheduler, "prior": None}}
+    try:
+        cfg = load_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"resume: {path}/{RECORD_FILE} holds an invalid config ({exc})") from None
+    if data is record.config:
+        return cfg
+    return dataclasses.replace(cfg, scheduler=dataclasses.replace(cfg.scheduler, prior=source))
 
 
 def _check_experiment_state(fs: pyarrow.fs.FileSystem, directory: str, path: str) -> None:
@@ -202,19 +249,48 @@ class SweepState(Callback):
         self.outcomes.status.update(state.get("outcomes", {}))
 
 
+#: ``final_status`` of a trial run that a resumed sweep does not include (:func:`mark_lost`).
+LOST = "LOST"
+
+
+def snapshot_trials(directory: str) -> set[str]:
+    """The trials of Ray's newest experiment snapshot in the (local) sweep ``directory``: the
+    trials a resumed sweep restores."""
+    states = sorted(glob.glob(os.path.join(directory, "experiment_state-*.json")))
+    with open(states[-1], encoding="utf-8") as f:
+        return {json.loads(trial)["trial_id"] for trial, _ in json.load(f)["trial_data"]}
+
+
+def mark_lost(directory: str, tracker: Any) -> set[str]:
+    """End, tagged ``final_status=LOST`` and ``lost`` (why), the MLflow runs of trials that Ray's
+    newest snapshot does not know: the killed driver started them after that snapshot, so the
+    resumed sweep does not include them (its searcher asks for another configuration instead;
+    Optuna keeps theirs as FAIL, ``lost``). Returns the trials the snapshot knows."""
+    known = snapshot_trials(directory)
+    why = "started after Ray's last snapshot before the driver died: not part of the resumed sweep"
+    for trial_id in [t for t in tracker.run_ids if t not in known]:
+        if trial_id in tracker.trials:  # reopened: it never ended
+            tracker.end_trial(trial_id, "KILLED", {"final_status": LOST, "lost": why})
+        else:
+            tracker.tag_trial_run(trial_id, {"final_status": LOST, "lost": why})
+    return known
+
+
 def backfill(directory: str, tracker: Any, recorder: Any) -> int:
     """Log to MLflow the results Ray recorded (each trial's ``result.json``) that a killed driver
     never delivered, creating a trial's run when even that was lost; return the steps logged.
 
     A result counts once per (attempt, epoch); what MLflow already has (``recorder``'s
-    last logged step per trial, from :meth:`SweepTracker.resume`) is skipped.
+    last logged step per trial, from :meth:`SweepTracker.resume`) is skipped, and so are the
+    trials the resumed sweep does not include (:func:`mark_lost`).
     """
     logged = 0
     if "://" in directory:
         return logged  # results on remote storage: replayed steps are still skipped, nothing backfilled
+    known = mark_lost(directory, tracker)
     for path in sorted(glob.glob(os.path.join(directory, "*", "result.json"))):
         rows = [r for r in read_results(path) if "trial_id" in r and "attempt" in r and "epoch" in r]
-        if not rows:
+        if not rows or rows[0]["trial_id"] not in known:
             continue
         tid, name = rows[0]["trial_id"], os.path.basename(os.path.dirname(path))
         if tid not in tracker.run_ids:

@@ -145,6 +145,7 @@ class ConvergenceScheduler(FIFOScheduler):
         self._order.setdefault(trial.trial_id, len(self._order))
         params = hyperparameters(trial.config)
         self.policy.add(trial.trial_id, params, seed_key=trial.config.get("trial_index"))
+        pausing.wait_again(self.policy, trial)  # a resumed sweep's paused trial waits as before
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
         tid = trial.trial_id
@@ -269,14 +270,11 @@ class ConvergenceScheduler(FIFOScheduler):
         trial.set_config(new_config)
         # Forget the latest checkpoint (as PBT sets it): the next start trains from scratch.
         trial.run_metadata.checkpoint_manager._latest_checkpoint_result = None
+        changed = f", changed {decision.changes}" if decision.changes else ""
         logger.info(
             "trial %s: restart as attempt %d with seed %s (%s)%s",
-            trial,
-            decision.attempt,
-            decision.seed,
-            decision.reason,
-            f", changed {decision.changes}" if decision.changes else "",
-        )
+            trial, decision.attempt, decision.seed, decision.reason, changed,
+        )  # fmt: skip
         searcher = _searcher(tune_controller)
         if searcher is not None and hasattr(searcher, "note_restart"):  # the study's user attributes
             searcher.note_restart(trial.trial_id, decision.attempt, decision.reason)

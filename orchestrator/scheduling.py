@@ -15,17 +15,20 @@ from orchestrator.config import SweepConfig
 from orchestrator.objectives import multi_objective_settings, objectives_of, several, why_off
 from orchestrator.policy import ConvergencePolicy, ConvergenceSettings, policy_from_settings
 from orchestrator.priors import load_prior
+from orchestrator.resume import read_prior, write_prior
 from orchestrator.scheduler import ConvergenceScheduler
 from trainables.data import NUM_CLASSES
 
 
-def build_policy(cfg: SweepConfig, num_trials: int) -> ConvergencePolicy:
+def build_policy(cfg: SweepConfig, num_trials: int, resumed: str | None = None) -> ConvergencePolicy:
     """The convergence policy configured by ``scheduler.*`` for a sweep of ``num_trials``.
 
     Built by :func:`orchestrator.policy.policy_from_settings` from ``scheduler.*`` (a
     :class:`orchestrator.policy.ConvergenceSettings`), as the replay benchmark builds it; with
     several objectives without its one-objective pruning (:mod:`orchestrator.objectives`); with
-    the prior ``scheduler.prior`` names, read here (:func:`orchestrator.priors.load_prior`).
+    the prior ``scheduler.prior`` names, read here (:func:`orchestrator.priors.load_prior`), or,
+    for the sweep ``resumed`` (its directory), the prior it stored when it started
+    (:func:`orchestrator.resume.read_prior`; its source only when it stored none).
     """
     epochs = cfg.trainable.epochs
     if not isinstance(cfg.scheduler, ConvergenceSettings):
@@ -33,7 +36,9 @@ def build_policy(cfg: SweepConfig, num_trials: int) -> ConvergencePolicy:
             f"scheduler.name: the convergence policy needs scheduler=convergence, got {cfg.scheduler.name!r}"
         )
     settings = multi_objective_settings(cfg.scheduler) if several(cfg) else cfg.scheduler
-    prior = load_prior(settings.prior, launch_dir=os.getcwd(), tracking_uri=cfg.tracking.uri)
+    prior = read_prior(resumed) if resumed is not None and settings.prior is not None else None
+    if prior is None:
+        prior = load_prior(settings.prior, launch_dir=os.getcwd(), tracking_uri=cfg.tracking.uri)
     return policy_from_settings(
         settings,
         mode=cfg.mode,
@@ -44,6 +49,14 @@ def build_policy(cfg: SweepConfig, num_trials: int) -> ConvergencePolicy:
         sweep_seed=cfg.seed,
         prior=prior,
     )
+
+
+def keep_prior(scheduler: TrialScheduler, directory: str) -> None:
+    """Store the convergence scheduler's prior in the sweep ``directory`` as it starts
+    (:func:`orchestrator.resume.write_prior`), for a resumed sweep to use; nothing without one."""
+    guard = scheduler.policy.prior if isinstance(scheduler, ConvergenceScheduler) else None
+    if guard is not None:
+        write_prior(directory, guard.model)
 
 
 def chance_of(cfg: SweepConfig) -> float | None:
@@ -75,11 +88,12 @@ def loss_of(cfg: SweepConfig) -> str:
     return "val_loss" if not cfg.trainable.own or cfg.mode == "max" else cfg.metric
 
 
-def build_scheduler(cfg: SweepConfig, num_trials: int) -> TrialScheduler:
-    """Build the configured scheduler; decisions are per epoch (Ray's ``training_iteration``)."""
+def build_scheduler(cfg: SweepConfig, num_trials: int, resumed: str | None = None) -> TrialScheduler:
+    """Build the configured scheduler; decisions are per epoch (Ray's ``training_iteration``).
+    ``resumed``: the directory of the sweep it resumes (its stored prior: :func:`build_policy`)."""
     s, epochs = cfg.scheduler, cfg.trainable.epochs
     if s.name == "convergence":
-        policy = build_policy(cfg, num_trials)
+        policy = build_policy(cfg, num_trials, resumed)
         return ConvergenceScheduler(
             policy,
             metric=cfg.metric,

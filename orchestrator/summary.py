@@ -168,7 +168,8 @@ class SweepSummary:
         return "\n".join(lines) + "\n"
 
     def metrics(self) -> dict[str, float]:
-        """The summary as the parent run's metrics."""
+        """The summary as the parent run's metrics; ``trials_interrupted`` always (0: none), so a
+        resumed sweep's run does not keep the count its interrupted driver logged."""
         metrics: dict[str, float] = {
             "trials": float(sum(self.statuses.values())),
             "epochs_run": float(self.epochs_run),
@@ -182,6 +183,7 @@ class SweepSummary:
         if self.best_value is not None:
             metrics[f"best_{self.metric}"] = self.best_value
         metrics.update({f"trials_{k.lower()}": float(v) for k, v in self.statuses.items()})
+        metrics.setdefault(f"trials_{INTERRUPTED.lower()}", 0.0)
         return metrics
 
     def tags(self) -> dict[str, str]:

@@ -16,11 +16,10 @@ from typing import Any
 
 import ray
 from ray import tune
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from orchestrator import preemption
 from orchestrator import tuner as tuning
-from orchestrator.callbacks import MlflowTrialCallback, VerdictCallback
+from orchestrator.callbacks import CsvLogger, JsonLogger, MlflowTrialCallback, VerdictCallback
 from orchestrator.claim import claim_results_dir, results_name, storage_problem
 from orchestrator.cluster import alive_nodes, check_resources, start_ray
 from orchestrator.config import SweepConfig
@@ -34,7 +33,7 @@ from orchestrator.provenance import sweep_params, sweep_tags
 from orchestrator.reporting import finish_report, report_location, start_report
 from orchestrator.resume import SweepRecord, SweepState, backfill, config_data, read_record, write_record
 from orchestrator.scheduler import ConvergenceScheduler
-from orchestrator.scheduling import build_scheduler
+from orchestrator.scheduling import build_scheduler, keep_prior
 from orchestrator.search import build_searcher, num_trials
 from orchestrator.study import resolve_url, study_line
 from orchestrator.summary import SweepSummary, summarize
@@ -167,7 +166,7 @@ def _prepare(
         if not lock.acquire() and "://" not in record.directory:
             raise ConfigError(f"resume: another driver is running the sweep in {record.directory}")
     trials = num_trials(cfg)
-    scheduler = build_scheduler(cfg, trials)
+    scheduler = build_scheduler(cfg, trials, record.directory if record is not None else None)
     convergence = scheduler if isinstance(scheduler, ConvergenceScheduler) else None
     s = _Sweep(
         cfg=cfg,
@@ -230,7 +229,7 @@ def _callbacks(s: _Sweep, space: dict[str, Any], extra: Sequence[tune.Callback])
     verdicts into results, outcomes, Ray's logs, the MLflow record, the model export's warm-up."""
     callbacks: list[tune.Callback] = [SweepState(s.convergence, s.outcomes)]
     callbacks += [VerdictCallback(s.convergence)] if s.convergence is not None else []
-    callbacks += [s.outcomes, JsonLoggerCallback(), CSVLoggerCallback()]
+    callbacks += [s.outcomes, JsonLogger(), CsvLogger()]
     callbacks += [s.recorder] if s.recorder is not None else []
     if s.tracker is not None and s.cfg.tracking.log_model:
         s.exporter = ModelExporter({"run": space["run"], "tracking_uri": s.tracker.uri})
@@ -254,6 +253,7 @@ def _fit(
         )
         s.record.study_storage = s.study.url
         write_record(s.record)
+        keep_prior(s.scheduler, s.record.directory)
         s.lock = preemption.DriverLock(s.record.directory)
         s.lock.acquire()
     tconf = tuning.tune_config(cfg, s.searcher, s.scheduler, s.trials, concurrent)

@@ -202,6 +202,28 @@ def test_the_adapter_stops_a_paused_trial_that_can_no_longer_matter_and_one_left
     assert scheduler.lineage("z")[-1].outcome == "pruned"
 
 
+def test_a_resumed_sweeps_paused_trial_waits_paused_again_and_resumes_as_before():
+    """Ray requeues a restored sweep's PAUSED trials as PENDING; the scheduler, its state restored
+    first (SweepState), makes a paused one PAUSED again: new trials run before it."""
+    c = with_two_leaders()
+    assert epoch(c, "p", 1, 0.8) == TrialScheduler.PAUSE
+    resumed = Controller()  # the resumed driver: state from the snapshot, then Ray re-adds the trials
+    resumed.scheduler.load_state_dict(json.loads(json.dumps(c.scheduler.state_dict())))
+    for tid in ("a", "b", "p", "new"):
+        trial = Trial("train", config={"epochs": 30, "attempt": 0}, trial_id=tid, stub=True)
+        resumed.trials.append(trial)
+        resumed.scheduler.on_trial_add(resumed, trial)  # each PENDING, as Ray requeues them
+    status = {t.trial_id: t.status for t in resumed.trials}
+    assert status == {"a": Trial.PENDING, "b": Trial.PENDING, "p": Trial.PAUSED, "new": Trial.PENDING}
+    for trial in resumed.trials[:2]:
+        trial.set_status(Trial.TERMINATED)  # (a and b were running: they go on and end)
+    assert resumed.scheduler.choose_trial_to_run(resumed).trial_id == "new"
+    resumed.trials[-1].set_status(Trial.TERMINATED)
+    resumed.finished = True
+    assert resumed.scheduler.choose_trial_to_run(resumed).trial_id == "p"
+    assert "no new configuration left" in resumed.scheduler.policy.pause_record("p")[0].resumed
+
+
 def test_trials_checkpoint_at_the_rungs_only_where_a_pause_can_happen():
     import dataclasses
 

@@ -60,10 +60,13 @@ def check_mlflow_record(db, sweep_dir, num_trials):
     assert runs and all(r.info.status != "RUNNING" for r in runs), [
         (r.info.run_name, r.info.status) for r in runs
     ]
+    # a trial the killed driver started after Ray's last snapshot is not part of the resumed
+    # sweep: its run, if it had one, is tagged LOST (and its directory may hold results)
+    lost = {r.data.tags["trial_id"] for r in runs if r.data.tags.get("final_status") == "LOST"}
     by_trial = {}
     for trial_dir in glob.glob(os.path.join(sweep_dir, "trial_*")):
         rows = _rows(trial_dir)
-        if rows:
+        if rows and rows[0]["trial_id"] not in lost:
             by_trial[rows[0]["trial_id"]] = rows
     assert len(by_trial) == num_trials, sorted(by_trial)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -71,7 +74,7 @@ def check_mlflow_record(db, sweep_dir, num_trials):
     trial_runs = {
         r.data.tags["trial_id"]: r
         for r in runs
-        if r.data.tags.get("attempt") is None and "trial_id" in r.data.tags
+        if r.data.tags.get("attempt") is None and r.data.tags.get("trial_id", "") not in lost | {""}
     }
     assert set(trial_runs) == set(by_trial)
     for tid, rows in by_trial.items():

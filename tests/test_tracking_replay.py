@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.errors import ConfigError
+from orchestrator.resume import mark_lost
 from orchestrator.tracking import KEY_TAG, PARENT_TAG, SweepTracker, main, replay
 from orchestrator.tracking.ops import _Op
 
@@ -189,6 +190,33 @@ def test_resume_reopens_the_unfinished_runs_and_says_what_was_logged(tmp_path):
     }
     t0 = runs["trial_t0"].info.run_id
     assert [m.step for m in client.get_metric_history(t0, "val_loss")] == [1, 2, 3, 4]
+
+
+def test_resume_ends_the_runs_of_trials_rays_snapshot_does_not_know_as_lost(tmp_path):
+    """t1 and t2 ran after Ray's last snapshot (which knows only t0): the resumed sweep does not
+    include them, so their runs end (t1 was open) tagged LOST, saying why."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    dead = _dead_driver(uri)
+    directory = tmp_path / "sweep"
+    directory.mkdir()
+    state = {"trial_data": [[json.dumps({"trial_id": "t0", "status": "RUNNING"}), "{}"]]}
+    (directory / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
+    tracker = SweepTracker(uri, "reopened", interval_s=0.05)
+    tracker.resume(dead.parent_run_id)
+    assert mark_lost(str(directory), tracker) == {"t0"}
+    assert set(tracker.trials) == {"t0"}
+    tracker.end_sweep("FINISHED")
+
+    runs = {r.info.run_name: r for r in MlflowClient(uri).search_runs([tracker.experiment_id])}
+    status = {name: (r.info.status, r.data.tags.get("final_status")) for name, r in runs.items()}
+    assert status == {
+        "sweep": ("FINISHED", None),
+        "trial_t0": ("KILLED", "INTERRUPTED"),
+        "trial_t1": ("KILLED", "LOST"),
+        "trial_t1 attempt 1": ("KILLED", None),
+        "trial_t2": ("FINISHED", "LOST"),
+    }
+    assert runs["trial_t1"].data.tags["lost"].startswith("started after Ray's last snapshot")
 
 
 def test_resume_by_real_id_and_of_a_run_that_never_reached_the_store(tmp_path):

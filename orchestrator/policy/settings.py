@@ -61,7 +61,8 @@ class ConvergenceSettings(PolicySettings):
         prior: a prior from earlier sweeps (:mod:`orchestrator.policy.prior_guard`): ``shipped``
             (learned on the project's curve banks), ``mlflow:<experiment or sweep>`` (its
             finished trials' curves), a curve bank file (``.jsonl``/``.jsonl.gz``) or a stored
-            prior (``.json``); None: no prior.
+            prior (``.json``); None: no prior. Read once, when the sweep starts: the sweep stores
+            it in its directory (``prior.json``) and a resumed sweep uses that.
         prior_cut: until an early rung's own ranks are measured, a trial it keeps is cut when
             the prior gives it less than this chance of finishing in the sweep's top 10% (0: never).
         prior_spare: likewise, a trial it cuts is spared when the prior gives it at least this
