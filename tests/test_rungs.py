@@ -124,7 +124,8 @@ def test_a_value_cut_early_would_pass_once_lower_values_reach_its_rung():
 
 def test_a_rung_says_how_many_values_a_judgement_compared_with_and_when_that_is_settled():
     rungs = AshaRungs(1, 3, 30)
-    assert rungs.settled == 9 and AshaRungs(1, 2, 30).settled == 4 and AshaRungs(1, 3, 30, settled=5).settled == 5
+    assert rungs.settled == 9 and AshaRungs(1, 2, 30).settled == 4  # reduction_factor**2 values
+    assert AshaRungs(1, 3, 30, settled=5).settled == 5
     for i, value in enumerate((0.5, 0.6, 0.7)):
         rungs.should_prune(f"t{i}", 1, value)
         assert rungs.last_peers == i  # the values recorded there before it

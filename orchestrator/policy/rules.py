@@ -54,9 +54,9 @@ class RankRule(Protocol):
     epochs ignore it); :meth:`explain` says what the last judgement rested on, for a cut's
     reason ("" when nothing to add). :attr:`last_cutoff` is the value the last judged reading had
     to reach (None: the rung was empty), :attr:`last_peers` how many values it was compared with
-(a judgement is *settled* from :attr:`settled` values on: :func:`settled`), :meth:`would_pass` whether a reading judged earlier
-    (its value plus a slack) would pass its rung now that later values arrived (a paused
-    trial's promotion). The state
+    (a judgement is *settled* from :attr:`settled` values on: :func:`settled`),
+    :meth:`would_pass` whether a reading judged earlier (its value plus a slack) would pass its
+    rung now that later values arrived (a paused trial's promotion). The state
     is plain, JSON-serialisable data.
     """
 
