@@ -40,6 +40,8 @@ def test_pause_off_or_a_trial_at_chance_is_never_paused():
     assert first_epochs(policy(pause=False), {"a": 0.8, "b": 0.9, "c": 0.8})["c"].action == PRUNE
     at_chance = first_epochs(policy(pause_margin=1.0), {"a": 0.8, "b": 0.9, "c": 0.1})["c"]
     assert at_chance.action != PAUSE  # stuck at chance: hopeless as it is (restarted or pruned)
+    below = first_epochs(policy(pause_margin=1.0), {"a": 0.8, "b": 0.9, "c": 0.02})["c"]
+    assert below.action != PAUSE  # worse than a guess (one rare class predicted): no better
     with pytest.raises(SettingError, match="pause_margin: must be >= 0"):
         policy(pause_margin=-0.1)
     with pytest.raises(SettingError, match="pause: must be true or false"):

@@ -87,7 +87,7 @@ class Pausing:
         c = self.config
         if not c.pause or cut.cutoff is None:
             return None
-        if failure_kind(trial, c.chance, self.thresholds) != LOW:
+        if failure_kind(trial, c.chance, self.thresholds, self.sign) != LOW:
             return None  # an initialisation failure or at chance: hopeless as it is
         shortfall = cut.cutoff - cut.reading.value  # signed values: higher is better
         if not shortfall <= c.pause_margin * self.scale:

@@ -66,7 +66,7 @@ class Restarting:
         """Prune a trial that will end worse than others, or restart it when its kind of failure
         (:func:`~orchestrator.policy.restarts.failure_kind`) is among ``kinds`` and the evidence
         says it is the seed's luck (:meth:`_restart`)."""
-        kind = failure_kind(trial, self.config.chance, self.thresholds)
+        kind = failure_kind(trial, self.config.chance, self.thresholds, self.sign)
         if kind not in kinds:
             return Decision(PRUNE, reason, verdict, trial.attempt)
         restart, why = self._restart(trial_id, trial, verdict, kind, kind, reason)

@@ -82,16 +82,17 @@ class RestartRecord:
         return counts.get(kind, 0)
 
 
-def failure_kind(trial: _Trial, chance: float | None, th: Thresholds) -> str:
+def failure_kind(trial: _Trial, chance: float | None, th: Thresholds, sign: float = 1.0) -> str:
     """The kind of failure of a trial that is cut: dead units (its last epoch's dead fraction at
     or above ``th.dead_frac``, or its gradient norm below ``th.vanishing_grad``), stuck (its
-    last metric within ``th.chance_margin`` of chance), else a local minimum (it learned, less
-    than the others)."""
+    last metric not better than chance by more than ``th.chance_margin``: at chance, or worse
+    than a guess; ``sign`` makes higher better), else a local minimum (it learned, less than the
+    others)."""
     dead = bool(trial.dead) and trial.dead[-1] >= th.dead_frac
     vanishing = bool(trial.grad) and trial.grad[-1] < th.vanishing_grad
     if dead or vanishing:
         return DEAD
-    if chance is not None and trial.metric and abs(trial.metric[-1] - chance) <= th.chance_margin:
+    if chance is not None and trial.metric and not sign * (trial.metric[-1] - chance) > th.chance_margin:
         return STUCK_KIND
     return LOW
 
