@@ -49,17 +49,18 @@ def _hydra_main(cfg: DictConfig) -> None:
     try:
         data = OmegaConf.to_container(cfg, resolve=True)
         sweep_cfg = load_config(data)  # type: ignore[arg-type]
-        storage = preflight(sweep_cfg, os.getcwd())
+        # resume=auto: an unfinished sweep of this name resumes with its own recorded config (its
+        # files, e.g. a prior's, are not this command's to check: it stored what it read)
+        unfinished = _unfinished(sweep_cfg) if _AUTO and not sweep_cfg.check else None
+        storage = preflight(sweep_cfg, os.getcwd()) if unfinished is None else ""
         if sweep_cfg.check:
             from orchestrator.check import check  # imports torch and the user's code
 
             sys.exit(check(sweep_cfg, os.getcwd()))
         if sweep_cfg.tracking.token is not None:
             os.environ["MLFLOW_TRACKING_TOKEN"] = sweep_cfg.tracking.token
-        from orchestrator.resume import RECORD_FILE
         from orchestrator.sweep import resume, run  # imports Ray: only once the config is known good
 
-        unfinished = latest_unfinished(storage, sweep_cfg.name, RECORD_FILE) if _AUTO else None
         if unfinished is not None:
             print(f"resume=auto: resuming {unfinished}", flush=True)
             summary = resume(unfinished)
@@ -75,6 +76,14 @@ def _hydra_main(cfg: DictConfig) -> None:
     except KeyboardInterrupt:  # Tune had no chance to end the sweep itself (a second Ctrl+C, ray://)
         _interrupted_exit()
     _summary_exit(summary)
+
+
+def _unfinished(cfg: Any) -> str | None:
+    """The unfinished sweep of ``cfg.name`` in its storage (``resume=auto``), or None."""
+    from orchestrator.preflight import storage_dir
+    from orchestrator.resume import RECORD_FILE
+
+    return latest_unfinished(storage_dir(cfg.storage.path, os.getcwd()), cfg.name, RECORD_FILE)
 
 
 def _summary_exit(summary: Any) -> None:

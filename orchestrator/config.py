@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import types
 import typing
 from typing import Any, Union
@@ -20,7 +19,6 @@ from orchestrator.errors import ConfigError
 from orchestrator.history import check as check_history
 from orchestrator.objectives import apply_objectives
 from orchestrator.policy import SettingError
-from orchestrator.priors import check_prior_source
 from orchestrator.redact import is_secret_key
 from orchestrator.scheduler_schemas import SCHEDULER_SCHEMAS, SchedulerConfig
 from orchestrator.schema import SweepConfig
@@ -111,7 +109,6 @@ def _build_scheduler(data: Any, key: str) -> SchedulerConfig:
         built = _build(SCHEDULER_SCHEMAS[name], data, key)
     except SettingError as exc:
         raise ConfigError(f"{key}.{exc}") from None
-    check_prior_source(getattr(built, "prior", None), os.getcwd())
     return built
 
 

@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ConfigError
 from orchestrator.init_source import check_init_from
+from orchestrator.priors import check_prior_source
 from orchestrator.study import KEY as STUDY_KEY
 from orchestrator.study import local_file, resolve_url
 from orchestrator.target import check_target
@@ -197,8 +198,8 @@ def check_data(cfg: SweepConfig) -> None:
 
 
 def preflight(cfg: SweepConfig, launch_dir: str) -> str:
-    """Every check of storage, data, tracking, the study's store, (cluster=local) resources and
-    the warm start's source; raises ConfigError.
+    """Every check of storage, data, the prior's file, tracking, the study's store,
+    (cluster=local) resources and the warm start's source; raises ConfigError.
 
     Returns the absolute storage directory (or URI), as :func:`storage_dir` gives it.
     """
@@ -209,6 +210,7 @@ def preflight(cfg: SweepConfig, launch_dir: str) -> str:
         if cfg.trainable.model_fn is not None:
             check_target(cfg.trainable.model_fn, launch_dir, "trainable.model_fn")
     check_data(cfg)
+    check_prior_source(getattr(cfg.scheduler, "prior", None), launch_dir)
     check_tracking(cfg, launch_dir)
     check_study_storage(cfg, launch_dir)
     if cfg.cluster.mode == "local":

@@ -175,20 +175,12 @@ def read_record(path: str) -> tuple[SweepRecord, SweepConfig]:
 
 
 def _config(record: SweepRecord, path: str) -> SweepConfig:
-    """The record's config, validated; the prior's source is not checked again when the sweep
-    stored its prior (:func:`write_prior`): the resumed sweep uses that, and the source may be gone."""
-    data = record.config
-    scheduler = data.get("scheduler") if isinstance(data, dict) else None
-    source = scheduler.get("prior") if isinstance(scheduler, dict) else None
-    if source is not None and read_prior(path) is not None:
-        data = {**data, "scheduler": {**scheduler, "prior": None}}
+    """The record's config, validated (its files are not checked again: a resumed sweep uses the
+    prior it stored, :func:`write_prior`, and its source may be gone)."""
     try:
-        cfg = load_config(data)
+        return load_config(record.config)
     except ConfigError as exc:
         raise ConfigError(f"resume: {path}/{RECORD_FILE} holds an invalid config ({exc})") from None
-    if data is record.config:
-        return cfg
-    return dataclasses.replace(cfg, scheduler=dataclasses.replace(cfg.scheduler, prior=source))
 
 
 def _check_experiment_state(fs: pyarrow.fs.FileSystem, directory: str, path: str) -> None:

@@ -4,10 +4,12 @@ The sweep of tests/test_pause_sweep.py (``pause_margin=1``: every trial a rung c
 is paused), one trial at a time, is stopped the two ways of tests/test_resume.py: preempted
 (SIGTERM: the driver saves the sweep and exits 75) once a second trial paused, so the first is
 PAUSED and the second's pause is under way; or SIGKILLed as soon as Ray's snapshot holds a
-PAUSED trial. ``resume=<sweep dir>`` then finishes it: every trial is accounted for once in the
-summary, MLflow and Optuna, none left RUNNING; a paused trial resumes from the checkpoint of the
-epoch it paused at (each epoch trained and logged once, never from epoch 1 again) or ends pruned
-saying where it paused; its pause tags agree with its pause history.
+PAUSED trial. ``resume=auto`` (the same command again, after a preemption) or ``resume=<sweep
+dir>`` (after the kill) then finishes it, though the prior file it started with is gone: every
+trial is accounted for once in the summary, MLflow and Optuna, none left RUNNING; a paused trial
+resumes from the checkpoint of the epoch it paused at (each epoch trained and logged once, never
+from epoch 1 again) or ends pruned saying where it paused; its pause tags agree with its pause
+history.
 """
 
 from __future__ import annotations
@@ -144,7 +146,9 @@ def test_a_sweep_killed_with_paused_trials_is_finished_by_resume(tmp_path, stop)
     sweep_dir, paused = stop(tmp_path, results)
     prior.unlink()  # the resumed sweep uses the prior it stored when it started
 
-    out = run_cli(tmp_path, f"resume={sweep_dir}")
+    # preempted: the same command again with resume=auto (its prior file is gone: not checked)
+    again = ["resume=auto", *_args(results)] if stop is _preempt_while_paused else [f"resume={sweep_dir}"]
+    out = run_cli(tmp_path, *again)
     assert f"Ray results: {sweep_dir}" in out and "trials by final status:" in out, out
     stored = json.loads((Path(sweep_dir) / PRIOR_FILE).read_text())
     assert PriorModel.from_dict(stored) == PriorModel.from_dict(json.loads(SHIPPED.read_text()))
