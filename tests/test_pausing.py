@@ -236,5 +236,7 @@ def test_trials_checkpoint_at_the_rungs_only_where_a_pause_can_happen():
     cfg = SweepConfig(trainable=TrainableConfig(epochs=20))
     assert checkpoint_at(cfg) == [1, 3, 9] == run_settings(cfg, "/tmp")["checkpoint_at"]
     assert checkpoint_at(dataclasses.replace(cfg, scheduler=ConvergenceSettings(pause=False))) == []
+    costs = dataclasses.replace(cfg, scheduler=ConvergenceSettings(cost_rungs=True))
+    assert checkpoint_at(costs) == list(range(1, 20))  # a compute rung may fall on any epoch
     two = [{"metric": "val_acc", "mode": "max"}, {"metric": "val_loss", "mode": "min"}]
     assert checkpoint_at(dataclasses.replace(cfg, objectives=two)) == []  # no rank rule: no pause

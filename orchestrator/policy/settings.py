@@ -125,9 +125,12 @@ class ConvergenceSettings(PolicySettings):
 
     def pause_epochs(self, budget: int) -> list[int]:
         """The epochs where a trial may be paused (the epoch rungs below ``budget`` when ``pause``
-        and ``inner`` are on; none otherwise): a trial checkpoints there, so it resumes where it paused."""
+        and ``inner`` are on, every epoch below it with ``cost_rungs`` too: a compute rung falls on
+        any epoch; none otherwise): a trial checkpoints there, so it resumes where it paused."""
         if not self.pause or self.inner is None:
             return []
+        if self.cost_rungs:
+            return list(range(1, budget))
         grace = min(self.grace_period, budget)
         return AshaRungs(grace, float(self.reduction_factor), budget).rungs
 
