@@ -18,8 +18,6 @@ NaN policy, applied once here so that every scheduler sees the same numbers:
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -27,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.curvebank import read_records
+
 CURVES_DIR = Path(__file__).resolve().parent / "curves"
-REQUIRED_KEYS = ("config_id", "config", "seed", "epochs", "val_acc")
 OPTIONAL_LISTS = ("train_loss", "val_loss", "grad_norm", "dead_frac", "epoch_time")
 NAN = float("nan")
 CHANCE_SHARE = 0.05
@@ -120,24 +119,6 @@ def bank_name(path: Path) -> str:
 def default_bank_paths(root: Path = CURVES_DIR) -> list[Path]:
     """Return every ``*.jsonl.gz`` file under ``root`` (recursive), sorted by path."""
     return sorted(root.rglob("*.jsonl.gz"))
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Read one JSON object per non-empty line of a gzip (or plain) JSON-lines file."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    records = []
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            missing = [key for key in REQUIRED_KEYS if key not in record]
-            if missing:
-                raise ValueError(f"{path}:{line_no}: record lacks required key(s) {missing}")
-            records.append(record)
-    if not records:
-        raise ValueError(f"{path}: no records")
-    return records
 
 
 def _finite(value: Any) -> bool:

@@ -13,7 +13,6 @@ source once, when it starts; a resumed sweep uses the model it stored then
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from typing import Any
 
 from analysis.load import SweepNotFound, load_mlflow, sweep_ids
 from analysis.records import SweepRecord
+from orchestrator.curvebank import read_records
 from orchestrator.errors import ConfigError
 from orchestrator.policy.prior import PRIOR_EPOCHS, Curve, PriorModel, train_prior
 from orchestrator.policy.settings import PRIOR_MLFLOW, PRIOR_SHIPPED
@@ -65,13 +65,7 @@ def load_prior(prior: str | None, *, launch_dir: str, tracking_uri: str | None) 
 
 def bank_curves(path: Path) -> list[Curve]:
     """Every run of a curve bank file as a curve to learn from (``val_acc``, higher is better)."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    curves = []
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                curves.append(_bank_curve(json.loads(line)))
-    return curves
+    return [_bank_curve(record) for record in read_records(path)]
 
 
 def _bank_curve(record: Mapping[str, Any]) -> Curve:
