@@ -79,8 +79,17 @@ class Restarting:
         c = self.config
         if not trial.back_at_chance(c.chance, self.sign, c.collapse_margin * self.scale, self.thresholds):
             return False
-        possible = trial.attempt < c.max_restarts and self.restart_budget_left()
-        return possible and self.restart_evidence(COLLAPSED)[0]
+        return self._may_restart(trial, COLLAPSED)[0]
+
+    def _may_restart(self, trial: _Trial, kind: str, evidence: bool = True) -> tuple[bool, str]:
+        """Whether ``trial`` may restart for a failure of ``kind``, and why (not): a restart left to
+        the trial, the sweep's restart budget left, and (when ``evidence``) the sweep's record of
+        ``kind`` saying restarts pay (:meth:`restart_evidence`)."""
+        if trial.attempt >= self.config.max_restarts:
+            return False, f"its {self.config.max_restarts} restart(s) used"
+        if not self.restart_budget_left():
+            return False, "the sweep's restart budget is spent"
+        return self.restart_evidence(kind) if evidence else (True, f"the {kind} remedy is on")
 
     def _restart(
         self,
@@ -93,18 +102,13 @@ class Restarting:
         *,
         evidence: bool = True,
     ) -> tuple[Decision | None, str]:
-        """A restart decision for a failure of ``kind`` and the evidence for it, or (None, why not):
-        no restart left to the trial, the sweep's restart budget spent, or (when ``evidence``)
-        the sweep's record of ``kind`` says restarts do not pay (:meth:`restart_evidence`).
+        """A restart decision for a failure of ``kind`` and the evidence for it, or (None, why not)
+        (:meth:`_may_restart`).
 
         ``cause`` (default: the verdict's status) goes into the lineage as "restarted: <cause>";
         the new attempt's reason is ``reason`` (default: the verdict's) and the evidence.
         """
-        if trial.attempt >= self.config.max_restarts:
-            return None, f"its {self.config.max_restarts} restart(s) used"
-        if not self.restart_budget_left():
-            return None, "the sweep's restart budget is spent"
-        worth, why = self.restart_evidence(kind) if evidence else (True, f"the {kind} remedy is on")
+        worth, why = self._may_restart(trial, kind, evidence)
         if not worth:
             return None, why
         attempt = trial.attempt + 1
