@@ -9,7 +9,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from test_scheduler import Controller as TuneController
 
-from orchestrator.policy import PAUSE, PRUNE, SettingError, decision_text, policy_from_settings
+from orchestrator.policy import PAUSE, PRUNE, Reading, SettingError, decision_text, policy_from_settings
 from orchestrator.scheduler import ConvergenceScheduler
 
 
@@ -59,6 +59,7 @@ def test_a_trial_cut_among_the_first_values_at_its_rung_resumes_only_at_the_end(
         "within 0.1 of the cutoff (cut among 2 values, < 9: resumes at the end)"
     )
     first_epochs(p, {"f": 0.3, "g": 0.35, "h": 0.4})  # c would pass its rung now...
+    assert p.rules[0].would_pass(Reading(**p.pause_record("c")[0].reading))
     assert p.promotable() == [] and p.paused() == ["c"]  # ...but is not promoted ahead of new ones
 
 

@@ -777,3 +777,21 @@ def test_policy_from_settings_builds_the_rules_and_names_unknown_keys():
     for bad in (0, 2.5, True, "4"):
         with pytest.raises(ValueError, match="cost_calibration: must be a whole number >= 1"):
             policy_from_settings({"cost_calibration": bad}, mode="max", chance=None, budget=9, total_epochs=9)
+
+
+def test_a_cut_trial_not_better_than_chance_or_with_a_nan_metric_is_stuck_in_either_mode():
+    from orchestrator.policy.restarts import LOW, STUCK_KIND, failure_kind
+    from orchestrator.policy.trial import _Trial
+
+    def kind(metric, sign, chance):
+        trial = _Trial(8)
+        trial.metric.append(metric)
+        return failure_kind(trial, chance, Thresholds(), sign)
+
+    assert kind(0.11, 1.0, 0.1) == STUCK_KIND  # accuracy at chance (within 0.02)
+    assert kind(0.02, 1.0, 0.1) == STUCK_KIND  # worse than a guess: one rare class predicted
+    assert kind(0.5, 1.0, 0.1) == LOW  # it learned
+    assert kind(0.95, -1.0, 0.9) == STUCK_KIND  # an error rate worse than a guess's
+    assert kind(0.5, -1.0, 0.9) == LOW
+    assert kind(math.nan, 1.0, 0.1) == STUCK_KIND  # nothing to show it learned
+    assert kind(0.02, 1.0, None) == LOW  # no chance level: nothing to compare with

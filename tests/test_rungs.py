@@ -129,7 +129,8 @@ def test_a_rung_says_how_many_values_a_judgement_compared_with_and_when_that_is_
     for i, value in enumerate((0.5, 0.6, 0.7)):
         rungs.should_prune(f"t{i}", 1, value)
         assert rungs.last_peers == i  # the values recorded there before it
-    rungs.should_prune("t0", 1, 0.9)  # judged once per trial and rung: nothing changes
-    assert rungs.last_peers == 2
+    assert rungs.last_cutoff is not None
+    rungs.should_prune("t0", 1, 0.9)  # judged once per trial and rung: not judged again
+    assert rungs.last_peers == 0 and rungs.last_cutoff is None and rungs.recorded[1] == [0.5, 0.6, 0.7]
     with pytest.raises(ValueError, match="settled"):
         AshaRungs(1, 3, 30, settled=0)

@@ -40,20 +40,22 @@ in units of the metric's scale, ``PolicyConfig.scale``: given, or measured by ``
    :mod:`orchestrator.policy.evidence`, the reason saying it) may **prune**. Every
    rule of the list judges the trial, on its own clock (epochs, or seconds of training as
    :class:`CostRungs`), and a rule's own guard may spare it (:class:`GuardedRule`: the loss
-   ranks near the top of the rung, as a metric that lags its loss often catches up). Cut by
-   any rule, the trial is still spared by its curve: its optimistic end,
+   ranks near the top of the rung, as a metric that lags its loss often catches up, once the
+   rung holds its ``settled`` count of values, ``reduction_factor**2``). Cut by any rule, the
+   trial is still spared by its curve: its optimistic end,
    :func:`analysis.convergence.optimistic_final`, could still beat the leader; else it is
-   **paused** when it learned (no initialisation failure, not at chance) and is within
+   **paused** when it learned (no initialisation failure, better than chance) and is within
    ``pause_margin`` of the rung's cutoff (``pause``; freeze-thaw, :mod:`.pausing`: it resumes
-   where it stopped when it would pass its rung now, or when no new configuration is left),
-   else **cut**.
+   where it stopped when it would pass its rung now, if it was cut among a settled count of
+   values, or when no new configuration is left), else **cut**.
 10. Otherwise **continue**.
 
 To **cut** a trial is to prune it, unless its last epoch shows an initialisation failure
-(dead units: a dead fraction or gradient norm past its threshold; stuck: its metric at
-chance) whose kind the evidence lets restart: then it **restarts** (a rank rule's cut of a
-trial that learned is no sign of a local minimum: it is pruned). A restarted attempt is not
-judged by the rank rules before the epoch where the attempt it replaced ended.
+(dead units: a dead fraction or gradient norm past its threshold; stuck: its metric not better
+than chance by more than ``thresholds.chance_margin``, or NaN) whose kind the evidence lets
+restart: then it **restarts** (a rank rule's cut of a trial that learned is no sign of a local
+minimum: it is pruned). A restarted attempt is not judged by the rank rules before the epoch
+where the attempt it replaced ended.
 
 Every restart of rules 3, 4 and 6 needs the sweep's own evidence for its kind of failure
 (collapsed, dead units — dead ReLUs or a vanishing gradient —, otherwise stuck, local minimum:

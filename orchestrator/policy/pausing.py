@@ -4,7 +4,7 @@
 rank rule's cut into a pause and keeps the paused trials. The rules, pure (stdlib):
 
 - **Pause**: a rank rule cut the trial (rule 9 of :mod:`orchestrator.policy`), ``pause`` is on,
-  the trial is not hopeless (no initialisation failure and not at chance:
+  the trial is not hopeless (no initialisation failure, better than chance:
   :func:`~orchestrator.policy.restarts.failure_kind` says it learned) and its value is within
   ``pause_margin`` (metric units, times the scale) of the rung's cutoff. A resumed trial
   meets its next rungs as any trial: it may be paused there again.

@@ -82,12 +82,12 @@ class RestartRecord:
         return counts.get(kind, 0)
 
 
-def failure_kind(trial: _Trial, chance: float | None, th: Thresholds, sign: float = 1.0) -> str:
+def failure_kind(trial: _Trial, chance: float | None, th: Thresholds, sign: float) -> str:
     """The kind of failure of a trial that is cut: dead units (its last epoch's dead fraction at
     or above ``th.dead_frac``, or its gradient norm below ``th.vanishing_grad``), stuck (its
-    last metric not better than chance by more than ``th.chance_margin``: at chance, or worse
-    than a guess; ``sign`` makes higher better), else a local minimum (it learned, less than the
-    others)."""
+    last metric not better than chance by more than ``th.chance_margin``: at chance, worse than
+    a guess, or NaN; ``sign`` is +1 when higher is better, -1 when lower is), else a local
+    minimum (it learned, less than the others)."""
     dead = bool(trial.dead) and trial.dead[-1] >= th.dead_frac
     vanishing = bool(trial.grad) and trial.grad[-1] < th.vanishing_grad
     if dead or vanishing:

@@ -150,10 +150,16 @@ class AshaRungs:
         """Nothing to calibrate: epochs are the unit."""
 
     def should_prune(self, trial_id: str, epoch: int, value: float) -> bool:
-        """Record ``value`` when ``epoch`` is a rung (once per trial) and say whether it is cut."""
+        """Record ``value`` when ``epoch`` is a rung (once per trial) and say whether it is cut
+        (not judged: :attr:`last_peers` and :attr:`last_cutoff` say so, 0 and None)."""
         if epoch not in self.recorded or (trial_id, epoch) in self.seen:
-            return False
+            return self.unjudged()
         return self.judge(trial_id, epoch, value)
+
+    def unjudged(self) -> bool:
+        """Say that the last reading was not judged (no cutoff, no values compared): False."""
+        self.last_peers, self.last_cutoff = 0, None
+        return False
 
     def judge(self, trial_id: str, rung: int, value: float) -> bool:
         """Compare ``value`` with the cutoff of ``rung``, then record it there for ``trial_id``."""
@@ -235,10 +241,10 @@ class CostRungs:
     def should_prune(self, trial_id: str, seconds: float, value: float) -> bool:
         """Judge ``value`` at the highest rung ``seconds`` of training have crossed, once per rung."""
         if self.unit is None or not math.isfinite(seconds):
-            return False
+            return self._epochs.unjudged()
         crossed = [r for r in self._epochs.rungs if seconds >= r * self.unit]
         if not crossed or (trial_id, crossed[-1]) in self._epochs.seen:
-            return False
+            return self._epochs.unjudged()
         return self._epochs.judge(trial_id, crossed[-1], value)
 
     def explain(self) -> str:

@@ -1,7 +1,8 @@
 """The policy's state as plain, versioned data: JSON-serialisable, never pickled objects.
 
 Version 7 keeps each trial's pauses (``pauses``: :class:`orchestrator.policy.pausing.PauseRecord`
-s by trial id, freeze-thaw); version 6 is read with none (no trial was paused).
+s by trial id, freeze-thaw); version 6 is read with none (no trial was paused). A pause saved
+before records held ``settled`` reads as settled (promotable as before).
 Version 6 keeps, in each :class:`orchestrator.policy.rungs.AshaRungs` state, every trial's value
 per rung by trial key (``values``: the evidence of adaptive rungs); version 5 is read with none
 (the rungs' evidence starts again; their cutoffs keep every value recorded).
