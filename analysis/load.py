@@ -57,18 +57,23 @@ def read_results(path: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _ray_statuses(sweep_dir: str) -> dict[str, str]:
-    """Trial directory name -> Ray status, from the newest experiment snapshot."""
+def ray_snapshot(sweep_dir: str) -> list[dict[str, Any]] | None:
+    """The trials of Ray's newest experiment snapshot in the (local) ``sweep_dir``, as Ray wrote
+    them (``trial_id``, ``status``, ``relative_logdir``, ...); None when there is no snapshot."""
     snapshots = sorted(glob.glob(os.path.join(sweep_dir, "experiment_state-*.json")))
     if not snapshots:
-        return {}
-    with open(snapshots[-1]) as f:
+        return None
+    with open(snapshots[-1], encoding="utf-8") as f:
         state = json.load(f)
-    out = {}
-    for entry in state.get("trial_data", []):
-        trial = json.loads(entry[0])
-        out[os.path.basename(trial.get("relative_logdir", ""))] = trial.get("status", "")
-    return out
+    return [json.loads(entry[0]) for entry in state.get("trial_data", [])]
+
+
+def _ray_statuses(sweep_dir: str) -> dict[str, str] | None:
+    """Trial directory name -> Ray status, from the newest experiment snapshot (None: none)."""
+    trials = ray_snapshot(sweep_dir)
+    if trials is None:
+        return None
+    return {os.path.basename(t.get("relative_logdir", "")): t.get("status", "") for t in trials}
 
 
 def _sweep_settings(sweep_dir: str) -> dict[str, Any]:
@@ -97,6 +102,8 @@ def load_ray_dir(sweep_dir: str, *, metric: str | None = None, mode: str | None 
     keys = (metric, *(m for m, _ in objectives))
     trials = []
     for trial_dir in trial_dirs:
+        if statuses is not None and os.path.basename(trial_dir) not in statuses:
+            continue  # not in Ray's snapshot: started after it by a driver that died (LOST)
         results_path = os.path.join(trial_dir, "result.json")
         rows = [r for r in read_results(results_path) if has_epoch(r)]
         if not rows:
@@ -131,7 +138,7 @@ def _ray_trial(
         last_of[attempt] = row
     last = last_of[max(last_of)]
     budget = int(config.get("epochs", last.get("epoch", 0)))
-    ray_status = statuses.get(name, "TERMINATED")
+    ray_status = (statuses or {}).get(name, "TERMINATED")
     if ray_status in _RAY_LIVE:
         status = "INTERRUPTED"
     else:

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow.fs
 from ray.tune import Callback
 
-from analysis.load import read_results
+from analysis.load import ray_snapshot, read_results
 from orchestrator.config import SweepConfig, load_config
 from orchestrator.contract import CHECKPOINT_FILE, hyperparameters, logged_metrics
 from orchestrator.errors import ConfigError
@@ -248,9 +248,7 @@ LOST = "LOST"
 def snapshot_trials(directory: str) -> set[str]:
     """The trials of Ray's newest experiment snapshot in the (local) sweep ``directory``: the
     trials a resumed sweep restores."""
-    states = sorted(glob.glob(os.path.join(directory, "experiment_state-*.json")))
-    with open(states[-1], encoding="utf-8") as f:
-        return {json.loads(trial)["trial_id"] for trial, _ in json.load(f)["trial_data"]}
+    return {str(t["trial_id"]) for t in ray_snapshot(directory) or ()}
 
 
 def mark_lost(directory: str, tracker: Any) -> set[str]:

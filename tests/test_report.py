@@ -102,6 +102,15 @@ def test_the_ray_directory_is_read_into_trials_and_attempts(sweep_dir):
     assert restarted.epochs_run == 13 and restarted.final("val_acc") == RISING[7]
 
 
+def test_a_trial_that_rays_snapshot_does_not_know_is_left_out(sweep_dir):
+    names = [t[0] for t in TRIALS]
+    known = [{"trial_id": n[-4:], "status": "TERMINATED", "relative_logdir": n} for n in names[:3]]
+    state = {"trial_data": [[json.dumps(t), "{}"] for t in known]}
+    (sweep_dir / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
+    # the last trial started after that snapshot, by a driver that died: LOST in the resumed sweep
+    assert [t.name for t in load_ray_dir(str(sweep_dir)).trials] == names[:3]
+
+
 def test_a_replayed_epoch_keeps_its_first_report_as_mlflow_does(sweep_dir):
     path = sweep_dir / "trial_0001_bbbb" / "result.json"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
