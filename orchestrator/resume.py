@@ -108,18 +108,16 @@ def write_prior(directory: str, model: PriorModel) -> str:
 
 def read_prior(directory: str) -> PriorModel | None:
     """The prior stored in the sweep directory by :func:`write_prior` (None: none stored: a
-    sweep without a prior, or one started before priors were stored); a corrupt one is a
-    ConfigError naming ``resume``."""
+    sweep without a prior, or one started before priors were stored); one that cannot be read
+    or is corrupt is a ConfigError naming ``resume`` (never the source read again instead)."""
     fs, path = _fs(join(directory, PRIOR_FILE))
     try:
+        if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+            return None
         with fs.open_input_stream(path) as f:
-            raw = f.read()
-    except (OSError, FileNotFoundError):
-        return None
-    try:
-        return PriorModel.from_dict(json.loads(raw))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"resume: {path} is corrupt ({str(exc).splitlines()[0]})") from None
+            return PriorModel.from_dict(json.loads(f.read()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"resume: {path} cannot be read ({str(exc).splitlines()[0]})") from None
 
 
 def read_record(path: str) -> tuple[SweepRecord, SweepConfig]:

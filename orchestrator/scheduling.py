@@ -15,20 +15,21 @@ from orchestrator.config import SweepConfig
 from orchestrator.objectives import multi_objective_settings, objectives_of, several, why_off
 from orchestrator.policy import ConvergencePolicy, ConvergenceSettings, policy_from_settings
 from orchestrator.priors import load_prior
-from orchestrator.resume import read_prior, write_prior
+from orchestrator.resume import SweepRecord, read_prior, write_prior
 from orchestrator.scheduler import ConvergenceScheduler
 from trainables.data import NUM_CLASSES
 
 
-def build_policy(cfg: SweepConfig, num_trials: int, resumed: str | None = None) -> ConvergencePolicy:
+def build_policy(cfg: SweepConfig, num_trials: int, resumed: SweepRecord | None = None) -> ConvergencePolicy:
     """The convergence policy configured by ``scheduler.*`` for a sweep of ``num_trials``.
 
     Built by :func:`orchestrator.policy.policy_from_settings` from ``scheduler.*`` (a
     :class:`orchestrator.policy.ConvergenceSettings`), as the replay benchmark builds it; with
     several objectives without its one-objective pruning (:mod:`orchestrator.objectives`); with
     the prior ``scheduler.prior`` names, read here (:func:`orchestrator.priors.load_prior`), or,
-    for the sweep ``resumed`` (its directory), the prior it stored when it started
-    (:func:`orchestrator.resume.read_prior`; its source only when it stored none).
+    for the sweep ``resumed`` (its record), the prior it stored when it started
+    (:func:`orchestrator.resume.read_prior`; its source, from where it was launched, only when it
+    stored none).
     """
     epochs = cfg.trainable.epochs
     if not isinstance(cfg.scheduler, ConvergenceSettings):
@@ -36,9 +37,10 @@ def build_policy(cfg: SweepConfig, num_trials: int, resumed: str | None = None) 
             f"scheduler.name: the convergence policy needs scheduler=convergence, got {cfg.scheduler.name!r}"
         )
     settings = multi_objective_settings(cfg.scheduler) if several(cfg) else cfg.scheduler
-    prior = read_prior(resumed) if resumed is not None and settings.prior is not None else None
+    prior = read_prior(resumed.directory) if resumed is not None and settings.prior is not None else None
     if prior is None:
-        prior = load_prior(settings.prior, launch_dir=os.getcwd(), tracking_uri=cfg.tracking.uri)
+        launch_dir = resumed.launch_dir if resumed is not None else os.getcwd()
+        prior = load_prior(settings.prior, launch_dir=launch_dir, tracking_uri=cfg.tracking.uri)
     return policy_from_settings(
         settings,
         mode=cfg.mode,
@@ -88,9 +90,11 @@ def loss_of(cfg: SweepConfig) -> str:
     return "val_loss" if not cfg.trainable.own or cfg.mode == "max" else cfg.metric
 
 
-def build_scheduler(cfg: SweepConfig, num_trials: int, resumed: str | None = None) -> TrialScheduler:
+def build_scheduler(
+    cfg: SweepConfig, num_trials: int, resumed: SweepRecord | None = None
+) -> TrialScheduler:
     """Build the configured scheduler; decisions are per epoch (Ray's ``training_iteration``).
-    ``resumed``: the directory of the sweep it resumes (its stored prior: :func:`build_policy`)."""
+    ``resumed``: the record of the sweep it resumes (its stored prior: :func:`build_policy`)."""
     s, epochs = cfg.scheduler, cfg.trainable.epochs
     if s.name == "convergence":
         policy = build_policy(cfg, num_trials, resumed)

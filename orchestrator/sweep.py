@@ -166,7 +166,7 @@ def _prepare(
         if not lock.acquire() and "://" not in record.directory:
             raise ConfigError(f"resume: another driver is running the sweep in {record.directory}")
     trials = num_trials(cfg)
-    scheduler = build_scheduler(cfg, trials, record.directory if record is not None else None)
+    scheduler = build_scheduler(cfg, trials, record)
     convergence = scheduler if isinstance(scheduler, ConvergenceScheduler) else None
     s = _Sweep(
         cfg=cfg,
@@ -252,8 +252,8 @@ def _fit(
             s.experiment, s.storage, s.launch_dir, data, list(s.overrides), s.resolved_yaml, s.uri, parent
         )
         s.record.study_storage = s.study.url
+        keep_prior(s.scheduler, s.record.directory)  # before the record: resumable only with it
         write_record(s.record)
-        keep_prior(s.scheduler, s.record.directory)
         s.lock = preemption.DriverLock(s.record.directory)
         s.lock.acquire()
     tconf = tuning.tune_config(cfg, s.searcher, s.scheduler, s.trials, concurrent)

@@ -56,7 +56,11 @@ def test_a_stored_prior_reads_back_is_none_when_absent_and_refused_when_corrupt(
     path = write_prior(str(tmp_path), model)
     assert path.endswith(f"/{PRIOR_FILE}") and read_prior(str(tmp_path)) == model
     (tmp_path / PRIOR_FILE).write_text("{not json")
-    with pytest.raises(ConfigError, match=r"^resume: .*prior\.json is corrupt"):
+    with pytest.raises(ConfigError, match=r"^resume: .*prior\.json cannot be read \("):
+        read_prior(str(tmp_path))
+    (tmp_path / PRIOR_FILE).unlink()
+    (tmp_path / PRIOR_FILE).mkdir()  # there but not a file: refused, not read from the source again
+    with pytest.raises(ConfigError, match=r"^resume: .*prior\.json cannot be read \("):
         read_prior(str(tmp_path))
 
 
@@ -86,7 +90,7 @@ def test_a_resumed_sweep_uses_its_stored_prior_not_its_source_again(tmp_path, mo
 
     record, resumed_cfg = read_record(str(directory))
     assert resumed_cfg.scheduler.prior == str(source)  # the config is the one the sweep started with
-    scheduler = build_scheduler(resumed_cfg, 9, record.directory)
+    scheduler = build_scheduler(resumed_cfg, 9, record)
     assert scheduler.policy.prior.model == _model("earlier sweeps")
     if change == "changed":  # a new sweep reads the source as it is now
         assert build_scheduler(cfg, 9).policy.prior.model.source == "earlier sweeps and this one"
@@ -98,5 +102,5 @@ def test_a_resumed_sweep_without_a_stored_prior_reads_its_source(tmp_path, monke
     cfg = _config("shipped")
     directory = _sweep_dir(tmp_path, cfg)
     record, resumed_cfg = read_record(str(directory))
-    scheduler = build_scheduler(resumed_cfg, 9, record.directory)
+    scheduler = build_scheduler(resumed_cfg, 9, record)
     assert scheduler.policy.prior.model == PriorModel.from_dict(json.loads(SHIPPED.read_text()))
