@@ -12,8 +12,10 @@ changes is when the first hitter of the repeat's order *starts*: the workers are
 with the configurations proposed before it. Per scheduler (medians over the repeats reaching the
 target): ``t_target``; ``hit_start``, when the trial that first reached it started;
 ``first_start``, when the first hitter of the order started; ``work_first4`` and ``work_others``,
-the simulated worker-seconds spent before ``first_start`` on the first four trials of the order
-and on the others (the oracle spends one epoch on each). Same orders and settings as the replay.
+the simulated worker-seconds of the epochs that ended before ``first_start``, on the first four
+trials of the order and on the others (the oracle spends one epoch on each; an epoch still
+running at ``first_start`` is not counted, so with several workers these are lower bounds).
+Same orders and settings as the replay.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ray.tune.experiment import Trial
 
 from benchmarks import schedulers as registry
 from benchmarks.bank import Bank, default_bank_paths, load_bank
@@ -47,13 +51,13 @@ class TimingController(SimController):
         self.work: Counter[int] = Counter()  # order position -> worker-seconds before first_start
         self.hit: tuple[str, float] | None = None  # the trial that first reached the target, when
 
-    def _start(self, trial):  # type: ignore[no-untyped-def]
+    def _start(self, trial: Trial) -> None:
         self.started.setdefault(trial.trial_id, self.now)
         if self.first_start is None and trial.config["config_id"] in self.hitting:
             self.first_start = self.now
         super()._start(trial)
 
-    def _end_epoch(self, trial):  # type: ignore[no-untyped-def]
+    def _end_epoch(self, trial: Trial) -> None:
         rep = self._replay[trial]
         if self.first_start is None:
             self.work[int(trial.trial_id[:5])] += rep.run.epoch_time[rep.epoch]

@@ -241,3 +241,26 @@ def test_trials_checkpoint_at_the_rungs_only_where_a_pause_can_happen():
     assert checkpoint_at(costs) == list(range(1, 20))  # a compute rung may fall on any epoch
     two = [{"metric": "val_acc", "mode": "max"}, {"metric": "val_loss", "mode": "min"}]
     assert checkpoint_at(dataclasses.replace(cfg, objectives=two)) == []  # no rank rule: no pause
+
+
+def test_the_result_files_of_a_resumed_trial_keep_the_drivers_own_rows(tmp_path, monkeypatch):
+    """Ray's loggers copy a trial's file back from storage whenever it starts, a paused one
+    resuming too; the driver's copy, once written, holds rows storage may not have yet."""
+    from types import SimpleNamespace
+
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from orchestrator.callbacks import CsvLogger, JsonLogger
+
+    restored = []
+    for base in (JsonLoggerCallback, CSVLoggerCallback):  # raises if Ray no longer has the hook
+        monkeypatch.setattr(base, "_restore_from_remote", lambda self, name, trial: restored.append(name))
+    trial = SimpleNamespace(local_path=str(tmp_path))
+    JsonLogger()._restore_from_remote("result.json", trial)
+    CsvLogger()._restore_from_remote("progress.csv", trial)
+    assert restored == ["result.json", "progress.csv"]  # none here yet (a new driver): from storage
+    (tmp_path / "result.json").write_text('{"epoch": 1}\n')
+    (tmp_path / "progress.csv").write_text("epoch\n1\n")
+    JsonLogger()._restore_from_remote("result.json", trial)
+    CsvLogger()._restore_from_remote("progress.csv", trial)
+    assert restored == ["result.json", "progress.csv"]  # the driver's own copies are kept
