@@ -19,8 +19,9 @@ Settings (time in epochs, Ray's ``time_attr="training_iteration"``; ``max_t`` = 
   default bank but the one replayed (``benchmarks.train_prior.prior_without``), so the bank being
   replayed is never in its own prior.
 - ``convergence_prior_family``: the same, the prior learned on the other banks of the replayed
-  bank's model family only (LCBench, or this project's MLP trainer), as ``prior=mlflow:<your
-  experiment>`` learns from a user's earlier sweeps of one model family.
+  bank's model family only (LCBench, this project's MLPs, its CNN:
+  ``benchmarks.train_prior.family``), as ``prior=mlflow:<your experiment>`` learns from a user's
+  earlier sweeps of one model family; the default policy where the family has no other bank.
 - ``convergence_norestart``: the same with ``max_restarts=0`` (a ``scheduler.*`` override, as a user
   would write it): what the restarts add to the default policy.
 - ``bohb_promotion``: Ray's ``HyperBandForBOHB(reduction_factor=3)``, the only Ray 2.60 scheduler
@@ -168,8 +169,10 @@ def _convergence_cost(bank: Bank, n_trials: int) -> TrialScheduler:
 def _convergence_prior(bank: Bank, n_trials: int, same_family: bool = False) -> TrialScheduler:
     from benchmarks.train_prior import prior_without
 
-    overrides = {"prior": "shipped"}
     prior = prior_without(bank.name, same_family)
+    if prior is None:  # no earlier sweep of its family: the default policy, as for a user without one
+        return make_convergence(bank.max_epochs, n_trials, chance=bank.chance_hint)
+    overrides = {"prior": "shipped"}
     return make_convergence(
         bank.max_epochs, n_trials, chance=bank.chance_hint, overrides=overrides, prior=prior
     )
