@@ -110,7 +110,7 @@ def _sweep_args(results) -> list[str]:
     return [
         "debug=default",
         "num_samples=3",
-        "trainable.epochs=6",
+        "trainable.epochs=12",  # a long enough tail after the point the tests stop it at
         "trainable.checkpoint_every=1",
         "cluster.num_cpus=1",
         "report=false",
