@@ -106,11 +106,11 @@ def check_study(db, sweep_dir, by_trial) -> None:
         assert trial.number == by_trial[tid][0]["config"]["trial_index"]
 
 
-def _sweep_args(results) -> list[str]:
+def _sweep_args(results, epochs: int = 6) -> list[str]:
     return [
         "debug=default",
         "num_samples=3",
-        "trainable.epochs=12",  # a long enough tail after the point the tests stop it at
+        f"trainable.epochs={epochs}",
         "trainable.checkpoint_every=1",
         "cluster.num_cpus=1",
         "report=false",
@@ -120,11 +120,11 @@ def _sweep_args(results) -> list[str]:
     ]
 
 
-def _start_until_mid_sweep(tmp_path, results, **popen) -> subprocess.Popen:
+def _start_until_mid_sweep(tmp_path, results, epochs: int = 6, **popen) -> subprocess.Popen:
     """Start the sweep of :func:`_sweep_args`; return once one trial is done, the next one
     training, and Ray's snapshot knows both."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", *_sweep_args(results)],
+        [sys.executable, "-m", "orchestrator", *_sweep_args(results, epochs)],
         cwd=tmp_path,
         env=cli_env(),
         start_new_session=True,
@@ -190,7 +190,8 @@ def test_a_preempted_sweep_exits_resumable_and_resume_auto_finishes_it(tmp_path)
     its MLflow runs and exits 75 within 30 s; the same command with resume=auto finds the
     sweep and finishes it, nothing lost or trained twice; a finished sweep is not resumed."""
     results = tmp_path / "results"
-    proc = _start_until_mid_sweep(tmp_path, results, stderr=subprocess.PIPE, text=True)
+    # 12 epochs: a tail long enough that a loaded machine cannot end the sweep before the SIGTERM
+    proc = _start_until_mid_sweep(tmp_path, results, 12, stderr=subprocess.PIPE, text=True)
     try:
         sent = time.time()
         os.kill(proc.pid, signal.SIGTERM)
@@ -209,7 +210,7 @@ def test_a_preempted_sweep_exits_resumable_and_resume_auto_finishes_it(tmp_path)
     assert runs and all(r.info.status != "RUNNING" for r in runs)
     assert not json.loads((Path(sweep_dir) / RECORD_FILE).read_text())["finished"]
 
-    out = run_cli(tmp_path, *_sweep_args(results), "resume=auto")
+    out = run_cli(tmp_path, *_sweep_args(results, 12), "resume=auto")
     assert f"resume=auto: resuming {sweep_dir}" in out and f"Ray results: {sweep_dir}" in out, out
     by_trial = check_mlflow_record(tmp_path / "mlflow.db", sweep_dir, 3)
     for tid, rows in by_trial.items():
