@@ -31,7 +31,7 @@ from orchestrator.config import known_keys, load_config
 from orchestrator.errors import ConfigError, printable
 from orchestrator.preemption import EXIT_PREEMPTED, latest_unfinished, preempted
 from orchestrator.preemption import install as install_preemption
-from orchestrator.preflight import preflight
+from orchestrator.preflight import preflight, storage_dir
 from orchestrator.redact import is_secret_key, redact, redact_assignments, redact_overrides, redact_yaml
 from orchestrator.schema import register_schemas
 from orchestrator.userconf import file_problem, with_origin
@@ -80,7 +80,6 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def _unfinished(cfg: Any) -> str | None:
     """The unfinished sweep of ``cfg.name`` in its storage (``resume=auto``), or None."""
-    from orchestrator.preflight import storage_dir
     from orchestrator.resume import RECORD_FILE
 
     return latest_unfinished(storage_dir(cfg.storage.path, os.getcwd()), cfg.name, RECORD_FILE)

@@ -30,6 +30,7 @@ from conftest import cli_env, run_cli
 from mlflow.tracking import MlflowClient
 from test_resume import _kill_group, check_mlflow_record, check_study
 
+from analysis.load import ray_snapshot
 from orchestrator.policy.prior import PriorModel
 from orchestrator.priors import SHIPPED
 from orchestrator.resume import PRIOR_FILE
@@ -66,11 +67,9 @@ def _newest(sweep_dir: str, pattern: str) -> str | None:
 def _paused_in_snapshot(sweep_dir: str) -> set[str]:
     """The trials Ray's newest snapshot holds as PAUSED and the scheduler's state there as paused
     (their pause open); none while the snapshot is incomplete or being written."""
-    state = _newest(sweep_dir, "experiment_state-*.json")
     callbacks = _newest(sweep_dir, "callback-states-*.pkl")
     try:
-        with open(state) as f:
-            trials = [json.loads(trial) for trial, _ in json.load(f)["trial_data"]]
+        trials = ray_snapshot(sweep_dir) or []
         with open(callbacks, "rb") as f:
             pauses = pickle.load(f)[0]["scheduler"]["policy"]["pauses"]
     except (TypeError, OSError, ValueError, EOFError, pickle.UnpicklingError, KeyError):
@@ -80,18 +79,21 @@ def _paused_in_snapshot(sweep_dir: str) -> set[str]:
     return ray_paused & open_
 
 
-def _preempt_while_paused(tmp_path, results) -> tuple[str, set[str]]:
-    """Start the sweep, SIGTERM its driver (a preemption: it saves the sweep and exits 75) once it
-    paused a trial; return the sweep directory and the trials its last snapshot holds paused."""
-    proc = subprocess.Popen(
+def _start(tmp_path, results, **output) -> subprocess.Popen:
+    """Start the sweep of :func:`_args` in its own process group, its output as ``output`` says."""
+    return subprocess.Popen(
         [sys.executable, "-m", "orchestrator", *_args(results)],
         cwd=tmp_path,
         env=cli_env(),
         start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        **output,
     )
+
+
+def _preempt_while_paused(tmp_path, results) -> tuple[str, set[str]]:
+    """Start the sweep, SIGTERM its driver (a preemption: it saves the sweep and exits 75) once it
+    paused a trial; return the sweep directory and the trials its last snapshot holds paused."""
+    proc = _start(tmp_path, results, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         seen, pausing = [], set()
         for line in proc.stdout:  # one trial at a time: a second trial paused, the first one is PAUSED
@@ -116,14 +118,7 @@ def _kill_while_paused(tmp_path, results) -> tuple[str, set[str]]:
     """Start the sweep, SIGKILL its driver as soon as Ray's snapshot holds a trial PAUSED (the
     driver dies as it is: what it did after that snapshot is lost); return the sweep directory
     and the trials that snapshot holds paused."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", *_args(results)],
-        cwd=tmp_path,
-        env=cli_env(),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = _start(tmp_path, results, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
